@@ -1,0 +1,804 @@
+"""``Actor`` (what users subclass) and ``ActorCell`` (the machinery behind one actor).
+
+An actor is one Trio task (``ActorCell.main``) that runs *incarnations* of the user's
+class. Each incarnation opens its own nursery (child actors, child tasks, timers), runs
+``on_start``, then the message loop, until a stop request or a failure. The cell applies
+the supervision policy between incarnations; the mailbox and the ref survive restarts.
+"""
+
+from __future__ import annotations
+
+import inspect
+import types
+import typing
+from collections import deque
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any, Final, Literal
+
+import msgspec
+import outcome
+import trio
+from trio.lowlevel import Task, current_task, reschedule
+
+from ._context import current_cell
+from ._errors import ActorGone, InvalidActor, ReceiveTimeout, UnhandledMessage
+from ._mailbox import QUEUED, RUNNING, WITHDRAWN, Envelope, Mailbox
+from ._messages import Admit, Completed, Interrupted, Terminated
+
+if TYPE_CHECKING:
+    from ._ref import ActorRef
+    from ._runtime import Runtime
+
+__all__ = ["Actor", "ActorCell", "RestartPolicy", "TimerHandle"]
+
+RestartPolicy = Literal["permanent", "transient", "temporary"]
+Backoff = float | Callable[[int], float] | None
+
+#: The actor loop yields to the scheduler after this many handled messages in a row
+#: (handlers that never block would otherwise starve other tasks).
+HANDLER_BATCH: Final = 64
+
+_NOT_STOPPING: Final = object()
+
+
+def _unwrap(exc: BaseException) -> BaseException:
+    """The single exception inside (nested) one-element exception groups, else *exc*."""
+    while isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
+        exc = exc.exceptions[0]
+    return exc
+
+
+_accepts_cache: dict[type, tuple[type, ...]] = {}
+
+
+def accepted_types(cls: type[Actor]) -> tuple[type, ...]:
+    """The message types ``cls.handle`` accepts, from its annotation (cached per class)."""
+    cached = _accepts_cache.get(cls)
+    if cached is not None:
+        return cached
+    handle = cls.handle
+    if handle is Actor.handle:
+        raise InvalidActor(f"{cls.__qualname__} does not define handle(self, msg)")
+    params = list(inspect.signature(handle).parameters.values())
+    if len(params) != 2:
+        raise InvalidActor(
+            f"{cls.__qualname__}.handle must take exactly one message argument, "
+            f"got parameters {[p.name for p in params]}"
+        )
+    pname = params[1].name
+    try:
+        hints = typing.get_type_hints(handle)
+    except Exception as exc:
+        raise InvalidActor(
+            f"cannot resolve the annotation of {cls.__qualname__}.handle: {exc!r}"
+        ) from exc
+    ann = hints.get(pname, inspect.Parameter.empty)
+    result: tuple[type, ...]
+    if ann is inspect.Parameter.empty or ann is Any or ann is object:
+        result = (msgspec.Struct,)
+    else:
+        origin = typing.get_origin(ann)
+        members = typing.get_args(ann) if origin in (typing.Union, types.UnionType) else (ann,)
+        out: list[type] = []
+        for m in members:
+            if m is type(None):
+                continue
+            if not (isinstance(m, type) and issubclass(m, msgspec.Struct)):
+                raise InvalidActor(
+                    f"{cls.__qualname__}.handle accepts {m!r}, which is not a msgspec.Struct "
+                    "subclass; messages must be Structs"
+                )
+            out.append(m)
+        if not out:
+            raise InvalidActor(f"{cls.__qualname__}.handle accepts no message type ({ann!r})")
+        result = tuple(out)
+    _accepts_cache[cls] = result
+    return result
+
+
+class TimerHandle:
+    """Returned by ``send_after``/``send_every``; ``cancel()`` stops the timer (idempotent)."""
+
+    __slots__ = ("_scope",)
+
+    def __init__(self) -> None:
+        self._scope = trio.CancelScope()
+
+    def cancel(self) -> None:
+        self._scope.cancel()
+
+    @property
+    def cancelled(self) -> bool:
+        return self._scope.cancel_called
+
+
+class Actor:
+    """Base class of every actor.
+
+    Override ``handle`` (required; its parameter annotation declares the accepted message
+    types), and optionally ``on_start``, ``on_stop``, ``admit``, ``priority`` and ``drain``.
+    ``__init__`` receives ``spawn``'s positional arguments and need not call ``super()``;
+    the runtime helpers below (``ref``, ``spawn``, ``start_soon``, ...) are available from
+    ``on_start`` on. The attribute ``_actor_cell`` is reserved.
+    """
+
+    _actor_cell: ActorCell
+
+    # -- hooks (override) -------------------------------------------------------------
+
+    async def on_start(self) -> None:
+        """Runs before the first message; ``spawn`` returns after it. Failure -> spawner."""
+
+    async def handle(self, msg: Any) -> Any:
+        """Handle one message; the return value answers an ask."""
+        raise NotImplementedError
+
+    async def on_stop(self, reason: object) -> None:
+        """Runs when an incarnation ends (after children stopped and tasks were cancelled).
+
+        *reason* is the ``stop()`` reason or the exception that ended the incarnation. If
+        the actor is being cancelled from outside, this runs in a cancelled context.
+        """
+
+    def admit(self, msg: Any) -> Admit:
+        """Synchronous admission at enqueue time (default: always enqueue)."""
+        return Admit.ENQUEUE
+
+    def priority(self, msg: Any) -> int:
+        """Mailbox priority of *msg*; higher is handled first, FIFO within a level."""
+        return 0
+
+    def drain(self, msg: Any) -> Any:
+        """The answer for a message still queued when the actor finally exits.
+
+        Return a reply value, or an exception instance to raise in the asker. Default:
+        ``ActorGone(path, reason)``. Also called for queued tells (result discarded).
+        """
+        cell = self._actor_cell
+        return ActorGone(cell.path, cell.exit_reason)
+
+    # -- helpers ----------------------------------------------------------------------
+
+    @property
+    def ref(self) -> ActorRef:
+        """This actor's ref (stable across restarts)."""
+        return self._actor_cell.ref
+
+    async def spawn(
+        self,
+        cls: type[Actor],
+        *args: Any,
+        name: str | None = None,
+        mailbox_size: int = 1024,
+        restart: RestartPolicy | None = None,
+        max_restarts: int = 3,
+        within: float = 5.0,
+        backoff: Backoff = None,
+    ) -> ActorRef:
+        """Spawn a child actor in this actor's nursery (see ``Runtime.spawn``)."""
+        cell = self._actor_cell
+        return await cell.rt._spawn(
+            cell, cls, args, name, mailbox_size, restart, max_restarts, within, backoff
+        )
+
+    def start_soon(self, fn: Callable[..., Awaitable[Any]], *args: Any, name: str | None = None) -> None:
+        """Start a child task in this actor's nursery. Its failure fails the actor."""
+        cell = self._actor_cell
+        nursery = cell.require_nursery()
+        tname = name or getattr(fn, "__qualname__", repr(fn))
+        nursery.start_soon(cell.run_task, fn, args, tname, name=f"{cell.path}:{tname}")
+
+    async def start(self, fn: Callable[..., Awaitable[Any]], *args: Any, name: str | None = None) -> Any:
+        """Like ``nursery.start``: *fn* gets ``task_status`` and this returns its value."""
+        cell = self._actor_cell
+        nursery = cell.require_nursery()
+        tname = name or getattr(fn, "__qualname__", repr(fn))
+        return await nursery.start(cell.run_started_task, fn, args, tname, name=f"{cell.path}:{tname}")
+
+    def send_after(self, delay: float, msg: Any) -> TimerHandle:
+        """Tell *msg* to this actor after *delay* seconds (Trio clock). Cancelled with the actor."""
+        cell = self._actor_cell
+        cell.check_accepts(msg)
+        handle = TimerHandle()
+        cell.require_nursery().start_soon(cell.timer_task, handle, delay, None, msg)
+        return handle
+
+    def send_every(self, period: float, msg: Any) -> TimerHandle:
+        """Tell *msg* to this actor every *period* seconds, drift-free, until cancelled."""
+        if not period > 0:
+            raise ValueError(f"send_every period must be > 0, got {period!r}")
+        cell = self._actor_cell
+        cell.check_accepts(msg)
+        handle = TimerHandle()
+        cell.require_nursery().start_soon(cell.timer_task, handle, period, period, msg)
+        return handle
+
+    def monitor(self, ref: ActorRef) -> None:
+        """Deliver ``Terminated(ref, reason)`` to this actor when *ref* finally exits (at once
+        if it already has). Sent once, not per restart."""
+        ref._cell.add_watcher(self._actor_cell)
+
+    async def receive(self, *types: type, timeout: float | None = None) -> Any:
+        """Inside a handler: take the first queued message of *types* (any if none given),
+        leaving the others queued in order. Waits if there is none yet.
+
+        Raises ``ReceiveTimeout`` after *timeout* seconds. A cancel point for ``stop()``.
+        If the message is an ask, answer it with ``self.reply(msg, value)``.
+        """
+        cell = self._actor_cell
+        cell.require_handler("receive")
+        want = types or (object,)
+        if timeout is None:
+            return await cell.receive(want)
+        with trio.move_on_after(timeout):
+            return await cell.receive(want)
+        raise ReceiveTimeout(cell.path, types, timeout)
+
+    async def serve_until(
+        self,
+        fn: Callable[..., Awaitable[Any]],
+        *args: Any,
+        serve: tuple[type, ...] = (),
+        interrupt: tuple[type, ...] = (),
+    ) -> Completed[Any] | Interrupted:
+        """Run ``fn(*args)`` while handling queued messages of *serve* types normally.
+
+        Returns ``Completed(value)`` when *fn* returns (its completion is checked before
+        each message), or ``Interrupted(msg)`` when a message of an *interrupt* type is
+        dequeued first: *fn* is then cancelled (its scope exits before this returns). An
+        exception from *fn* propagates. A cancel point for ``stop()``.
+        """
+        cell = self._actor_cell
+        cell.require_handler("serve_until")
+        return await cell.serve_until(fn, args, tuple(serve), tuple(interrupt))
+
+    def reply(self, msg: Any, value: Any) -> bool:
+        """Answer the ask that carried *msg* (the current message, or one taken by
+        ``receive``/``Interrupted``). Returns False if it was no ask or already answered.
+        Replying to the current message early makes the handler's return value ignored."""
+        return self._actor_cell.reply(msg, value)
+
+    def stop(self, reason: object = "stop") -> None:
+        """Ask this actor to stop after the current handler (synchronous)."""
+        self._actor_cell.request_stop(reason, None)
+
+
+class ActorCell:
+    """Everything the runtime knows about one actor; survives restarts."""
+
+    def __init__(
+        self,
+        rt: Runtime,
+        parent: ActorCell | None,
+        cls: type[Actor],
+        args: tuple[Any, ...],
+        name: str,
+        path: str,
+        mailbox_size: int,
+        restart: RestartPolicy | None,
+        max_restarts: int,
+        within: float,
+        backoff: Backoff,
+    ) -> None:
+        from ._ref import ActorRef
+
+        self.rt = rt
+        self.parent = parent
+        self.cls = cls
+        self.args = args
+        self.name = name
+        self.path = path
+        self.accepts = accepted_types(cls)
+        self.mailbox = Mailbox(mailbox_size)
+        self.mailbox.owner = self
+        self.ref = ActorRef(self)
+        self.restart = restart
+        self.max_restarts = max_restarts
+        self.within = within
+        self.backoff = backoff
+        self.restart_times: deque[float] = deque()
+        self.state = "starting"
+        self.instance: Actor | None = None
+        self.last_instance: Actor | None = None
+        self.task: Task | None = None
+        self.nursery: trio.Nursery | None = None
+        self.loop_scope: trio.CancelScope | None = None
+        self.backoff_scope: trio.CancelScope | None = None
+        self.children: list[ActorCell] = []
+        self.watchers: list[ActorCell] = []
+        self.exited = trio.Event()
+        self.exit_reason: object = None
+        self.stopping: object = _NOT_STOPPING
+        self.stop_grace: float | None = None
+        self.current: Envelope | None = None
+        self.taken: list[Envelope] | None = None
+        self.waiting = False  # the handler is parked in receive()/serve_until()
+        self.admit_fn: Callable[[Any], Admit] | None = None
+        self.priority_fn: Callable[[Any], int] | None = None
+        self.handle_fn: Callable[[Any], Awaitable[Any]] | None = None
+        # counters
+        self.handled = 0
+        self.rejected = 0
+        self.ignored = 0
+        self.dropped = 0
+        self.unhandled = 0
+        self.restarts = 0
+        self.failures = 0
+
+    def __repr__(self) -> str:
+        return f"<ActorCell {self.path} {self.state}>"
+
+    # -- small helpers ----------------------------------------------------------------
+
+    def require_nursery(self) -> trio.Nursery:
+        if self.nursery is None:
+            raise RuntimeError(f"actor {self.path!r} has no running incarnation ({self.state})")
+        return self.nursery
+
+    def require_handler(self, what: str) -> None:
+        if self.current is None or current_task() is not self.task:
+            raise RuntimeError(f"{what}() may only be called from {self.path!r}'s own handler")
+
+    def check_accepts(self, msg: Any) -> None:
+        if not isinstance(msg, self.accepts):
+            self.refuse_unhandled(msg)
+
+    def refuse_unhandled(self, msg: Any) -> typing.NoReturn:
+        self.unhandled += 1
+        tr = self.rt.tracer
+        if tr is not None:
+            sender = current_cell.get()
+            tr.emit(
+                "unhandled", self.path, sender.path if sender else None, None,
+                self.rt.cause_of(sender), None, msg, f"accepts {[t.__name__ for t in self.accepts]}",
+            )
+        raise UnhandledMessage(self.path, msg, self.accepts)
+
+    # -- supervision ------------------------------------------------------------------
+
+    async def main(self, *, task_status: trio.TaskStatus[None]) -> None:
+        """The actor's task: incarnations under the restart policy, then finalisation."""
+        current_cell.set(self)
+        self.task = current_task()
+        status: trio.TaskStatus[None] | None = task_status
+        reason: object = "cancelled"
+        try:
+            while True:
+                try:
+                    await self._incarnation(status)
+                except Exception as exc:
+                    failure = _unwrap(exc)
+                    reason = failure
+                    self.failures += 1
+                    self._trace_fail(failure)
+                    if status is not None and self.state == "starting" and self.restarts == 0:
+                        raise  # first on_start failed: the spawner gets it
+                    if self.stopping is not _NOT_STOPPING:
+                        if self.restart == "temporary":
+                            return
+                        raise
+                    if not self._may_restart():
+                        if self.restart == "temporary":
+                            return  # reported to monitors via Terminated, not escalated
+                        raise
+                    status = None
+                    await self._backoff()
+                    if self.stopping is not _NOT_STOPPING:
+                        reason = self.stopping
+                        return
+                    self.restarts += 1
+                    tr = self.rt.tracer
+                    if tr is not None:
+                        tr.emit("restart", self.path, None, None, None, None, None, str(self.restarts))
+                    continue
+                else:
+                    reason = self.stopping
+                    return
+                finally:
+                    if self.state != "starting":
+                        status = None
+        finally:
+            self._finalize(reason)
+
+    def _may_restart(self) -> bool:
+        if self.restart is None or self.restart == "temporary":
+            return False
+        # permanent and transient both restart after an exception; neither after stop().
+        now = trio.current_time()
+        times = self.restart_times
+        while times and times[0] <= now - self.within:
+            times.popleft()
+        if len(times) >= self.max_restarts:
+            return False
+        times.append(now)
+        return True
+
+    async def _backoff(self) -> None:
+        self.state = "restarting"
+        b = self.backoff
+        delay = b(self.restarts + 1) if callable(b) else (b or 0.0)
+        if delay > 0:
+            with trio.CancelScope() as scope:
+                self.backoff_scope = scope
+                await trio.sleep(delay)
+            self.backoff_scope = None
+
+    async def _incarnation(self, status: trio.TaskStatus[None] | None) -> None:
+        self.state = "starting"
+        inst = self.cls(*self.args)
+        inst._actor_cell = self
+        self.instance = self.last_instance = inst
+        cls = self.cls
+        self.admit_fn = inst.admit if cls.admit is not Actor.admit else None
+        self.priority_fn = inst.priority if cls.priority is not Actor.priority else None
+        self.handle_fn = inst.handle
+        stop_reason: object = None
+        ended: BaseException | None = None
+        try:
+            async with trio.open_nursery() as nursery:
+                self.nursery = nursery
+                await inst.on_start()
+                self.state = "running"
+                tr = self.rt.tracer
+                if tr is not None:
+                    tr.emit("start", self.path)
+                if status is not None:
+                    status.started()
+                with trio.CancelScope() as scope:
+                    self.loop_scope = scope
+                    if self.stopping is _NOT_STOPPING:
+                        await self._loop()
+                self.loop_scope = None
+                # Graceful stop: drain, stop children (reverse start order), cancel tasks.
+                self.state = "stopping"
+                stop_reason = self.stopping
+                self._close_and_drain(stop_reason)
+                for child in reversed(list(self.children)):
+                    await child.ref.stop(stop_reason)
+                nursery.cancel_scope.cancel()
+        except BaseException as exc:
+            ended = exc
+            raise
+        finally:
+            self.nursery = None
+            self.loop_scope = None
+            self.admit_fn = None
+            self.priority_fn = None
+            try:
+                await inst.on_stop(stop_reason if ended is None else _unwrap(ended))
+            finally:
+                self.instance = None
+
+    # -- the message loop ------------------------------------------------------------
+
+    async def _loop(self) -> None:
+        mb = self.mailbox
+        dispatch = self._dispatch
+        n = 0
+        while self.stopping is _NOT_STOPPING:
+            env = mb.pop()
+            if env is None:
+                await mb.wait_put()
+                continue
+            await dispatch(env)
+            n += 1
+            if n >= HANDLER_BATCH:
+                n = 0
+                await trio.lowlevel.checkpoint()
+
+    async def _dispatch(self, env: Envelope) -> None:
+        prev, prev_taken = self.current, self.taken
+        self.current = env
+        self.taken = None
+        tr = self.rt.tracer
+        asker = env.asker
+        if tr is not None:
+            tr.emit("receive", self.path, None, env.id, None, env.id if asker else None, env.msg)
+        try:
+            if asker is None:
+                await self.handle_fn(env.msg)  # type: ignore[misc]
+            else:
+                if env.state == QUEUED:
+                    env.state = RUNNING
+                try:
+                    result = await self.handle_fn(env.msg)  # type: ignore[misc]
+                except Exception as exc:
+                    self._answer(env, outcome.Error(exc))
+                    if tr is not None:
+                        tr.emit("handle", self.path, None, env.id, None, env.id, None, f"error: {exc!r}")
+                    self._finish_taken(exc)
+                    return
+                self._answer(env, outcome.Value(result))
+        except BaseException as exc:
+            if asker is not None:
+                self._answer(env, outcome.Error(ActorGone(self.path, self._why(exc))))
+            if tr is not None:
+                kind = "cancel" if isinstance(_unwrap(exc), trio.Cancelled) else "handle"
+                tr.emit(kind, self.path, None, env.id, None, None, None, f"error: {_unwrap(exc)!r}")
+            self._finish_taken(exc)
+            raise
+        finally:
+            self.current = prev
+            self.taken = prev_taken
+            self.handled += 1
+        if tr is not None:
+            tr.emit("handle", self.path, None, env.id, None, env.id if asker else None, None, "ok")
+        if self.taken is not None:
+            self._finish_taken(None)
+
+    def _why(self, exc: BaseException) -> object:
+        if self.stopping is not _NOT_STOPPING:
+            return self.stopping
+        return _unwrap(exc)
+
+    def _answer(self, env: Envelope, result: outcome.Outcome[Any]) -> None:
+        if env.answer(result):
+            tr = self.rt.tracer
+            if tr is not None:
+                detail = "value" if isinstance(result, outcome.Value) else f"error: {result.error!r}"
+                tr.emit("reply", self.path, _task_actor(env.asker), None, self.cause_id(), env.id, None, detail)
+
+    def _finish_taken(self, exc: BaseException | None) -> None:
+        """Asks taken by receive()/Interrupted and not answered get None (or the error)."""
+        taken = self.taken
+        if not taken:
+            return
+        self.taken = None
+        for env in taken:
+            if env.asker is None:
+                continue
+            if exc is None:
+                self._answer(env, outcome.Value(None))
+            elif isinstance(exc, Exception):
+                self._answer(env, outcome.Error(exc))
+            else:
+                self._answer(env, outcome.Error(ActorGone(self.path, self._why(exc))))
+
+    def cause_id(self) -> int | None:
+        env = self.current
+        return env.id if env is not None else None
+
+    def reply(self, msg: Any, value: Any) -> bool:
+        env = self.current
+        if env is not None and env.msg is msg and env.asker is not None:
+            if env.state == QUEUED:
+                env.state = RUNNING
+            before = env.state
+            self._answer(env, outcome.Value(value))
+            return before == RUNNING
+        for env in self.taken or ():
+            if env.msg is msg and env.asker is not None:
+                before = env.state
+                self._answer(env, outcome.Value(value))
+                return before == RUNNING
+        return False
+
+    # -- selective receive and serve_until -------------------------------------------
+
+    def _take(self, want: tuple[type, ...]) -> Envelope | None:
+        env = self.mailbox.take(want)
+        if env is not None:
+            if env.asker is not None and env.state == QUEUED:
+                env.state = RUNNING
+            if self.taken is None:
+                self.taken = []
+            self.taken.append(env)
+            tr = self.rt.tracer
+            if tr is not None:
+                tr.emit("receive", self.path, None, env.id, self.cause_id(),
+                        env.id if env.asker else None, env.msg, "selective")
+        return env
+
+    async def _park(self, want: tuple[type, ...]) -> None:
+        if self.stopping is not _NOT_STOPPING:
+            self._cancel_for_stop()
+        self.waiting = True
+        try:
+            await self.mailbox.wait_put(want)
+        finally:
+            self.waiting = False
+
+    def _cancel_for_stop(self) -> None:
+        if self.loop_scope is not None:
+            self.loop_scope.cancel()
+
+    async def receive(self, want: tuple[type, ...]) -> Any:
+        while True:
+            env = self._take(want)
+            if env is not None:
+                await trio.lowlevel.checkpoint()
+                return env.msg
+            await self._park(want)
+
+    async def serve_until(
+        self,
+        fn: Callable[..., Awaitable[Any]],
+        args: tuple[Any, ...],
+        serve: tuple[type, ...],
+        interrupt: tuple[type, ...],
+    ) -> Completed[Any] | Interrupted:
+        want = serve + interrupt
+        box: list[Any] = []
+        mb = self.mailbox
+
+        async def run_fn() -> None:
+            value = await fn(*args)
+            box.append(value)
+            mb.wake()
+
+        tname = getattr(fn, "__qualname__", repr(fn))
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(self.run_task, run_fn, (), tname, name=f"{self.path}:{tname}")
+            while True:
+                if box:
+                    return Completed(box[0])
+                env = mb.take(want) if want else None
+                if env is None:
+                    await self._park(want or (type(None),))
+                    continue
+                if interrupt and isinstance(env.msg, interrupt):
+                    nursery.cancel_scope.cancel()
+                    if env.asker is not None and env.state == QUEUED:
+                        env.state = RUNNING
+                    if self.taken is None:
+                        self.taken = []
+                    self.taken.append(env)
+                    tr = self.rt.tracer
+                    if tr is not None:
+                        tr.emit("receive", self.path, None, env.id, self.cause_id(),
+                                env.id if env.asker else None, env.msg, "interrupt")
+                    return Interrupted(env.msg)
+                await self._dispatch(env)
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    # -- tasks and timers ------------------------------------------------------------
+
+    async def run_task(self, fn: Callable[..., Awaitable[Any]], args: tuple[Any, ...], tname: str) -> None:
+        tr = self.rt.tracer
+        if tr is None:
+            await fn(*args)
+            return
+        tr.emit("task_start", self.path, None, None, self.cause_id(), None, None, tname)
+        try:
+            await fn(*args)
+        except BaseException as exc:
+            tr.emit("task_end", self.path, None, None, None, None, None, f"{tname}: {_unwrap(exc)!r}")
+            raise
+        tr.emit("task_end", self.path, None, None, None, None, None, f"{tname}: ok")
+
+    async def run_started_task(
+        self,
+        fn: Callable[..., Awaitable[Any]],
+        args: tuple[Any, ...],
+        tname: str,
+        *,
+        task_status: trio.TaskStatus[Any],
+    ) -> None:
+        async def call() -> None:
+            await fn(*args, task_status=task_status)
+
+        await self.run_task(call, (), tname)
+
+    async def timer_task(self, handle: TimerHandle, delay: float, period: float | None, msg: Any) -> None:
+        with handle._scope:
+            deadline = trio.current_time() + delay
+            while True:
+                await trio.sleep_until(deadline)
+                await self.post(msg)
+                if period is None:
+                    return
+                deadline += period
+
+    async def post(self, msg: Any) -> None:
+        """Tell from the runtime itself (timers): admission refusals are traced, not raised."""
+        try:
+            await self.ref._send(msg, raise_reject=False)
+        except ActorGone:
+            pass
+
+    # -- stop, exit and drain ----------------------------------------------------------
+
+    def request_stop(self, reason: object, grace: float | None) -> None:
+        if self.state == "exited":
+            return
+        if self.stopping is _NOT_STOPPING:
+            self.stopping = reason
+        if self.backoff_scope is not None:
+            self.backoff_scope.cancel()
+        self.mailbox.wake()
+        scope = self.loop_scope
+        if scope is not None and self.current is not None:
+            if grace == 0 or self.waiting:
+                scope.cancel()
+            elif grace is not None:
+                scope.deadline = min(scope.deadline, trio.current_time() + grace)
+        if grace is not None:
+            self.stop_grace = grace if self.stop_grace is None else min(self.stop_grace, grace)
+
+    def _close_and_drain(self, reason: object) -> None:
+        """Close the mailbox and answer everything still queued (idempotent)."""
+        mb = self.mailbox
+        if not mb.closed:
+            self.exit_reason = reason
+            for task in mb.close():
+                reschedule(task)  # blocked senders wake, see closed, raise ActorGone
+        inst = self.instance or self.last_instance
+        tr = self.rt.tracer
+        for env in mb.drain():
+            self.dropped += 1
+            try:
+                answer = inst.drain(env.msg) if inst is not None else ActorGone(self.path, reason)
+            except Exception as exc:
+                answer = exc
+            if tr is not None:
+                tr.emit("drop", self.path, None, env.id, None, env.id if env.asker else None,
+                        env.msg, "drained")
+            if env.asker is not None:
+                if isinstance(answer, BaseException):
+                    self._answer(env, outcome.Error(answer))
+                else:
+                    self._answer(env, outcome.Value(answer))
+            else:
+                env.state = WITHDRAWN
+
+    def _finalize(self, reason: object) -> None:
+        if self.exit_reason is None or not self.mailbox.closed:
+            self.exit_reason = reason
+        self._close_and_drain(self.exit_reason)
+        self.state = "exited"
+        self.instance = None
+        term = Terminated(self.ref, self.exit_reason)
+        for watcher in self.watchers:
+            watcher.deliver_system(term)
+        self.watchers.clear()
+        siblings = self.parent.children if self.parent is not None else self.rt._children
+        if self in siblings:
+            siblings.remove(self)
+        tr = self.rt.tracer
+        if tr is not None:
+            tr.emit("stop", self.path, None, None, None, None, None, _reason_str(self.exit_reason))
+        self.exited.set()
+
+    def add_watcher(self, watcher: ActorCell) -> None:
+        if self.state == "exited":
+            watcher.deliver_system(Terminated(self.ref, self.exit_reason))
+        else:
+            self.watchers.append(watcher)
+
+    def deliver_system(self, msg: Any) -> None:
+        """Enqueue a runtime message, bypassing type checks, admission and capacity."""
+        if self.mailbox.closed:
+            return
+        env = Envelope(msg, None, self.rt.new_id())
+        tr = self.rt.tracer
+        if tr is not None:
+            tr.emit("send", self.path, None, env.id, None, None, msg, "system")
+        prio = self.priority_fn(msg) if self.priority_fn is not None else 0
+        self.mailbox.put(env, prio)
+
+    def on_withdraw(self, env: Envelope, why: str) -> None:
+        tr = self.rt.tracer
+        if tr is not None:
+            tr.emit("cancel" if why == "cancelled" else "timeout", self.path,
+                    _task_actor(env.asker), env.id, None, env.id, env.msg, why)
+
+    def _trace_fail(self, exc: BaseException) -> None:
+        tr = self.rt.tracer
+        if tr is not None:
+            tr.emit("fail", self.path, None, None, None, None, None, repr(exc))
+
+
+def _reason_str(reason: object) -> str:
+    return reason if isinstance(reason, str) else repr(reason)
+
+
+def _task_actor(task: Task | None) -> str | None:
+    """Path of the actor a task belongs to (for trace ``peer``), if any."""
+    if task is None:
+        return None
+    try:
+        cell = task.context.get(current_cell)
+    except Exception:  # pragma: no cover
+        return None
+    return cell.path if cell is not None else None
+

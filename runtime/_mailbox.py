@@ -1,0 +1,274 @@
+"""The bounded, prioritised mailbox and the envelopes it holds.
+
+Hot-path rules (see docs/semantics.md):
+
+* ``put`` and ``pop`` are synchronous and O(1) (one deque per priority level in use);
+* a withdrawn envelope (an ask whose caller was cancelled or timed out while it was
+  queued) stays in its deque but no longer counts; ``pop`` skips it;
+* the actor task parks only when it has nothing to do, and ``put`` wakes it only if it is
+  parked and (for a selective ``receive``) the message matches what it waits for;
+* senders blocked on a full mailbox are served FIFO: a freed slot is *reserved* for the
+  first waiter, so a newcomer cannot overtake it.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass
+from typing import Any, Final
+
+import outcome
+from trio.lowlevel import Abort, Task, current_task, reschedule, wait_task_rescheduled
+
+__all__ = ["Envelope", "Mailbox", "MailboxStatistics"]
+
+# Envelope states.
+QUEUED: Final = 0
+RUNNING: Final = 1
+DONE: Final = 2  # replied (or a tell that was handled/drained)
+WITHDRAWN: Final = 3  # an ask abandoned by its caller (cancel or timeout)
+
+
+class Envelope:
+    """A queued message. ``asker`` is the parked task of an ask, ``None`` for a tell."""
+
+    __slots__ = ("asker", "id", "mailbox", "msg", "state", "timeout")
+
+    def __init__(self, msg: Any, asker: Task | None, id: int) -> None:
+        self.msg = msg
+        self.asker = asker
+        self.id = id
+        self.state = QUEUED
+        self.mailbox: Mailbox | None = None
+        self.timeout = 0.0
+
+    # -- the asker side -----------------------------------------------------------
+
+    def abort(self, _: object) -> Abort:
+        """Trio abort callback: the asker was cancelled while waiting for the reply."""
+        if self.state == QUEUED:
+            self.state = WITHDRAWN
+            mb = self.mailbox
+            if mb is not None:
+                mb.withdrawn(self, "cancelled")
+        elif self.state == RUNNING:
+            # The handler runs on; its reply will be discarded.
+            self.state = WITHDRAWN
+            mb = self.mailbox
+            if mb is not None and mb.owner is not None:
+                mb.owner.on_withdraw(self, "cancelled")
+        return Abort.SUCCEEDED
+
+    def answer(self, result: outcome.Outcome[Any]) -> bool:
+        """Deliver *result* to the asker; ``False`` if it is no longer waiting."""
+        if self.state == QUEUED or self.state == RUNNING:
+            self.state = DONE
+            reschedule(self.asker, result)  # type: ignore[arg-type]
+            return True
+        return False
+
+
+@dataclass(frozen=True)
+class MailboxStatistics:
+    """A snapshot of a mailbox (Trio style)."""
+
+    queued: int
+    capacity: int
+    tasks_waiting_put: int
+    receiver_waiting: bool
+    closed: bool
+
+
+class Mailbox:
+    """Queued messages of one actor: bounded, FIFO within a priority, higher priority first.
+
+    ``capacity`` counts queued messages only (not the one being handled). The runtime's
+    system messages (``Terminated``) may exceed it: they are never lost.
+    """
+
+    __slots__ = (
+        "_levels",
+        "_putters",
+        "_q0",
+        "_queues",
+        "_reserved",
+        "_waiter",
+        "_want",
+        "capacity",
+        "closed",
+        "count",
+        "size",
+        "owner",
+    )
+
+    def __init__(self, capacity: int) -> None:
+        if not isinstance(capacity, int) or capacity < 1:
+            raise ValueError(f"mailbox_size must be a positive int, got {capacity!r}")
+        self.capacity = capacity  # becomes 0 when closed, so senders take the slow path
+        self.size = capacity
+        self.count = 0  # live (non-withdrawn) queued envelopes
+        self.closed = False
+        self._q0: deque[Envelope] = deque()
+        self._queues: dict[int, deque[Envelope]] = {0: self._q0}
+        self._levels: list[int] = [0]  # priorities in use, highest first
+        self._waiter: Task | None = None  # the actor task, parked
+        self._want: tuple[type, ...] | None = None  # what a parked receive() waits for
+        self._putters: deque[Task] = deque()  # senders blocked on a full mailbox
+        self._reserved = 0  # slots handed to woken putters, not yet used
+        self.owner: Any = None  # the ActorCell (told about withdrawals, for tracing)
+
+    def __len__(self) -> int:
+        return self.count
+
+    def statistics(self) -> MailboxStatistics:
+        return MailboxStatistics(
+            queued=self.count,
+            capacity=self.size,
+            tasks_waiting_put=len(self._putters),
+            receiver_waiting=self._waiter is not None,
+            closed=self.closed,
+        )
+
+    # -- space ------------------------------------------------------------------------
+
+    def has_space(self) -> bool:
+        return self.count + self._reserved < self.capacity and not self._putters
+
+    async def wait_space(self) -> None:
+        """Park until a slot is reserved for the caller (FIFO among waiters).
+
+        Returns with one slot reserved; the caller must ``put(..., reserved=True)`` or
+        ``release()`` it. Raises ``Cancelled`` (nothing reserved) if cancelled first.
+        """
+        task = current_task()
+        self._putters.append(task)
+
+        def abort(_: object) -> Abort:
+            try:
+                self._putters.remove(task)
+            except ValueError:  # pragma: no cover - already woken
+                pass
+            return Abort.SUCCEEDED
+
+        await wait_task_rescheduled(abort)
+
+    def release(self) -> None:
+        """Give back a reserved slot that will not be used."""
+        self._reserved -= 1
+        self._wake_putter()
+
+    def _wake_putter(self) -> None:
+        if self._putters and self.count + self._reserved < self.capacity:
+            self._reserved += 1
+            reschedule(self._putters.popleft())
+
+    # -- put / pop --------------------------------------------------------------------
+
+    def put(self, env: Envelope, priority: int = 0, *, reserved: bool = False) -> None:
+        """Enqueue (synchronous). Capacity is the caller's business."""
+        if reserved:
+            self._reserved -= 1
+        env.mailbox = self
+        if priority == 0:
+            self._q0.append(env)
+        else:
+            q = self._queues.get(priority)
+            if q is None:
+                q = self._queues[priority] = deque()
+                self._levels.append(priority)
+                self._levels.sort(reverse=True)
+            q.append(env)
+        self.count += 1
+        waiter = self._waiter
+        if waiter is not None and (self._want is None or isinstance(env.msg, self._want)):
+            self._waiter = None
+            reschedule(waiter)
+
+    def pop(self) -> Envelope | None:
+        """Take the next live envelope (highest priority, then FIFO), or ``None``."""
+        if self.count == 0:
+            return None
+        if len(self._levels) == 1:
+            q = self._q0
+            while q:
+                env = q.popleft()
+                if env.state != WITHDRAWN:
+                    self.count -= 1
+                    if self._putters:
+                        self._wake_putter()
+                    return env
+            return None  # pragma: no cover - count said otherwise
+        for level in self._levels:
+            q = self._queues[level]
+            while q:
+                env = q.popleft()
+                if env.state != WITHDRAWN:
+                    self.count -= 1
+                    if self._putters:
+                        self._wake_putter()
+                    return env
+        return None  # pragma: no cover
+
+    def take(self, types: tuple[type, ...]) -> Envelope | None:
+        """Selective receive: remove the first live envelope whose message is one of *types*."""
+        if self.count == 0:
+            return None
+        for level in self._levels:
+            q = self._queues[level]
+            for i, env in enumerate(q):
+                if env.state != WITHDRAWN and isinstance(env.msg, types):
+                    del q[i]
+                    self.count -= 1
+                    if self._putters:
+                        self._wake_putter()
+                    return env
+        return None
+
+    def withdrawn(self, env: Envelope, why: str) -> None:
+        """An envelope still in a deque was abandoned by its asker."""
+        self.count -= 1
+        if self._putters:
+            self._wake_putter()
+        if self.owner is not None:
+            self.owner.on_withdraw(env, why)
+
+    def drain(self) -> list[Envelope]:
+        """Remove and return every live envelope, in delivery order."""
+        out: list[Envelope] = []
+        for level in self._levels:
+            q = self._queues[level]
+            while q:
+                env = q.popleft()
+                if env.state != WITHDRAWN:
+                    out.append(env)
+        self.count = 0
+        return out
+
+    # -- the receiver side -----------------------------------------------------------
+
+    async def wait_put(self, want: tuple[type, ...] | None = None) -> None:
+        """Park the actor task until a (matching) message is put or ``wake()`` is called."""
+        self._waiter = current_task()
+        self._want = want
+
+        def abort(_: object) -> Abort:
+            self._waiter = None
+            return Abort.SUCCEEDED
+
+        await wait_task_rescheduled(abort)
+
+    def wake(self) -> None:
+        """Wake the parked actor task, if any (stop requests, serve_until completion)."""
+        waiter = self._waiter
+        if waiter is not None:
+            self._waiter = None
+            reschedule(waiter)
+
+    def close(self) -> list[Task]:
+        """Refuse further puts; return the blocked senders (to be woken with an error)."""
+        self.closed = True
+        self.capacity = 0
+        putters = list(self._putters)
+        self._putters.clear()
+        return putters
+

@@ -1,0 +1,327 @@
+"""``ActorRef``: the only way to talk to an actor. Holds the hot paths ``tell`` and ``ask``."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Final
+
+import trio
+from trio.lowlevel import cancel_shielded_checkpoint, checkpoint, current_task, wait_task_rescheduled
+
+from ._context import current_cell
+from ._errors import ActorGone, AskTimeout, MailboxFull
+from ._mailbox import Envelope
+from ._messages import Admit
+from ._trio_private import is_cancelled
+
+if TYPE_CHECKING:
+    from ._actor import Actor, ActorCell
+
+__all__ = ["TELL_YIELD_EVERY", "ActorRef", "ActorStatistics"]
+
+#: ``tell`` that does not block yields to the scheduler once every this many calls
+#: (per runtime; a task never runs more than this many tells without yielding).
+TELL_YIELD_EVERY: Final = 128
+
+
+@dataclass(frozen=True)
+class ActorStatistics:
+    """A snapshot of one actor (``ref.statistics()``)."""
+
+    name: str
+    path: str
+    state: str
+    queued: int
+    capacity: int
+    tasks_waiting_put: int
+    handled: int
+    rejected: int
+    ignored: int
+    dropped: int
+    unhandled: int
+    restarts: int
+    failures: int
+    children: int
+
+
+class ActorRef:
+    """A handle to an actor. Valid across restarts; after the final exit every send
+    raises ``ActorGone``. Compare and hash by identity."""
+
+    __slots__ = ("__weakref__", "_cell")
+
+    def __init__(self, cell: ActorCell) -> None:
+        self._cell = cell
+
+    def __repr__(self) -> str:
+        return f"<ActorRef {self._cell.path} {self._cell.state}>"
+
+    @property
+    def name(self) -> str:
+        return self._cell.name
+
+    @property
+    def path(self) -> str:
+        return self._cell.path
+
+    @property
+    def instance(self) -> Actor | None:
+        """The live actor object (``None`` while restarting or after exit). For tests."""
+        return self._cell.instance
+
+    @property
+    def exit_reason(self) -> object:
+        """Why the actor exited (``None`` while it runs)."""
+        return self._cell.exit_reason if self._cell.state == "exited" else None
+
+    @property
+    def alive(self) -> bool:
+        return self._cell.state != "exited"
+
+    # -- sending ------------------------------------------------------------------
+
+    async def tell(self, msg: Any) -> None:
+        """Enqueue *msg*; waits while the mailbox is full (FIFO among waiting senders).
+
+        Raises ``UnhandledMessage`` (type not accepted), the admission's exception
+        (``Admit.reject``), or ``ActorGone``. Checks for cancellation on every call and
+        yields only when it blocks or every ``TELL_YIELD_EVERY`` calls.
+        """
+        cell = self._cell
+        if not isinstance(msg, cell.accepts):
+            cell.refuse_unhandled(msg)
+        if is_cancelled(current_task()):
+            await checkpoint()
+        mb = cell.mailbox
+        reserved = False
+        if mb.count + mb._reserved >= mb.capacity or mb._putters:
+            if mb.closed:
+                raise ActorGone(cell.path, cell.exit_reason)
+            await mb.wait_space()
+            if mb.closed:
+                raise ActorGone(cell.path, cell.exit_reason)
+            reserved = True
+        admit = cell.admit_fn
+        if admit is not None:
+            decision = admit(msg)
+            if decision.action:
+                if reserved:
+                    mb.release()
+                self._refused(decision, msg, True)
+                return
+        prio = 0 if cell.priority_fn is None else cell.priority_fn(msg)
+        rt = cell.rt
+        tr = rt.tracer
+        if tr is None:
+            mb.put(Envelope(msg, None, 0), prio, reserved=reserved)
+        else:
+            env = Envelope(msg, None, rt.new_id())
+            sender = current_cell.get()
+            tr.emit("send", cell.path, sender.path if sender else None, env.id,
+                    sender.cause_id() if sender else None, None, msg)
+            mb.put(env, prio, reserved=reserved)
+        rt.tell_budget -= 1
+        if rt.tell_budget <= 0:
+            rt.tell_budget = TELL_YIELD_EVERY
+            await cancel_shielded_checkpoint()
+
+    def tell_nowait(self, msg: Any) -> None:
+        """Enqueue *msg* or raise ``MailboxFull`` at once (also ``UnhandledMessage``, the
+        admission's exception, ``ActorGone``). Never yields."""
+        cell = self._cell
+        if not isinstance(msg, cell.accepts):
+            cell.refuse_unhandled(msg)
+        mb = cell.mailbox
+        if mb.count + mb._reserved >= mb.capacity or mb._putters:
+            if mb.closed:
+                raise ActorGone(cell.path, cell.exit_reason)
+            cell.rejected += 1
+            tr = cell.rt.tracer
+            if tr is not None:
+                sender = current_cell.get()
+                tr.emit("admit", cell.path, sender.path if sender else None, None,
+                        sender.cause_id() if sender else None, None, msg, "full")
+            raise MailboxFull(cell.path, mb.size, msg)
+        admit = cell.admit_fn
+        if admit is not None:
+            decision = admit(msg)
+            if decision.action:
+                self._refused(decision, msg, True)
+                return
+        prio = 0 if cell.priority_fn is None else cell.priority_fn(msg)
+        rt = cell.rt
+        tr = rt.tracer
+        env = Envelope(msg, None, rt.new_id() if tr is not None else 0)
+        if tr is not None:
+            sender = current_cell.get()
+            tr.emit("send", cell.path, sender.path if sender else None, env.id,
+                    sender.cause_id() if sender else None, None, msg)
+        mb.put(env, prio)
+
+    async def _send(self, msg: Any, *, raise_reject: bool) -> None:
+        """``tell`` for the runtime's own messages (timers): a refusal is traced, not raised."""
+        cell = self._cell
+        mb = cell.mailbox
+        reserved = False
+        if not mb.has_space():
+            if mb.closed:
+                raise ActorGone(cell.path, cell.exit_reason)
+            await mb.wait_space()
+            if mb.closed:
+                raise ActorGone(cell.path, cell.exit_reason)
+            reserved = True
+        else:
+            await checkpoint()
+        admit = cell.admit_fn
+        if admit is not None:
+            decision = admit(msg)
+            if decision.action:
+                if reserved:
+                    mb.release()
+                self._refused(decision, msg, raise_reject)
+                return
+        prio = 0 if cell.priority_fn is None else cell.priority_fn(msg)
+        tr = cell.rt.tracer
+        env = Envelope(msg, None, cell.rt.new_id() if tr is not None else 0)
+        if tr is not None:
+            tr.emit("send", cell.path, cell.path, env.id, cell.cause_id(), None, msg, "timer")
+        mb.put(env, prio, reserved=reserved)
+
+    def _refused(self, decision: Admit, msg: Any, raise_reject: bool) -> Any:
+        cell = self._cell
+        tr = cell.rt.tracer
+        if decision.action == 1:
+            cell.ignored += 1
+            detail = "ignore"
+        else:
+            cell.rejected += 1
+            detail = f"reject: {decision.exc!r}"
+        if tr is not None:
+            sender = current_cell.get()
+            tr.emit("admit", cell.path, sender.path if sender else None, None,
+                    sender.cause_id() if sender else None, None, msg, detail)
+        if decision.action != 1 and raise_reject:
+            raise decision.exc  # type: ignore[misc]
+        return decision.reply
+
+    async def ask(self, msg: Any, *, timeout: float | None = None) -> Any:
+        """Send *msg* and wait for the handler's return value.
+
+        Ends with the reply, the handler's exception (the actor keeps running),
+        ``AskTimeout`` after *timeout* seconds (mailbox wait included; a running handler
+        is not cancelled, its reply is discarded), ``ActorGone``, ``UnhandledMessage``,
+        the admission's exception, or the caller's own cancellation (which withdraws a
+        still-queued request: the actor never handles it). Never hangs otherwise.
+        """
+        cell = self._cell
+        if not isinstance(msg, cell.accepts):
+            cell.refuse_unhandled(msg)
+        task = current_task()
+        if is_cancelled(task):
+            await checkpoint()
+        if task is cell.task and cell.current is not None:
+            raise RuntimeError(
+                f"{cell.path!r} asked itself from its own handler; that would deadlock"
+            )
+        mb = cell.mailbox
+        rt = cell.rt
+        deadline = 0.0
+        if timeout is not None:
+            if not timeout >= 0:
+                raise ValueError(f"ask timeout must be >= 0 or None, got {timeout!r}")
+            deadline = trio.current_time() + timeout
+        reserved = False
+        if mb.count + mb._reserved >= mb.capacity or mb._putters:
+            if mb.closed:
+                raise ActorGone(cell.path, cell.exit_reason)
+            if timeout is None:
+                await mb.wait_space()
+            else:
+                with trio.move_on_at(deadline) as scope:
+                    await mb.wait_space()
+                if scope.cancelled_caught:
+                    raise AskTimeout(cell.path, msg, timeout)
+            if mb.closed:
+                raise ActorGone(cell.path, cell.exit_reason)
+            reserved = True
+        admit = cell.admit_fn
+        if admit is not None:
+            decision = admit(msg)
+            if decision.action:
+                if reserved:
+                    mb.release()
+                reply = self._refused(decision, msg, True)
+                await cancel_shielded_checkpoint()
+                return reply
+        prio = 0 if cell.priority_fn is None else cell.priority_fn(msg)
+        tr = rt.tracer
+        if tr is None:
+            env = Envelope(msg, task, 0)
+        else:
+            env = Envelope(msg, task, rt.new_id())
+            sender = current_cell.get()
+            tr.emit("send", cell.path, sender.path if sender else None, env.id,
+                    sender.cause_id() if sender else None, env.id, msg)
+        mb.put(env, prio, reserved=reserved)
+        if timeout is not None:
+            env.timeout = timeout
+            rt.deadlines.add(env, timeout, deadline)
+        return await wait_task_rescheduled(env.abort)
+
+    # -- lifecycle ---------------------------------------------------------------------
+
+    async def stop(self, reason: object = "stop", *, grace: float | None = None) -> None:
+        """Stop the actor gracefully and wait until it has exited.
+
+        The handler in progress may finish; after *grace* seconds it is cancelled
+        (``grace=0``: at once; ``None``: no limit). A handler waiting in ``receive`` or
+        ``serve_until`` is cancelled at once. Queued messages are drained (not handled),
+        then children stop (reverse start order), tasks are cancelled, ``on_stop`` runs.
+        Never triggers a restart. Called from the actor itself (or a descendant), it only
+        requests the stop and returns.
+        """
+        if grace is not None and not grace >= 0:
+            raise ValueError(f"grace must be >= 0 or None, got {grace!r}")
+        cell = self._cell
+        if cell.state != "exited":
+            cell.request_stop(reason, grace)
+            if not self._caller_is_inside():
+                await cell.exited.wait()
+                return
+        await checkpoint()
+
+    def _caller_is_inside(self) -> bool:
+        caller = current_cell.get()
+        target = self._cell
+        while caller is not None:
+            if caller is target:
+                return True
+            caller = caller.parent
+        return False
+
+    async def wait_exited(self) -> object:
+        """Wait until the actor has finally exited; returns its exit reason."""
+        await self._cell.exited.wait()
+        return self._cell.exit_reason
+
+    def statistics(self) -> ActorStatistics:
+        cell = self._cell
+        mb = cell.mailbox
+        return ActorStatistics(
+            name=cell.name,
+            path=cell.path,
+            state=cell.state,
+            queued=mb.count,
+            capacity=mb.size,
+            tasks_waiting_put=len(mb._putters),
+            handled=cell.handled,
+            rejected=cell.rejected,
+            ignored=cell.ignored,
+            dropped=cell.dropped,
+            unhandled=cell.unhandled,
+            restarts=cell.restarts,
+            failures=cell.failures,
+            children=len(cell.children),
+        )
+
+

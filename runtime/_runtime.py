@@ -1,0 +1,206 @@
+"""``open_runtime`` and ``Runtime``: the root of an actor tree inside one Trio run."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import outcome
+import trio
+from trio.lowlevel import reschedule
+
+from ._actor import Actor, ActorCell, Backoff, RestartPolicy
+from ._context import current_runtime
+from ._deadlines import DeadlineQueue
+from ._errors import AskTimeout, InvalidActor
+from ._mailbox import QUEUED, RUNNING, WITHDRAWN, Envelope
+from ._ref import TELL_YIELD_EVERY, ActorRef
+
+__all__ = ["ActorInfo", "Runtime", "open_runtime"]
+
+_RESTART_POLICIES = (None, "permanent", "transient", "temporary")
+_NAME_RE = re.compile(r"^[^/\s]+$")
+
+
+@dataclass(frozen=True)
+class ActorInfo:
+    """One node of ``Runtime.actors()`` (the supervision tree)."""
+
+    name: str
+    path: str
+    cls: str
+    state: str
+    queued: int
+    restarts: int
+    children: tuple[ActorInfo, ...]
+
+
+class Runtime:
+    """An actor system. Create it with ``open_runtime``; do not instantiate directly."""
+
+    def __init__(self, tracer: Any, name: str) -> None:
+        self.name = name
+        self.tracer = tracer
+        self._children: list[ActorCell] = []
+        self._nursery: trio.Nursery | None = None
+        self._ids = 0
+        self._auto_names: dict[str, int] = {}
+        self.tell_budget = TELL_YIELD_EVERY
+        self.deadlines = DeadlineQueue(self._expire)
+
+    def __repr__(self) -> str:
+        return f"<Runtime {self.name} actors={len(self._children)}>"
+
+    def new_id(self) -> int:
+        self._ids += 1
+        return self._ids
+
+    def cause_of(self, cell: ActorCell | None) -> int | None:
+        return cell.cause_id() if cell is not None else None
+
+    async def spawn(
+        self,
+        cls: type[Actor],
+        *args: Any,
+        name: str | None = None,
+        mailbox_size: int = 1024,
+        restart: RestartPolicy | None = None,
+        max_restarts: int = 3,
+        within: float = 5.0,
+        backoff: Backoff = None,
+    ) -> ActorRef:
+        """Create a top-level actor ``cls(*args)`` and return its ref after ``on_start``.
+
+        * ``name``: unique among live siblings (default ``<class>-<n>``); the path is
+          ``parent-path/name``.
+        * ``mailbox_size``: queued messages allowed (the one being handled not counted).
+        * ``restart``: ``None`` (default: never restarted, a failure escalates to the
+          parent), ``"permanent"``/``"transient"`` (restarted after an exception, up to
+          ``max_restarts`` within ``within`` seconds, then escalates), ``"temporary"``
+          (never restarted; a failure only reaches monitors as ``Terminated``).
+        * ``backoff``: seconds to wait before a restart, or ``fn(n) -> seconds``.
+
+        An exception from ``on_start`` is raised here.
+        """
+        return await self._spawn(
+            None, cls, args, name, mailbox_size, restart, max_restarts, within, backoff
+        )
+
+    async def _spawn(
+        self,
+        parent: ActorCell | None,
+        cls: type[Actor],
+        args: tuple[Any, ...],
+        name: str | None,
+        mailbox_size: int,
+        restart: RestartPolicy | None,
+        max_restarts: int,
+        within: float,
+        backoff: Backoff,
+    ) -> ActorRef:
+        if not (isinstance(cls, type) and issubclass(cls, Actor)):
+            raise InvalidActor(f"spawn needs an Actor subclass, got {cls!r}")
+        if restart not in _RESTART_POLICIES:
+            raise ValueError(f"restart must be one of {_RESTART_POLICIES}, got {restart!r}")
+        if not (isinstance(max_restarts, int) and max_restarts >= 0):
+            raise ValueError(f"max_restarts must be an int >= 0, got {max_restarts!r}")
+        if not within > 0:
+            raise ValueError(f"within must be > 0 seconds, got {within!r}")
+        if parent is None:
+            nursery, siblings, prefix = self._nursery, self._children, ""
+            if nursery is None:
+                raise RuntimeError("the runtime is not open")
+        else:
+            nursery, siblings, prefix = parent.require_nursery(), parent.children, parent.path + "/"
+        if name is None:
+            base = cls.__name__.lower()
+            n = self._auto_names.get(base, 0) + 1
+            self._auto_names[base] = n
+            name = f"{base}-{n}"
+        elif not (isinstance(name, str) and _NAME_RE.match(name)):
+            raise ValueError(f"actor name must be a non-empty string without '/' or spaces, got {name!r}")
+        if any(c.name == name for c in siblings):
+            raise ValueError(f"an actor named {prefix + name!r} is already running")
+        cell = ActorCell(
+            self, parent, cls, args, name, prefix + name, mailbox_size,
+            restart, max_restarts, within, backoff,
+        )
+        siblings.append(cell)
+        tr = self.tracer
+        if tr is not None:
+            tr.emit("spawn", cell.path, parent.path if parent else None, None,
+                     parent.cause_id() if parent else None, None, None, cls.__qualname__)
+        await nursery.start(cell.main, name=cell.path)
+        return cell.ref
+
+    def _expire(self, env: Envelope) -> None:
+        """An ask's timeout passed (called by the deadline task)."""
+        owner = env.mailbox.owner if env.mailbox is not None else None
+        if env.state == QUEUED:
+            env.state = WITHDRAWN
+            env.mailbox.withdrawn(env, "timeout")  # type: ignore[union-attr]
+        elif env.state == RUNNING:
+            env.state = WITHDRAWN
+            if owner is not None:
+                owner.on_withdraw(env, "timeout")
+        else:
+            return
+        path = owner.path if owner is not None else "?"
+        reschedule(env.asker, outcome.Error(AskTimeout(path, env.msg, env.timeout)))  # type: ignore[arg-type]
+
+    def actors(self) -> list[ActorInfo]:
+        """The live supervision tree (top-level actors in spawn order)."""
+
+        def info(cell: ActorCell) -> ActorInfo:
+            return ActorInfo(
+                name=cell.name,
+                path=cell.path,
+                cls=cell.cls.__qualname__,
+                state=cell.state,
+                queued=cell.mailbox.count,
+                restarts=cell.restarts,
+                children=tuple(info(c) for c in cell.children),
+            )
+
+        return [info(c) for c in self._children]
+
+    async def _stop_all(self, reason: object) -> None:
+        while self._children:
+            await self._children[-1].ref.stop(reason)
+
+
+@asynccontextmanager
+async def open_runtime(*, tracer: Any = None, name: str = "root") -> AsyncIterator[Runtime]:
+    """Open an actor runtime that lives as long as the ``async with`` block.
+
+    Leaving the block normally stops every top-level actor gracefully, in reverse spawn
+    order (each after its own children). An exception in the block cancels them all and
+    propagates. An actor failure that escalates to the root cancels the block and is
+    raised from it (inside an ``ExceptionGroup``, as Trio nurseries do).
+    """
+    rt = Runtime(tracer, name)
+    token = current_runtime.set(rt)
+    body_exc: BaseException | None = None
+    try:
+        async with trio.open_nursery() as system:
+            system.start_soon(rt.deadlines.run, name=f"{name}:ask-deadlines")
+            async with trio.open_nursery() as root:
+                rt._nursery = root
+                try:
+                    yield rt
+                except BaseException as exc:
+                    body_exc = exc
+                    root.cancel_scope.cancel()
+                else:
+                    await rt._stop_all("runtime exit")
+                rt._nursery = None
+            system.cancel_scope.cancel()
+        if body_exc is not None:
+            raise body_exc
+    finally:
+        current_runtime.reset(token)
+        if tracer is not None and hasattr(tracer, "flush"):
+            tracer.flush()

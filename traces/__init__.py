@@ -1,0 +1,26 @@
+"""trioxide traces: the event model, tracer, sinks and trace files.
+
+This package never imports ``runtime`` or ``actors``.
+"""
+
+from ._event import KINDS, SCHEMA_VERSION, TraceEvent, TraceHeader
+from ._reader import LineError, TraceFile, follow_trace, iter_trace, read_trace
+from ._sinks import JsonlFileSink, MemorySink, SinkStatistics
+from ._tracer import Sink, Tracer
+
+__all__ = [
+    "KINDS",
+    "SCHEMA_VERSION",
+    "JsonlFileSink",
+    "LineError",
+    "MemorySink",
+    "Sink",
+    "SinkStatistics",
+    "TraceEvent",
+    "TraceFile",
+    "TraceHeader",
+    "Tracer",
+    "follow_trace",
+    "iter_trace",
+    "read_trace",
+]

@@ -1,0 +1,68 @@
+"""The trace model: one :class:`TraceEvent` per runtime step, a :class:`TraceHeader` per file.
+
+Both are msgspec Structs so that encoding a trace (JSON Lines) is a single C call per
+event. ``TraceEvent`` is created with ``gc=False``: events never reference other
+containers, and a ring buffer of 100,000 of them must not slow the cyclic GC.
+"""
+
+from __future__ import annotations
+
+import msgspec
+
+__all__ = ["KINDS", "SCHEMA_VERSION", "TraceEvent", "TraceHeader"]
+
+#: Bumped whenever a field changes meaning; readers refuse newer schemas.
+SCHEMA_VERSION = 1
+
+#: Every ``kind`` the runtime emits, with what ``actor``/``peer`` mean for it.
+KINDS: dict[str, str] = {
+    "spawn": "actor was created under peer (its parent); detail = class name",
+    "start": "on_start completed; the actor takes messages",
+    "stop": "the actor finally exited; detail = reason",
+    "fail": "an incarnation ended with an exception; detail = repr of it",
+    "restart": "the supervisor re-created the actor; detail = restart count",
+    "send": "msg_id was enqueued to actor by peer (None = outside any actor); corr set for asks",
+    "admit": "admission decided ignore/reject for a message to actor; detail = decision",
+    "unhandled": "a message of a type actor does not accept was refused at send time",
+    "receive": "actor took msg_id from its mailbox (handler slice begins)",
+    "handle": "actor's handler for msg_id finished (slice ends); detail = ok | error: ...",
+    "reply": "the ask corr was answered to peer; detail = value | error: ...",
+    "drop": "msg_id was answered by the drain hook or withdrawn; detail says which",
+    "timeout": "the ask corr timed out (its reply, if any, will be discarded)",
+    "cancel": "an ask was cancelled by its caller, or a handler was cancelled by stop",
+    "task_start": "a child task of actor started; detail = task name",
+    "task_end": "a child task of actor ended; detail = task name and outcome",
+    "watch_set": "a named Watch was set; actor = the setter (if any); detail = watch name",
+}
+
+
+class TraceEvent(msgspec.Struct, frozen=True, gc=False, omit_defaults=True):
+    """One runtime step.
+
+    ``seq`` is global and strictly increasing within a run; ``t`` is the Trio clock
+    (virtual under ``MockClock``). ``cause`` is the ``msg_id`` the emitting actor was
+    handling when the step happened, which lets a reader rebuild causal chains; ``corr``
+    pairs an ask with its reply (it is the ask's ``msg_id``).
+    """
+
+    seq: int
+    t: float
+    kind: str
+    actor: str
+    peer: str | None = None
+    msg_id: int | None = None
+    cause: int | None = None
+    corr: int | None = None
+    msg_type: str | None = None
+    payload: msgspec.Raw | None = None
+    detail: str | None = None
+
+
+class TraceHeader(msgspec.Struct, frozen=True, omit_defaults=True):
+    """First line of a trace file."""
+
+    trioxide_trace: int = SCHEMA_VERSION
+    seed: int | None = None
+    trio_version: str = ""
+    started_at: str | None = None
+    command: list[str] = msgspec.field(default_factory=list)

@@ -1,0 +1,141 @@
+"""Sinks: where trace events go.
+
+Guarantee shared by every sink here: ``write`` is synchronous, never awaits, never
+raises, and uses bounded memory. When a bound is hit, events are dropped and counted
+(``dropped``) rather than slowing the actors down.
+"""
+
+from __future__ import annotations
+
+import os
+from collections import deque
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import msgspec
+
+from ._event import TraceEvent, TraceHeader
+
+__all__ = ["JsonlFileSink", "MemorySink", "SinkStatistics"]
+
+
+@dataclass(frozen=True)
+class SinkStatistics:
+    written: int
+    dropped: int
+    buffered: int
+
+
+class MemorySink:
+    """A bounded ring of events for tests and live viewers.
+
+    When full, the oldest event is overwritten and ``dropped`` is incremented, so the
+    ring always holds the newest *maxlen* events.
+    """
+
+    __slots__ = ("_ring", "dropped", "written")
+
+    def __init__(self, maxlen: int = 1_000_000) -> None:
+        if maxlen <= 0:
+            raise ValueError(f"maxlen must be positive, got {maxlen!r}")
+        self._ring: deque[TraceEvent] = deque(maxlen=maxlen)
+        self.dropped = 0
+        self.written = 0
+
+    def write(self, event: TraceEvent) -> None:
+        ring = self._ring
+        if len(ring) == ring.maxlen:
+            self.dropped += 1
+        ring.append(event)
+        self.written += 1
+
+    def close(self) -> None:
+        pass
+
+    @property
+    def events(self) -> list[TraceEvent]:
+        """A snapshot list of the events held, oldest first."""
+        return list(self._ring)
+
+    def __iter__(self) -> Iterator[TraceEvent]:
+        return iter(list(self._ring))
+
+    def __len__(self) -> int:
+        return len(self._ring)
+
+    def clear(self) -> None:
+        self._ring.clear()
+
+    def of_kind(self, *kinds: str) -> list[TraceEvent]:
+        return [e for e in self._ring if e.kind in kinds]
+
+    def statistics(self) -> SinkStatistics:
+        return SinkStatistics(self.written, self.dropped, len(self._ring))
+
+
+class JsonlFileSink:
+    """Writes a JSON Lines trace file: the header line, then one event per line.
+
+    Events are encoded into an in-memory buffer and written in chunks of
+    ``chunk_size`` bytes; a chunk write goes to the OS page cache and does not wait
+    for the disk. If the buffer would exceed ``max_buffer`` bytes (a stalled disk), new
+    events are dropped and counted. ``close`` (or leaving the ``with`` block) flushes.
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        header: TraceHeader | None = None,
+        *,
+        chunk_size: int = 1 << 16,
+        max_buffer: int = 64 << 20,
+    ) -> None:
+        self.path = Path(path)
+        self._file = open(self.path, "wb")  # noqa: SIM115 - closed by close()
+        self._enc = msgspec.json.Encoder()
+        self._buf = bytearray()
+        self._chunk = chunk_size
+        self._max = max_buffer
+        self.dropped = 0
+        self.written = 0
+        self._closed = False
+        self._file.write(self._enc.encode(header or TraceHeader()) + b"\n")
+
+    def write(self, event: TraceEvent) -> None:
+        if self._closed:
+            self.dropped += 1
+            return
+        buf = self._buf
+        if len(buf) >= self._max:
+            self.dropped += 1
+            return
+        self._enc.encode_into(event, buf, -1)
+        buf.append(10)
+        self.written += 1
+        if len(buf) >= self._chunk:
+            self.flush()
+
+    def flush(self) -> None:
+        if self._buf and not self._closed:
+            try:
+                self._file.write(self._buf)
+            except OSError:
+                # Never raise into the runtime: count what could not be written.
+                self.dropped += self._buf.count(10)
+            self._buf.clear()
+
+    def close(self) -> None:
+        if not self._closed:
+            self.flush()
+            self._file.close()
+            self._closed = True
+
+    def __enter__(self) -> JsonlFileSink:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def statistics(self) -> SinkStatistics:
+        return SinkStatistics(self.written, self.dropped, len(self._buf))
