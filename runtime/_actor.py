@@ -364,6 +364,7 @@ class ActorCell:
         reason: object = "cancelled"
         try:
             while True:
+                reason = "cancelled"
                 try:
                     await self._incarnation(status)
                 except Exception as exc:
@@ -372,9 +373,13 @@ class ActorCell:
                     self.failures += 1
                     self._trace_fail(failure)
                     if status is not None and self.state == "starting" and self.restarts == 0:
-                        raise  # first on_start failed: the spawner gets it
+                        # The first on_start failed: the spawner gets the exception itself.
+                        raise failure from None
                     if self.stopping is not _NOT_STOPPING:
-                        if self.restart == "temporary":
+                        # Failed while a stop was pending: no restart. A supervised actor
+                        # just ends (its supervisor asked for the stop); an unsupervised
+                        # one escalates, because errors are never silently lost.
+                        if self.restart is not None:
                             return
                         raise
                     if not self._may_restart():
@@ -509,6 +514,10 @@ class ActorCell:
                     self._finish_taken(exc)
                     return
                 self._answer(env, outcome.Value(result))
+            if tr is not None:
+                tr.emit("handle", self.path, None, env.id, None, env.id if asker else None, None, "ok")
+            if self.taken is not None:
+                self._finish_taken(None)
         except BaseException as exc:
             if asker is not None:
                 self._answer(env, outcome.Error(ActorGone(self.path, self._why(exc))))
@@ -521,10 +530,6 @@ class ActorCell:
             self.current = prev
             self.taken = prev_taken
             self.handled += 1
-        if tr is not None:
-            tr.emit("handle", self.path, None, env.id, None, env.id if asker else None, None, "ok")
-        if self.taken is not None:
-            self._finish_taken(None)
 
     def _why(self, exc: BaseException) -> object:
         if self.stopping is not _NOT_STOPPING:

@@ -1,9 +1,10 @@
 """One shared timer task for every ask timeout in a runtime.
 
 A cancel scope per ask costs about as much as the ask itself. Instead every timed ask
-is appended to a *lane* keyed by its timeout value: within a lane deadlines arrive in
-non-decreasing order (the clock never goes back), so the lane head is always the
-earliest and append/expire are O(1). The timer task sleeps until the earliest head
+is appended to a *lane* keyed by its timeout value: within a lane deadlines almost
+always arrive in non-decreasing order (the clock never goes back), so the lane head is
+the earliest and append/expire are O(1). (An ask that first waited for mailbox space
+registers late; it is inserted in order, walking back from the tail.) The timer task sleeps until the earliest head
 among the lanes (a handful: programs use few distinct timeouts). Finished asks are
 pruned lazily from the lane heads.
 """
@@ -40,7 +41,15 @@ class DeadlineQueue:
         else:
             while lane and lane[0][1].state >= DONE:
                 lane.popleft()
-        lane.append((deadline, env))
+        if lane and lane[-1][0] > deadline:
+            # An ask computes its deadline before waiting for mailbox space, so it can
+            # arrive after a later deadline of the same lane: keep the lane sorted.
+            i = len(lane)
+            while i > 0 and lane[i - 1][0] > deadline:
+                i -= 1
+            lane.insert(i, (deadline, env))
+        else:
+            lane.append((deadline, env))
         if deadline < self._next:
             self._next = deadline
             if self._scope is not None:

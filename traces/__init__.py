@@ -3,13 +3,14 @@
 This package never imports ``runtime`` or ``actors``.
 """
 
-from ._event import KINDS, SCHEMA_VERSION, TraceEvent, TraceHeader
+from ._event import KINDS, NO_PAYLOAD, SCHEMA_VERSION, TraceEvent, TraceHeader
 from ._reader import LineError, TraceFile, follow_trace, iter_trace, read_trace
 from ._sinks import JsonlFileSink, MemorySink, SinkStatistics
 from ._tracer import Sink, Tracer
 
 __all__ = [
     "KINDS",
+    "NO_PAYLOAD",
     "SCHEMA_VERSION",
     "JsonlFileSink",
     "LineError",

@@ -9,7 +9,10 @@ from __future__ import annotations
 
 import msgspec
 
-__all__ = ["KINDS", "SCHEMA_VERSION", "TraceEvent", "TraceHeader"]
+__all__ = ["KINDS", "NO_PAYLOAD", "SCHEMA_VERSION", "TraceEvent", "TraceHeader"]
+
+#: The ``payload`` of an event recorded without one.
+NO_PAYLOAD = msgspec.Raw()
 
 #: Bumped whenever a field changes meaning; readers refuse newer schemas.
 SCHEMA_VERSION = 1
@@ -54,12 +57,14 @@ class TraceEvent(msgspec.Struct, frozen=True, gc=False, omit_defaults=True):
     cause: int | None = None
     corr: int | None = None
     msg_type: str | None = None
-    payload: msgspec.Raw | None = None
+    #: The message's msgspec JSON, kept undecoded; empty (``len(payload) == 0``) if none.
+    payload: msgspec.Raw = NO_PAYLOAD
     detail: str | None = None
 
 
-class TraceHeader(msgspec.Struct, frozen=True, omit_defaults=True):
-    """First line of a trace file."""
+class TraceHeader(msgspec.Struct, frozen=True):
+    """First line of a trace file. ``trioxide_trace`` (the schema version) is always
+    written and required by readers: it is what marks a file as a trioxide trace."""
 
     trioxide_trace: int = SCHEMA_VERSION
     seed: int | None = None

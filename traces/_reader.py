@@ -18,6 +18,13 @@ _event_decoder = msgspec.json.Decoder(TraceEvent)
 _header_decoder = msgspec.json.Decoder(TraceHeader)
 
 
+class _HeaderMark(msgspec.Struct):
+    trioxide_trace: int
+
+
+_mark_decoder = msgspec.json.Decoder(_HeaderMark)
+
+
 @dataclass(frozen=True)
 class LineError:
     """A line that could not be decoded (1-based ``line`` number)."""
@@ -34,6 +41,7 @@ class TraceFile:
 
 
 def _decode_header(line: bytes) -> TraceHeader:
+    _mark_decoder.decode(line)  # the schema version must be present
     header = _header_decoder.decode(line)
     if header.trioxide_trace > SCHEMA_VERSION:
         raise ValueError(

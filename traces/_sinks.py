@@ -92,7 +92,8 @@ class JsonlFileSink:
         max_buffer: int = 64 << 20,
     ) -> None:
         self.path = Path(path)
-        self._file = open(self.path, "wb")  # noqa: SIM115 - closed by close()
+        # Unbuffered: this sink does its own chunking, and flush() must reach readers.
+        self._file = open(self.path, "wb", buffering=0)  # noqa: SIM115 - closed by close()
         self._enc = msgspec.json.Encoder()
         self._buf = bytearray()
         self._chunk = chunk_size
@@ -117,6 +118,7 @@ class JsonlFileSink:
             self.flush()
 
     def flush(self) -> None:
+        """Write the buffered events to the file (visible to ``follow_trace`` at once)."""
         if self._buf and not self._closed:
             try:
                 self._file.write(self._buf)

@@ -12,7 +12,7 @@ from typing import Any, Protocol
 import msgspec
 import trio
 
-from ._event import TraceEvent
+from ._event import NO_PAYLOAD, TraceEvent
 
 __all__ = ["Sink", "Tracer"]
 
@@ -91,12 +91,11 @@ class Tracer:
     ) -> None:
         """Record one step. ``msg`` (optional) gives ``msg_type`` and, if enabled, ``payload``."""
         self._seq = seq = self._seq + 1
+        payload = NO_PAYLOAD
         if msg is None:
             msg_type = None
-            payload = None
         else:
             msg_type = type(msg).__name__
-            payload = None
             if self.payloads:
                 if self.redact is not None:
                     msg = self.redact(msg)
@@ -107,6 +106,13 @@ class Tracer:
                 seq, self._clock(), kind, actor, peer, msg_id, cause, corr, msg_type, payload, detail
             )
         )
+
+    def flush(self) -> None:
+        """Make everything emitted so far visible to readers (file sinks write through)."""
+        for sink in self._sinks:
+            flush = getattr(sink, "flush", None)
+            if flush is not None:
+                flush()
 
     def close(self) -> None:
         """Close every sink (flushes file sinks)."""

@@ -1,0 +1,85 @@
+"""Shared bits of the benchmark scripts: the messages, sizes and the best-of-N runner.
+
+Every benchmark function returns one number (a rate in operations per second, or a
+per-actor cost) measured with ``time.perf_counter`` around the measured loop only.
+``best_of`` repeats a measurement and keeps the best result, which filters out the
+noise of a shared machine better than a mean does.
+"""
+
+from __future__ import annotations
+
+import gc
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Final
+
+import msgspec
+
+__all__ = [
+    "INCR_ONE",
+    "REPEATS",
+    "Get",
+    "Incr",
+    "Sizes",
+    "best_of",
+    "timed",
+]
+
+#: How often each measurement is repeated (the best run is kept).
+REPEATS: Final = 3
+
+
+class Incr(msgspec.Struct, frozen=True):
+    """The tell payload: add ``by`` to a counter."""
+
+    by: int
+
+
+class Get(msgspec.Struct, frozen=True):
+    """The ask payload: return the counter."""
+
+
+#: One pre-built message instance shared by every tell benchmark (no allocation per send
+#: in any of them, so the comparison measures the transport only).
+INCR_ONE: Final = Incr(1)
+
+
+@dataclass(frozen=True)
+class Sizes:
+    """How many operations each benchmark performs."""
+
+    tell: int
+    ask: int
+    pykka_tell: int
+    pykka_ask: int
+    idle_actors: int
+
+    @classmethod
+    def full(cls) -> Sizes:
+        return cls(
+            tell=200_000, ask=50_000, pykka_tell=50_000, pykka_ask=10_000, idle_actors=100_000
+        )
+
+    @classmethod
+    def quick(cls) -> Sizes:
+        return cls(tell=20_000, ask=5_000, pykka_tell=5_000, pykka_ask=1_000, idle_actors=5_000)
+
+
+def timed(fn: Callable[[], object]) -> float:
+    """Run *fn* once and return the wall time it took, in seconds."""
+    t0 = time.perf_counter()
+    fn()
+    return time.perf_counter() - t0
+
+
+def best_of(measure: Callable[[], float], repeats: int = REPEATS, *, higher: bool = True) -> float:
+    """Run *measure* ``repeats`` times (after a full GC each) and return the best value.
+
+    ``higher=True`` for rates (ops/s), ``False`` for costs (µs, bytes).
+    """
+    results: list[float] = []
+    for _ in range(repeats):
+        gc.collect()
+        results.append(measure())
+    return max(results) if higher else min(results)
