@@ -181,19 +181,25 @@ class Actor:
             cell, cls, args, name, mailbox_size, restart, max_restarts, within, backoff
         )
 
-    def start_soon(self, fn: Callable[..., Awaitable[Any]], *args: Any, name: str | None = None) -> None:
+    def start_soon(
+        self, fn: Callable[..., Awaitable[Any]], *args: Any, name: str | None = None
+    ) -> None:
         """Start a child task in this actor's nursery. Its failure fails the actor."""
         cell = self._actor_cell
         nursery = cell.require_nursery()
-        tname = name or getattr(fn, "__qualname__", repr(fn))
+        tname: str = name or getattr(fn, "__qualname__", repr(fn))
         nursery.start_soon(cell.run_task, fn, args, tname, name=f"{cell.path}:{tname}")
 
-    async def start(self, fn: Callable[..., Awaitable[Any]], *args: Any, name: str | None = None) -> Any:
+    async def start(
+        self, fn: Callable[..., Awaitable[Any]], *args: Any, name: str | None = None
+    ) -> Any:
         """Like ``nursery.start``: *fn* gets ``task_status`` and this returns its value."""
         cell = self._actor_cell
         nursery = cell.require_nursery()
         tname = name or getattr(fn, "__qualname__", repr(fn))
-        return await nursery.start(cell.run_started_task, fn, args, tname, name=f"{cell.path}:{tname}")
+        return await nursery.start(
+            cell.run_started_task, fn, args, tname, name=f"{cell.path}:{tname}"
+        )
 
     def send_after(self, delay: float, msg: Any) -> TimerHandle:
         """Tell *msg* to this actor after *delay* seconds (Trio clock). Cancelled with the actor."""
@@ -349,8 +355,14 @@ class ActorCell:
         if tr is not None:
             sender = current_cell.get()
             tr.emit(
-                "unhandled", self.path, sender.path if sender else None, None,
-                self.rt.cause_of(sender), None, msg, f"accepts {[t.__name__ for t in self.accepts]}",
+                "unhandled",
+                self.path,
+                sender.path if sender else None,
+                None,
+                self.rt.cause_of(sender),
+                None,
+                msg,
+                f"accepts {[t.__name__ for t in self.accepts]}",
             )
         raise UnhandledMessage(self.path, msg, self.accepts)
 
@@ -394,7 +406,9 @@ class ActorCell:
                     self.restarts += 1
                     tr = self.rt.tracer
                     if tr is not None:
-                        tr.emit("restart", self.path, None, None, None, None, None, str(self.restarts))
+                        tr.emit(
+                            "restart", self.path, None, None, None, None, None, str(self.restarts)
+                        )
                     continue
                 else:
                     reason = self.stopping
@@ -510,12 +524,16 @@ class ActorCell:
                 except Exception as exc:
                     self._answer(env, outcome.Error(exc))
                     if tr is not None:
-                        tr.emit("handle", self.path, None, env.id, None, env.id, None, f"error: {exc!r}")
+                        tr.emit(
+                            "handle", self.path, None, env.id, None, env.id, None, f"error: {exc!r}"
+                        )
                     self._finish_taken(exc)
                     return
                 self._answer(env, outcome.Value(result))
             if tr is not None:
-                tr.emit("handle", self.path, None, env.id, None, env.id if asker else None, None, "ok")
+                tr.emit(
+                    "handle", self.path, None, env.id, None, env.id if asker else None, None, "ok"
+                )
             if self.taken is not None:
                 self._finish_taken(None)
         except BaseException as exc:
@@ -540,8 +558,19 @@ class ActorCell:
         if env.answer(result):
             tr = self.rt.tracer
             if tr is not None:
-                detail = "value" if isinstance(result, outcome.Value) else f"error: {result.error!r}"
-                tr.emit("reply", self.path, _task_actor(env.asker), None, self.cause_id(), env.id, None, detail)
+                detail = (
+                    f"error: {result.error!r}" if isinstance(result, outcome.Error) else "value"
+                )
+                tr.emit(
+                    "reply",
+                    self.path,
+                    _task_actor(env.asker),
+                    None,
+                    self.cause_id(),
+                    env.id,
+                    None,
+                    detail,
+                )
 
     def _finish_taken(self, exc: BaseException | None) -> None:
         """Asks taken by receive()/Interrupted and not answered get None (or the error)."""
@@ -590,8 +619,16 @@ class ActorCell:
             self.taken.append(env)
             tr = self.rt.tracer
             if tr is not None:
-                tr.emit("receive", self.path, None, env.id, self.cause_id(),
-                        env.id if env.asker else None, env.msg, "selective")
+                tr.emit(
+                    "receive",
+                    self.path,
+                    None,
+                    env.id,
+                    self.cause_id(),
+                    env.id if env.asker else None,
+                    env.msg,
+                    "selective",
+                )
         return env
 
     async def _park(self, want: tuple[type, ...]) -> None:
@@ -650,15 +687,25 @@ class ActorCell:
                     self.taken.append(env)
                     tr = self.rt.tracer
                     if tr is not None:
-                        tr.emit("receive", self.path, None, env.id, self.cause_id(),
-                                env.id if env.asker else None, env.msg, "interrupt")
+                        tr.emit(
+                            "receive",
+                            self.path,
+                            None,
+                            env.id,
+                            self.cause_id(),
+                            env.id if env.asker else None,
+                            env.msg,
+                            "interrupt",
+                        )
                     return Interrupted(env.msg)
                 await self._dispatch(env)
         raise AssertionError("unreachable")  # pragma: no cover
 
     # -- tasks and timers ------------------------------------------------------------
 
-    async def run_task(self, fn: Callable[..., Awaitable[Any]], args: tuple[Any, ...], tname: str) -> None:
+    async def run_task(
+        self, fn: Callable[..., Awaitable[Any]], args: tuple[Any, ...], tname: str
+    ) -> None:
         tr = self.rt.tracer
         if tr is None:
             await fn(*args)
@@ -667,7 +714,9 @@ class ActorCell:
         try:
             await fn(*args)
         except BaseException as exc:
-            tr.emit("task_end", self.path, None, None, None, None, None, f"{tname}: {_unwrap(exc)!r}")
+            tr.emit(
+                "task_end", self.path, None, None, None, None, None, f"{tname}: {_unwrap(exc)!r}"
+            )
             raise
         tr.emit("task_end", self.path, None, None, None, None, None, f"{tname}: ok")
 
@@ -684,7 +733,9 @@ class ActorCell:
 
         await self.run_task(call, (), tname)
 
-    async def timer_task(self, handle: TimerHandle, delay: float, period: float | None, msg: Any) -> None:
+    async def timer_task(
+        self, handle: TimerHandle, delay: float, period: float | None, msg: Any
+    ) -> None:
         with handle._scope:
             deadline = trio.current_time() + delay
             while True:
@@ -736,8 +787,16 @@ class ActorCell:
             except Exception as exc:
                 answer = exc
             if tr is not None:
-                tr.emit("drop", self.path, None, env.id, None, env.id if env.asker else None,
-                        env.msg, "drained")
+                tr.emit(
+                    "drop",
+                    self.path,
+                    None,
+                    env.id,
+                    None,
+                    env.id if env.asker else None,
+                    env.msg,
+                    "drained",
+                )
             if env.asker is not None:
                 if isinstance(answer, BaseException):
                     self._answer(env, outcome.Error(answer))
@@ -784,8 +843,16 @@ class ActorCell:
     def on_withdraw(self, env: Envelope, why: str) -> None:
         tr = self.rt.tracer
         if tr is not None:
-            tr.emit("cancel" if why == "cancelled" else "timeout", self.path,
-                    _task_actor(env.asker), env.id, None, env.id, env.msg, why)
+            tr.emit(
+                "cancel" if why == "cancelled" else "timeout",
+                self.path,
+                _task_actor(env.asker),
+                env.id,
+                None,
+                env.id,
+                env.msg,
+                why,
+            )
 
     def _trace_fail(self, exc: BaseException) -> None:
         tr = self.rt.tracer
@@ -806,4 +873,3 @@ def _task_actor(task: Task | None) -> str | None:
     except Exception:  # pragma: no cover
         return None
     return cell.path if cell is not None else None
-

@@ -4,9 +4,9 @@ A cancel scope per ask costs about as much as the ask itself. Instead every time
 is appended to a *lane* keyed by its timeout value: within a lane deadlines almost
 always arrive in non-decreasing order (the clock never goes back), so the lane head is
 the earliest and append/expire are O(1). (An ask that first waited for mailbox space
-registers late; it is inserted in order, walking back from the tail.) The timer task sleeps until the earliest head
-among the lanes (a handful: programs use few distinct timeouts). Finished asks are
-pruned lazily from the lane heads.
+registers late; it is inserted in order, walking back from the tail.) The timer task
+sleeps until the earliest head among the lanes (a handful: programs use few distinct
+timeouts). Finished asks are pruned lazily from the lane heads.
 """
 
 from __future__ import annotations

@@ -65,8 +65,7 @@ class AskTimeout(TrioxideError, TimeoutError):
 
     def __str__(self) -> str:
         return (
-            f"ask {type(self.msg).__name__} to {self.actor!r} "
-            f"got no reply within {self.timeout} s"
+            f"ask {type(self.msg).__name__} to {self.actor!r} got no reply within {self.timeout} s"
         )
 
 

@@ -97,8 +97,8 @@ class Mailbox:
         "capacity",
         "closed",
         "count",
-        "size",
         "owner",
+        "size",
     )
 
     def __init__(self, capacity: int) -> None:
@@ -271,4 +271,3 @@ class Mailbox:
         putters = list(self._putters)
         self._putters.clear()
         return putters
-

@@ -6,7 +6,12 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final
 
 import trio
-from trio.lowlevel import cancel_shielded_checkpoint, checkpoint, current_task, wait_task_rescheduled
+from trio.lowlevel import (
+    cancel_shielded_checkpoint,
+    checkpoint,
+    current_task,
+    wait_task_rescheduled,
+)
 
 from ._context import current_cell
 from ._errors import ActorGone, AskTimeout, MailboxFull
@@ -117,8 +122,15 @@ class ActorRef:
         else:
             env = Envelope(msg, None, rt.new_id())
             sender = current_cell.get()
-            tr.emit("send", cell.path, sender.path if sender else None, env.id,
-                    sender.cause_id() if sender else None, None, msg)
+            tr.emit(
+                "send",
+                cell.path,
+                sender.path if sender else None,
+                env.id,
+                sender.cause_id() if sender else None,
+                None,
+                msg,
+            )
             mb.put(env, prio, reserved=reserved)
         rt.tell_budget -= 1
         if rt.tell_budget <= 0:
@@ -139,8 +151,16 @@ class ActorRef:
             tr = cell.rt.tracer
             if tr is not None:
                 sender = current_cell.get()
-                tr.emit("admit", cell.path, sender.path if sender else None, None,
-                        sender.cause_id() if sender else None, None, msg, "full")
+                tr.emit(
+                    "admit",
+                    cell.path,
+                    sender.path if sender else None,
+                    None,
+                    sender.cause_id() if sender else None,
+                    None,
+                    msg,
+                    "full",
+                )
             raise MailboxFull(cell.path, mb.size, msg)
         admit = cell.admit_fn
         if admit is not None:
@@ -154,8 +174,15 @@ class ActorRef:
         env = Envelope(msg, None, rt.new_id() if tr is not None else 0)
         if tr is not None:
             sender = current_cell.get()
-            tr.emit("send", cell.path, sender.path if sender else None, env.id,
-                    sender.cause_id() if sender else None, None, msg)
+            tr.emit(
+                "send",
+                cell.path,
+                sender.path if sender else None,
+                env.id,
+                sender.cause_id() if sender else None,
+                None,
+                msg,
+            )
         mb.put(env, prio)
 
     async def _send(self, msg: Any, *, raise_reject: bool) -> None:
@@ -198,8 +225,16 @@ class ActorRef:
             detail = f"reject: {decision.exc!r}"
         if tr is not None:
             sender = current_cell.get()
-            tr.emit("admit", cell.path, sender.path if sender else None, None,
-                    sender.cause_id() if sender else None, None, msg, detail)
+            tr.emit(
+                "admit",
+                cell.path,
+                sender.path if sender else None,
+                None,
+                sender.cause_id() if sender else None,
+                None,
+                msg,
+                detail,
+            )
         if decision.action != 1 and raise_reject:
             raise decision.exc  # type: ignore[misc]
         return decision.reply
@@ -260,8 +295,15 @@ class ActorRef:
         else:
             env = Envelope(msg, task, rt.new_id())
             sender = current_cell.get()
-            tr.emit("send", cell.path, sender.path if sender else None, env.id,
-                    sender.cause_id() if sender else None, env.id, msg)
+            tr.emit(
+                "send",
+                cell.path,
+                sender.path if sender else None,
+                env.id,
+                sender.cause_id() if sender else None,
+                env.id,
+                msg,
+            )
         mb.put(env, prio, reserved=reserved)
         if timeout is not None:
             env.timeout = timeout
@@ -323,5 +365,3 @@ class ActorRef:
             failures=cell.failures,
             children=len(cell.children),
         )
-
-

@@ -121,18 +121,37 @@ class Runtime:
             self._auto_names[base] = n
             name = f"{base}-{n}"
         elif not (isinstance(name, str) and _NAME_RE.match(name)):
-            raise ValueError(f"actor name must be a non-empty string without '/' or spaces, got {name!r}")
+            raise ValueError(
+                f"actor name must be a non-empty string without '/' or spaces, got {name!r}"
+            )
         if any(c.name == name for c in siblings):
             raise ValueError(f"an actor named {prefix + name!r} is already running")
         cell = ActorCell(
-            self, parent, cls, args, name, prefix + name, mailbox_size,
-            restart, max_restarts, within, backoff,
+            self,
+            parent,
+            cls,
+            args,
+            name,
+            prefix + name,
+            mailbox_size,
+            restart,
+            max_restarts,
+            within,
+            backoff,
         )
         siblings.append(cell)
         tr = self.tracer
         if tr is not None:
-            tr.emit("spawn", cell.path, parent.path if parent else None, None,
-                     parent.cause_id() if parent else None, None, None, cls.__qualname__)
+            tr.emit(
+                "spawn",
+                cell.path,
+                parent.path if parent else None,
+                None,
+                parent.cause_id() if parent else None,
+                None,
+                None,
+                cls.__qualname__,
+            )
         await nursery.start(cell.main, name=cell.path)
         return cell.ref
 

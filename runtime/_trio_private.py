@@ -41,7 +41,7 @@ if FAST_CANCEL_CHECK:
 
     def is_cancelled(task: Task) -> bool:
         """Whether a blocking call in *task* would raise ``Cancelled`` right now."""
-        return task._cancel_status.effectively_cancelled  # type: ignore[no-any-return]
+        return task._cancel_status.effectively_cancelled
 
 else:  # pragma: no cover - exercised only on untested Trio versions
 

@@ -64,8 +64,14 @@ class Watch(Generic[T]):
             if rt is not None and rt.tracer is not None:
                 cell = current_cell.get()
                 rt.tracer.emit(
-                    "watch_set", cell.path if cell else rt.name, None, None,
-                    cell.cause_id() if cell else None, None, None, f"{self.name} = {value!r:.200}",
+                    "watch_set",
+                    cell.path if cell else rt.name,
+                    None,
+                    None,
+                    cell.cause_id() if cell else None,
+                    None,
+                    None,
+                    f"{self.name} = {value!r:.200}",
                 )
 
     async def wait_for(self, pred: Callable[[T], bool]) -> T:
@@ -108,5 +114,3 @@ class _Changes(Generic[T]):
             await checkpoint()
         self._seen = w._version
         return w._value
-
-

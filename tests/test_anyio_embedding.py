@@ -24,9 +24,7 @@ T = TypeVar("T")
 
 
 def run_anyio(fn: Callable[[], Awaitable[T]]) -> T:
-    return anyio.run(
-        fn, backend="trio", backend_options={"clock": MockClock(autojump_threshold=0)}
-    )
+    return anyio.run(fn, backend="trio", backend_options={"clock": MockClock(autojump_threshold=0)})
 
 
 class Add(msgspec.Struct, frozen=True):

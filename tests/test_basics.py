@@ -112,7 +112,7 @@ async def test_unhandled_type_and_non_struct_refused_actor_keeps_running(
             await ref.tell(Note("hi"))
         assert info.value.actor == "ctr" and type(info.value.msg) is Note
         assert "Note" in str(info.value) and "Incr" in str(info.value)
-        with pytest.raises(UnhandledMessage, match="must be msgspec.Struct"):
+        with pytest.raises(UnhandledMessage, match=r"must be msgspec\.Struct"):
             await ref.ask({"not": "a struct"})  # type: ignore[arg-type]
         with pytest.raises(TypeError):
             ref.tell_nowait(42)  # UnhandledMessage is a TypeError
@@ -143,7 +143,7 @@ async def test_no_annotation_accepts_any_struct_and_subclasses(
 
 
 class BadAnnotation(Actor):
-    async def handle(self, msg: "DoesNotExist") -> None:  # type: ignore[name-defined]  # noqa: F821
+    async def handle(self, msg: DoesNotExist) -> None:  # type: ignore[name-defined]  # noqa: F821
         pass
 
 
@@ -160,13 +160,13 @@ async def test_spawn_rejects_bad_actor_classes(autojump_clock: trio.abc.Clock) -
     async with open_runtime() as rt:
         with pytest.raises(runtime.InvalidActor, match="cannot resolve"):
             await rt.spawn(BadAnnotation)
-        with pytest.raises(runtime.InvalidActor, match="not a msgspec.Struct"):
+        with pytest.raises(runtime.InvalidActor, match=r"not a msgspec\.Struct"):
             await rt.spawn(NotAStruct)
         with pytest.raises(runtime.InvalidActor, match="does not define handle"):
             await rt.spawn(NoHandle)
         with pytest.raises(runtime.InvalidActor):
             await rt.spawn(int)  # type: ignore[arg-type]
-        with pytest.raises(ValueError, match="mailbox_size"):
+        with pytest.raises(ValueError, match=r"mailbox_size"):
             await rt.spawn(Counter, mailbox_size=0)
         await rt.spawn(Counter, name="dup")
         with pytest.raises(ValueError, match="already running"):

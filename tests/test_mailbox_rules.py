@@ -278,7 +278,11 @@ async def test_serve_until_serves_then_completes(autojump_clock: trio.abc.Clock)
             assert await ref.ask(Replace("still-bad")) == "Started"
             assert trio.current_time() == 5.0  # served while activation is blocked
             assert await ref.ask(Replace("good")) == "Started"
-        assert await ref.ask(Log()) == ["replace still-bad", "replace good", "completed active at 5.5"]
+        assert await ref.ask(Log()) == [
+            "replace still-bad",
+            "replace good",
+            "completed active at 5.5",
+        ]
 
 
 async def test_serve_until_interrupted_cancels_fn(autojump_clock: trio.abc.Clock) -> None:

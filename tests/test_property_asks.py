@@ -165,9 +165,7 @@ def programs(draw: st.DrawFn) -> Program:
     n = draw(st.integers(1, 3))
     sizes = draw(st.lists(MAILBOX_SIZES, min_size=n, max_size=n))
     crashable = frozenset(draw(st.sets(st.integers(0, n - 1))))
-    steps = draw(
-        st.lists(st.tuples(GAPS, command_strategy(n, crashable)), min_size=1, max_size=24)
-    )
+    steps = draw(st.lists(st.tuples(GAPS, command_strategy(n, crashable)), min_size=1, max_size=24))
     at = 0.0
     timed: list[tuple[float, Command]] = []
     for gap, cmd in steps:
@@ -206,8 +204,13 @@ def run_program(
             async with runtime.open_runtime(tracer=tracer, name="prop") as rt:
                 refs = [
                     await rt.spawn(
-                        Worker, logs[i], name=f"w{i}", mailbox_size=size,
-                        restart="transient", max_restarts=1000, within=1.0,
+                        Worker,
+                        logs[i],
+                        name=f"w{i}",
+                        mailbox_size=size,
+                        restart="transient",
+                        max_restarts=1000,
+                        within=1.0,
                     )
                     for i, size in enumerate(sizes)
                 ]

@@ -177,9 +177,23 @@ def test_tracer_close_closes_every_sink(tmp_path: Path) -> None:
 
 def test_every_documented_kind_has_a_description() -> None:
     expected = {
-        "spawn", "start", "stop", "fail", "restart", "send", "admit", "unhandled",
-        "receive", "handle", "reply", "drop", "timeout", "cancel", "task_start",
-        "task_end", "watch_set",
+        "spawn",
+        "start",
+        "stop",
+        "fail",
+        "restart",
+        "send",
+        "admit",
+        "unhandled",
+        "receive",
+        "handle",
+        "reply",
+        "drop",
+        "timeout",
+        "cancel",
+        "task_start",
+        "task_end",
+        "watch_set",
     }
     assert expected <= set(traces.KINDS)
     assert all(isinstance(v, str) and v for v in traces.KINDS.values())
@@ -266,7 +280,8 @@ def test_corrupted_lines_are_reported_with_their_line_number_and_skipped(tmp_pat
 def test_event_with_wrong_field_type_is_a_line_error(tmp_path: Path) -> None:
     path = tmp_path / "typed.jsonl"
     path.write_bytes(
-        msgspec.json.encode(HEADER) + b"\n"
+        msgspec.json.encode(HEADER)
+        + b"\n"
         + b'{"seq": "one", "t": 0.0, "kind": "send", "actor": "a"}\n'
         + line(ev(2))
     )
@@ -439,8 +454,23 @@ class Phoenix(runtime.Actor):
 
 
 ALL_KINDS = {
-    "spawn", "start", "send", "receive", "handle", "reply", "stop", "admit", "unhandled",
-    "timeout", "cancel", "drop", "task_start", "task_end", "watch_set", "fail", "restart",
+    "spawn",
+    "start",
+    "send",
+    "receive",
+    "handle",
+    "reply",
+    "stop",
+    "admit",
+    "unhandled",
+    "timeout",
+    "cancel",
+    "drop",
+    "task_start",
+    "task_end",
+    "watch_set",
+    "fail",
+    "restart",
 }
 
 
@@ -491,8 +521,11 @@ async def test_runtime_trace_file_has_every_kind(tmp_path: Path, autojump_clock:
     assert kinds <= set(traces.KINDS), f"undocumented: {kinds - set(traces.KINDS)}"
 
     def one(kind: str, **match: Any) -> traces.TraceEvent:
-        found = [e for e in events if e.kind == kind
-                 and all(getattr(e, k) == v for k, v in match.items())]
+        found = [
+            e
+            for e in events
+            if e.kind == kind and all(getattr(e, k) == v for k, v in match.items())
+        ]
         assert len(found) == 1, (kind, match, found)
         return found[0]
 

@@ -93,7 +93,7 @@ class JsonlFileSink:
     ) -> None:
         self.path = Path(path)
         # Unbuffered: this sink does its own chunking, and flush() must reach readers.
-        self._file = open(self.path, "wb", buffering=0)  # noqa: SIM115 - closed by close()
+        self._file = open(self.path, "wb", buffering=0)
         self._enc = msgspec.json.Encoder()
         self._buf = bytearray()
         self._chunk = chunk_size

@@ -103,7 +103,17 @@ class Tracer:
                     payload = _encode_payload(msg)
         self._write(
             TraceEvent(
-                seq, self._clock(), kind, actor, peer, msg_id, cause, corr, msg_type, payload, detail
+                seq,
+                self._clock(),
+                kind,
+                actor,
+                peer,
+                msg_id,
+                cause,
+                corr,
+                msg_type,
+                payload,
+                detail,
             )
         )
 
