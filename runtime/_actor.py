@@ -187,7 +187,7 @@ class Actor:
         """Start a child task in this actor's nursery. Its failure fails the actor."""
         cell = self._actor_cell
         nursery = cell.require_nursery()
-        tname: str = name or getattr(fn, "__qualname__", repr(fn))
+        tname = _task_name(fn, name)
         nursery.start_soon(cell.run_task, fn, args, tname, name=f"{cell.path}:{tname}")
 
     async def start(
@@ -196,7 +196,7 @@ class Actor:
         """Like ``nursery.start``: *fn* gets ``task_status`` and this returns its value."""
         cell = self._actor_cell
         nursery = cell.require_nursery()
-        tname = name or getattr(fn, "__qualname__", repr(fn))
+        tname = _task_name(fn, name)
         return await nursery.start(
             cell.run_started_task, fn, args, tname, name=f"{cell.path}:{tname}"
         )
@@ -668,7 +668,7 @@ class ActorCell:
             box.append(value)
             mb.wake()
 
-        tname = getattr(fn, "__qualname__", repr(fn))
+        tname = _task_name(fn, None)
         async with trio.open_nursery() as nursery:
             nursery.start_soon(self.run_task, run_fn, (), tname, name=f"{self.path}:{tname}")
             while True:
@@ -858,6 +858,13 @@ class ActorCell:
         tr = self.rt.tracer
         if tr is not None:
             tr.emit("fail", self.path, None, None, None, None, None, repr(exc))
+
+
+def _task_name(fn: object, name: str | None) -> str:
+    if name is not None:
+        return name
+    qualname = getattr(fn, "__qualname__", None)
+    return qualname if isinstance(qualname, str) else repr(fn)
 
 
 def _reason_str(reason: object) -> str:
