@@ -92,7 +92,7 @@ class Pool(Actor):
                 self.beats += 1
             case Health():
                 return {d.name: d.statistics().restarts for d in self.disks}
-            case Terminated(ref, reason):
+            case Terminated(ref):
                 self.disks.remove(ref)
                 self.health.set(len(self.disks))
         return None

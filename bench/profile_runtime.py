@@ -125,61 +125,87 @@ def profile_ask() -> None:
 # -- spawn ------------------------------------------------------------------------------
 
 
-def _spawn_and_exit(n: int, gc_time: list[float]) -> float:
-    """µs per spawn of *n* idle actors (two-level tree); teardown by cancellation."""
+class _GcClock:
+    """Sums the time spent in cyclic GC collections (``gc.callbacks``)."""
 
-    async def main() -> float:
+    def __init__(self) -> None:
+        self.total = 0.0
+        self.started = 0.0
+        self.by_gen: Histogram[int] = Histogram()
+
+    def __call__(self, phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            self.started = time.perf_counter()
+        else:
+            self.total += time.perf_counter() - self.started
+            self.by_gen[info["generation"]] += 1
+
+
+def _spawn_and_exit(
+    n: int, *, spawn_prof: cProfile.Profile | None = None, exit_prof: cProfile.Profile | None = None
+) -> tuple[float, float, float]:
+    """Spawn *n* idle actors (two-level tree), then cancel them all.
+
+    Returns (µs per spawn, GC µs per spawn, teardown µs per actor).
+    """
+    clock = _GcClock()
+
+    async def main() -> tuple[float, float, float]:
         with trio.CancelScope() as outer:
             async with runtime.open_runtime(tracer=None) as rt:
-                gc_time[0] = 0.0
+                gc.callbacks.append(clock)
                 t0 = time.perf_counter()
+                if spawn_prof is not None:
+                    spawn_prof.enable()
                 await spawn_tree(rt, n)
-                elapsed = time.perf_counter() - t0
+                if spawn_prof is not None:
+                    spawn_prof.disable()
+                spawn = time.perf_counter() - t0
+                gc_spawn = clock.total
+                gc.callbacks.remove(clock)
+                if exit_prof is not None:
+                    exit_prof.enable()
+                t1 = time.perf_counter()
                 outer.cancel()
-        return elapsed / n * 1e6
+        teardown = time.perf_counter() - t1
+        if exit_prof is not None:
+            exit_prof.disable()
+        return spawn / n * 1e6, gc_spawn / n * 1e6, teardown / n * 1e6
 
     return trio.run(main)
 
 
+def _stats(prof: cProfile.Profile, limit: int = 22) -> str:
+    out = io.StringIO()
+    pstats.Stats(prof, stream=out).strip_dirs().sort_stats("tottime").print_stats(limit)
+    return out.getvalue()
+
+
 def profile_spawn() -> None:
-    n = 30_000
-    gc_time = [0.0, 0.0]
-    gens: Histogram[int] = Histogram()
-
-    def on_gc(phase: str, info: dict[str, int]) -> None:
-        if phase == "start":
-            gc_time[1] = time.perf_counter()
-        else:
-            gc_time[0] += time.perf_counter() - gc_time[1]
-            gens[info["generation"]] += 1
-
-    gc.callbacks.append(on_gc)
-    try:
-        us = _spawn_and_exit(n, gc_time)
-        print(f"== spawn: {n:,} idle actors (2-level tree) ==")
-        print(
-            f"{us:.1f} µs/spawn, of which cyclic GC {gc_time[0] / n * 1e6:.1f} µs/spawn "
-            f"(collections by generation: {dict(sorted(gens.items()))})"
-        )
-        gc.freeze()  # everything alive now is exempt from collection
-        us_frozen = _spawn_and_exit(n, gc_time)
-        gc.unfreeze()
-        gc.disable()
-        us_off = _spawn_and_exit(n, gc_time)
-        gc.enable()
-    finally:
-        gc.callbacks.remove(on_gc)
-    print(f"GC disabled during the spawns: {us_off:.1f} µs/spawn ({us_frozen=:.1f} with freeze)")
-    for flat in (500, 2_000, 8_000):
-        print(f"flat siblings {flat:>6,}: {_flat_us(flat):.1f} µs/spawn")
-    print("\n== spawn: cProfile (10,000 actors, 2-level tree) ==")
-    print(_profile(lambda: _spawn_and_exit(10_000, [0.0, 0.0])))
-
-
-def _flat_us(n: int) -> float:
     from bench_runtime import flat_spawn
 
-    return flat_spawn(n)
+    n = 30_000
+    print(f"== spawn: {n:,} idle actors (2-level tree) ==")
+    us, gc_us, down = _spawn_and_exit(n)
+    print(f"GC on : {us:.1f} µs/spawn, of which cyclic GC {gc_us:.1f}; teardown {down:.1f} µs")
+    gc.disable()
+    try:
+        us, gc_us, down = _spawn_and_exit(n)
+    finally:
+        gc.enable()
+    print(f"GC off: {us:.1f} µs/spawn; teardown {down:.1f} µs")
+    for flat in (500, 2_000, 8_000):
+        print(f"flat siblings {flat:>6,}: {flat_spawn(flat):.1f} µs/spawn")
+    spawn_prof, exit_prof = cProfile.Profile(), cProfile.Profile()
+    gc.disable()  # keep collections out of the per-function times
+    try:
+        _spawn_and_exit(10_000, spawn_prof=spawn_prof, exit_prof=exit_prof)
+    finally:
+        gc.enable()
+    print("\n== spawn: cProfile (10,000 actors, 2-level tree, GC off) ==")
+    print(_stats(spawn_prof))
+    print("== teardown by cancellation: cProfile (10,000 actors, GC off) ==")
+    print(_stats(exit_prof, 14))
 
 
 # -- memory -----------------------------------------------------------------------------

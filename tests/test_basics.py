@@ -338,3 +338,39 @@ async def test_ask_negative_timeout_is_a_clear_error(autojump_clock: trio.abc.Cl
 
 class Ping(msgspec.Struct, frozen=True):
     pass
+
+
+async def test_cancelled_caller_never_enqueues(autojump_clock: trio.abc.Clock) -> None:
+    async with open_runtime() as rt:
+        ref = await rt.spawn(Counter)
+        with trio.CancelScope() as scope:
+            scope.cancel()
+            with pytest.raises(trio.Cancelled):
+                await ref.tell(Incr(1))
+        with trio.CancelScope() as scope:
+            scope.cancel()
+            with pytest.raises(trio.Cancelled):
+                await ref.ask(Incr(1))
+        assert await ref.ask(Get()) == 0
+
+
+async def test_tell_yields_at_least_every_n_calls(autojump_clock: trio.abc.Clock) -> None:
+    async with open_runtime() as rt:
+        ref = await rt.spawn(Counter, mailbox_size=100_000)
+        ran = 0
+        stop = False
+
+        async def spinner() -> None:
+            nonlocal ran
+            while not stop:
+                ran += 1
+                await trio.lowlevel.checkpoint()
+
+        async with trio.open_nursery() as n:
+            n.start_soon(spinner)
+            before = ran
+            for _ in range(runtime.TELL_YIELD_EVERY * 10):
+                await ref.tell(Incr(1))
+            stop = True
+        assert ran - before >= 9
+        assert await ref.ask(Get()) == runtime.TELL_YIELD_EVERY * 10
