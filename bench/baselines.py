@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import time
 from collections import deque
+from collections.abc import Callable
 from typing import Any
 
 import outcome
@@ -28,6 +29,7 @@ __all__ = [
     "lowlevel_tell",
     "pykka_ask",
     "pykka_tell",
+    "rate_measurements",
     "raw_trio_ask",
     "raw_trio_tell",
     "run_baselines",
@@ -256,16 +258,21 @@ def pykka_ask(n: int) -> float:
 # -- all of them ------------------------------------------------------------------------
 
 
+def rate_measurements(sizes: Sizes) -> dict[str, Callable[[], float]]:
+    """The baseline measurements (operations per second), by result key."""
+    return {
+        "raw_trio_tell": lambda: raw_trio_tell(sizes.tell),
+        "raw_trio_ask": lambda: raw_trio_ask(sizes.ask),
+        "lowlevel_tell": lambda: lowlevel_tell(sizes.tell),
+        "lowlevel_ask": lambda: lowlevel_ask(sizes.ask),
+        "pykka_tell": lambda: pykka_tell(sizes.pykka_tell),
+        "pykka_ask": lambda: pykka_ask(sizes.pykka_ask),
+    }
+
+
 def run_baselines(sizes: Sizes) -> dict[str, float]:
     """Every baseline, best of ``REPEATS`` runs each; rates in operations per second."""
-    return {
-        "raw_trio_tell": best_of(lambda: raw_trio_tell(sizes.tell)),
-        "raw_trio_ask": best_of(lambda: raw_trio_ask(sizes.ask)),
-        "lowlevel_tell": best_of(lambda: lowlevel_tell(sizes.tell)),
-        "lowlevel_ask": best_of(lambda: lowlevel_ask(sizes.ask)),
-        "pykka_tell": best_of(lambda: pykka_tell(sizes.pykka_tell)),
-        "pykka_ask": best_of(lambda: pykka_ask(sizes.pykka_ask)),
-    }
+    return {key: best_of(fn) for key, fn in rate_measurements(sizes).items()}
 
 
 def main() -> None:

@@ -18,10 +18,16 @@ from __future__ import annotations
 
 import argparse
 import gc
+import json
 import math
+import os
+import subprocess
+import sys
 import time
 import tracemalloc
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
 
 import msgspec
 import trio
@@ -36,7 +42,10 @@ __all__ = [
     "ask_rate",
     "flat_spawn",
     "idle_actors",
+    "idle_actors_subprocess",
+    "rate_measurements",
     "run_runtime",
+    "run_spawn",
     "tell_rate",
 ]
 
@@ -136,58 +145,72 @@ def ask_rate(n: int, *, timeout: float | None) -> float:
 
 @dataclass(frozen=True)
 class IdleResult:
-    """Per-actor cost of *count* idle actors (one of the two fields is measured per run)."""
+    """The cost of *count* idle actors alive at once."""
 
     count: int
-    spawn_us: float
-    teardown_us: float
-    bytes_per_actor: float
+    spawn_us: float  # wall time per spawn, over the untraced actors
+    bytes_per_actor: float  # tracemalloc growth per actor, over the traced actors
+    traced: int  # how many of the *count* actors were spawned under tracemalloc
 
 
-async def _spawn_tree(rt: runtime.Runtime, n: int) -> None:
+async def _spawn_tree(rt: runtime.Runtime, n: int, prefix: str = "g") -> None:
     """Spawn *n* actors: ``isqrt(n)`` groups, each with its share of idle children."""
     groups = max(1, math.isqrt(n))
     left = n - groups
     for i in range(groups):
         share = left // (groups - i)
         left -= share
-        group = await rt.spawn(Group, name=f"g{i}")
+        group = await rt.spawn(Group, name=f"{prefix}{i}")
         if share:
             await group.ask(SpawnIdle(share))
 
 
-def idle_actors(n: int, *, trace_memory: bool) -> IdleResult:
-    """Spawn *n* idle actors and keep them alive at once.
+def idle_actors(n: int, *, traced_share: float = 0.1, exit_process: bool = False) -> IdleResult:
+    """Spawn *n* idle actors and keep them all alive; measure spawn time and memory.
 
-    With ``trace_memory`` the bytes per actor are measured (tracemalloc slows spawning
-    down, so the spawn time is only meaningful without it). Teardown cancels them all.
+    tracemalloc slows spawning down about threefold, so the first ``1 - traced_share``
+    of the actors are spawned untraced and timed, the rest under tracemalloc (snapshot
+    before and after) for the bytes per actor, with the first ones still alive. With
+    ``exit_process`` the process ends right after measuring (``os._exit``): tearing
+    100,000 actors down takes another 15-30 s and is not what is measured.
     """
+    traced = max(1, round(n * traced_share))
+    untraced = n - traced
 
     async def main() -> IdleResult:
-        spawn_s = 0.0
-        per_actor = math.nan
         with trio.CancelScope() as outer:
             async with runtime.open_runtime(tracer=None) as rt:
                 gc.collect()
-                if trace_memory:
-                    tracemalloc.start()
-                    before = tracemalloc.take_snapshot()
                 t0 = time.perf_counter()
-                await _spawn_tree(rt, n)
+                await _spawn_tree(rt, untraced, "a")
                 spawn_s = time.perf_counter() - t0
-                if trace_memory:
-                    gc.collect()
-                    after = tracemalloc.take_snapshot()
-                    tracemalloc.stop()
-                    grown = sum(d.size_diff for d in after.compare_to(before, "filename"))
-                    per_actor = grown / n
-                    del before, after
-                t1 = time.perf_counter()
-                outer.cancel()  # cancel every actor at once (the teardown measured)
-        teardown_s = time.perf_counter() - t1
-        return IdleResult(n, spawn_s / n * 1e6, teardown_s / n * 1e6, per_actor)
+                gc.collect()
+                tracemalloc.start()
+                before = tracemalloc.take_snapshot()
+                await _spawn_tree(rt, traced, "b")
+                gc.collect()
+                after = tracemalloc.take_snapshot()
+                tracemalloc.stop()
+                grown = sum(d.size_diff for d in after.compare_to(before, "filename"))
+                result = IdleResult(n, spawn_s / max(1, untraced) * 1e6, grown / traced, traced)
+                if exit_process:
+                    print(json.dumps(asdict(result)), flush=True)
+                    os._exit(0)
+                outer.cancel()
+        return result
 
     return trio.run(main)
+
+
+def idle_actors_subprocess(n: int) -> IdleResult:
+    """``idle_actors(n)`` in a fresh interpreter that exits without the teardown."""
+    proc = subprocess.run(
+        [sys.executable, str(Path(__file__).resolve()), "--idle-worker", str(n)],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return IdleResult(**json.loads(proc.stdout.strip().splitlines()[-1]))
 
 
 def flat_spawn(n: int) -> float:
@@ -209,33 +232,43 @@ def flat_spawn(n: int) -> float:
 # -- all of them ------------------------------------------------------------------------
 
 
-def run_runtime(sizes: Sizes, *, idle_repeats: int = 1) -> dict[str, float]:
-    """Every trioxide measurement. Rates are best of ``REPEATS``; the idle-actor run is
-    repeated ``idle_repeats`` times (each 100,000-actor run takes tens of seconds)."""
-    out = {
-        "tell_off": best_of(lambda: tell_rate(sizes.tell, tracing=False)),
-        "tell_on": best_of(lambda: tell_rate(sizes.tell, tracing=True)),
-        "ask_timeout": best_of(lambda: ask_rate(sizes.ask, timeout=2.0)),
-        "ask_plain": best_of(lambda: ask_rate(sizes.ask, timeout=None)),
-        "flat_spawn_1k_us": best_of(lambda: flat_spawn(1_000), higher=False),
-        "flat_spawn_4k_us": best_of(lambda: flat_spawn(4_000), repeats=1, higher=False),
+def rate_measurements(sizes: Sizes) -> dict[str, Callable[[], float]]:
+    """The throughput measurements (operations per second), by result key."""
+    return {
+        "tell_off": lambda: tell_rate(sizes.tell, tracing=False),
+        "tell_on": lambda: tell_rate(sizes.tell, tracing=True),
+        "ask_timeout": lambda: ask_rate(sizes.ask, timeout=2.0),
+        "ask_plain": lambda: ask_rate(sizes.ask, timeout=None),
     }
-    spawn = [idle_actors(sizes.idle_actors, trace_memory=False) for _ in range(idle_repeats)]
-    best = min(spawn, key=lambda r: r.spawn_us)
-    mem = idle_actors(sizes.idle_actors, trace_memory=True)
-    out.update(
-        idle_count=float(sizes.idle_actors),
-        idle_spawn_us=best.spawn_us,
-        idle_teardown_us=best.teardown_us,
-        idle_bytes=mem.bytes_per_actor,
-    )
+
+
+def run_spawn(sizes: Sizes) -> dict[str, float]:
+    """Idle actors (one run: each takes tens of seconds) and flat spawning (best of 3)."""
+    idle = idle_actors_subprocess(sizes.idle_actors)
+    return {
+        "idle_count": float(idle.count),
+        "idle_spawn_us": idle.spawn_us,
+        "idle_bytes": idle.bytes_per_actor,
+        "flat_spawn_1k_us": best_of(lambda: flat_spawn(1_000), higher=False),
+        "flat_spawn_4k_us": flat_spawn(4_000),
+    }
+
+
+def run_runtime(sizes: Sizes) -> dict[str, float]:
+    """Every trioxide measurement; rates are the best of ``REPEATS`` runs."""
+    out = {key: best_of(fn) for key, fn in rate_measurements(sizes).items()}
+    out.update(run_spawn(sizes))
     return out
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="smaller sizes")
+    parser.add_argument("--idle-worker", type=int, metavar="N", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.idle_worker:
+        idle_actors(args.idle_worker, exit_process=True)
+        return
     sizes = Sizes.quick() if args.quick else Sizes.full()
     for name, value in run_runtime(sizes).items():
         print(f"{name:18} {value:14,.1f}")
