@@ -18,11 +18,11 @@ from typing import TYPE_CHECKING, Any, Final, Literal
 import msgspec
 import outcome
 import trio
-from trio.lowlevel import Task, current_task, reschedule
+from trio.lowlevel import Task, current_task, reschedule, wait_task_rescheduled
 
 from ._context import current_cell
 from ._errors import ActorGone, InvalidActor, ReceiveTimeout, UnhandledMessage
-from ._mailbox import QUEUED, RUNNING, WITHDRAWN, Envelope, Mailbox
+from ._mailbox import DONE, QUEUED, RUNNING, WITHDRAWN, Envelope, Mailbox, message_of
 from ._messages import Admit, Completed, Interrupted, Terminated
 
 if TYPE_CHECKING:
@@ -269,8 +269,66 @@ class Actor:
         self._actor_cell.request_stop(reason, None)
 
 
+class _BareCurrent:
+    """``ActorCell.current`` while an untraced tell is handled (no envelope exists)."""
+
+    __slots__ = ()
+    msg = None
+    asker = None
+    id = None
+    state = DONE
+
+
+_BARE: Any = _BareCurrent()
+
+
 class ActorCell:
     """Everything the runtime knows about one actor; survives restarts."""
+
+    __slots__ = (
+        "accepts",
+        "admit_fn",
+        "args",
+        "backoff",
+        "backoff_scope",
+        "children",
+        "cls",
+        "current",
+        "dropped",
+        "exit_reason",
+        "exited_event",
+        "failures",
+        "handle_fn",
+        "handled",
+        "ignored",
+        "instance",
+        "last_instance",
+        "loop_scope",
+        "mailbox",
+        "max_restarts",
+        "name",
+        "nursery",
+        "parent",
+        "path",
+        "plain",
+        "priority_fn",
+        "ref",
+        "rejected",
+        "restart",
+        "restart_times",
+        "restarts",
+        "rt",
+        "start_status",
+        "state",
+        "stop_grace",
+        "stopping",
+        "taken",
+        "task",
+        "unhandled",
+        "waiting",
+        "watchers",
+        "within",
+    )
 
     def __init__(
         self,
@@ -298,11 +356,15 @@ class ActorCell:
         self.mailbox = Mailbox(mailbox_size)
         self.mailbox.owner = self
         self.ref = ActorRef(self)
+        # Untraced, no admission, no priority: tell may take the bare-message fast path.
+        self.plain = (
+            rt.tracer is None and cls.admit is Actor.admit and cls.priority is Actor.priority
+        )
         self.restart = restart
         self.max_restarts = max_restarts
         self.within = within
         self.backoff = backoff
-        self.restart_times: deque[float] = deque()
+        self.restart_times: deque[float] | None = None
         self.state = "starting"
         self.instance: Actor | None = None
         self.last_instance: Actor | None = None
@@ -310,19 +372,19 @@ class ActorCell:
         self.nursery: trio.Nursery | None = None
         self.loop_scope: trio.CancelScope | None = None
         self.backoff_scope: trio.CancelScope | None = None
-        self.children: list[ActorCell] = []
-        self.watchers: list[ActorCell] = []
-        self.exited = trio.Event()
+        self.start_status: trio.TaskStatus[None] | None = None
+        self.children: dict[str, ActorCell] | None = None  # spawn order
+        self.watchers: list[ActorCell] | None = None
+        self.exited_event: trio.Event | None = None
         self.exit_reason: object = None
         self.stopping: object = _NOT_STOPPING
         self.stop_grace: float | None = None
         self.current: Envelope | None = None
-        self.taken: list[Envelope] | None = None
+        self.taken: list[Any] | None = None
         self.waiting = False  # the handler is parked in receive()/serve_until()
         self.admit_fn: Callable[[Any], Admit] | None = None
         self.priority_fn: Callable[[Any], int] | None = None
         self.handle_fn: Callable[[Any], Awaitable[Any]] | None = None
-        # counters
         self.handled = 0
         self.rejected = 0
         self.ignored = 0
@@ -359,12 +421,23 @@ class ActorCell:
                 self.path,
                 sender.path if sender else None,
                 None,
-                self.rt.cause_of(sender),
+                sender.cause_id() if sender else None,
                 None,
                 msg,
                 f"accepts {[t.__name__ for t in self.accepts]}",
             )
         raise UnhandledMessage(self.path, msg, self.accepts)
+
+    def child_list(self) -> list[ActorCell]:
+        return list(self.children.values()) if self.children else []
+
+    async def wait_exited(self) -> None:
+        if self.state == "exited":
+            await trio.lowlevel.checkpoint()
+            return
+        if self.exited_event is None:
+            self.exited_event = trio.Event()
+        await self.exited_event.wait()
 
     # -- supervision ------------------------------------------------------------------
 
@@ -372,20 +445,24 @@ class ActorCell:
         """The actor's task: incarnations under the restart policy, then finalisation."""
         current_cell.set(self)
         self.task = current_task()
-        status: trio.TaskStatus[None] | None = task_status
+        # Keep the status only until started(): holding it would keep nursery.start's
+        # temporary nursery alive for the actor's whole life.
+        self.start_status = task_status
+        del task_status
         reason: object = "cancelled"
         try:
             while True:
                 reason = "cancelled"
                 try:
-                    await self._incarnation(status)
+                    await self._incarnation()
                 except Exception as exc:
                     failure = _unwrap(exc)
                     reason = failure
                     self.failures += 1
                     self._trace_fail(failure)
-                    if status is not None and self.state == "starting" and self.restarts == 0:
+                    if self.start_status is not None:
                         # The first on_start failed: the spawner gets the exception itself.
+                        self.start_status = None
                         raise failure from None
                     if self.stopping is not _NOT_STOPPING:
                         # Failed while a stop was pending: no restart. A supervised actor
@@ -398,7 +475,6 @@ class ActorCell:
                         if self.restart == "temporary":
                             return  # reported to monitors via Terminated, not escalated
                         raise
-                    status = None
                     await self._backoff()
                     if self.stopping is not _NOT_STOPPING:
                         reason = self.stopping
@@ -413,9 +489,6 @@ class ActorCell:
                 else:
                     reason = self.stopping
                     return
-                finally:
-                    if self.state != "starting":
-                        status = None
         finally:
             self._finalize(reason)
 
@@ -425,6 +498,8 @@ class ActorCell:
         # permanent and transient both restart after an exception; neither after stop().
         now = trio.current_time()
         times = self.restart_times
+        if times is None:
+            times = self.restart_times = deque()
         while times and times[0] <= now - self.within:
             times.popleft()
         if len(times) >= self.max_restarts:
@@ -442,7 +517,8 @@ class ActorCell:
                 await trio.sleep(delay)
             self.backoff_scope = None
 
-    async def _incarnation(self, status: trio.TaskStatus[None] | None) -> None:
+    async def _incarnation(self) -> None:
+        """One instance of the class: nursery, on_start, the message loop, graceful stop."""
         self.state = "starting"
         inst = self.cls(*self.args)
         inst._actor_cell = self
@@ -450,7 +526,7 @@ class ActorCell:
         cls = self.cls
         self.admit_fn = inst.admit if cls.admit is not Actor.admit else None
         self.priority_fn = inst.priority if cls.priority is not Actor.priority else None
-        self.handle_fn = inst.handle
+        handle = self.handle_fn = inst.handle
         stop_reason: object = None
         ended: BaseException | None = None
         try:
@@ -461,18 +537,59 @@ class ActorCell:
                 tr = self.rt.tracer
                 if tr is not None:
                     tr.emit("start", self.path)
+                status = self.start_status
                 if status is not None:
+                    self.start_status = None
                     status.started()
+                    del status
                 with trio.CancelScope() as scope:
                     self.loop_scope = scope
-                    if self.stopping is _NOT_STOPPING:
-                        await self._loop()
+                    # The message loop (inlined: one coroutine frame less per actor).
+                    mb = self.mailbox
+                    dispatch = self._dispatch
+                    n = 0
+                    while self.stopping is _NOT_STOPPING:
+                        q = mb._q0
+                        if q and mb._queues is None:
+                            # Mailbox.pop inlined for the single-level case.
+                            item = q.popleft()
+                            if type(item) is Envelope and item.state == WITHDRAWN:
+                                continue
+                            mb.count -= 1
+                            if mb._putters:
+                                mb._wake_putter()
+                        else:
+                            item = mb.pop()
+                        if item is None:
+                            mb._waiter = self.task
+                            mb._want = None
+                            await wait_task_rescheduled(mb.abort_wait)
+                            continue
+                        if type(item) is Envelope:
+                            await dispatch(item)
+                        else:
+                            # An untraced tell: no envelope, no trace, no reply.
+                            self.current = _BARE
+                            try:
+                                await handle(item)
+                            except BaseException as exc:
+                                self._finish_taken(exc)
+                                raise
+                            finally:
+                                self.current = None
+                                self.handled += 1
+                            if self.taken is not None:
+                                self._finish_taken(None)
+                        n += 1
+                        if n >= HANDLER_BATCH:
+                            n = 0
+                            await trio.lowlevel.checkpoint()
                 self.loop_scope = None
                 # Graceful stop: drain, stop children (reverse start order), cancel tasks.
                 self.state = "stopping"
                 stop_reason = self.stopping
                 self._close_and_drain(stop_reason)
-                for child in reversed(list(self.children)):
+                for child in reversed(self.child_list()):
                     await child.ref.stop(stop_reason)
                 nursery.cancel_scope.cancel()
         except BaseException as exc:
@@ -488,27 +605,28 @@ class ActorCell:
             finally:
                 self.instance = None
 
-    # -- the message loop ------------------------------------------------------------
+    # -- handling one message ----------------------------------------------------------
 
-    async def _loop(self) -> None:
-        mb = self.mailbox
-        dispatch = self._dispatch
-        n = 0
-        while self.stopping is _NOT_STOPPING:
-            env = mb.pop()
-            if env is None:
-                await mb.wait_put()
-                continue
-            await dispatch(env)
-            n += 1
-            if n >= HANDLER_BATCH:
-                n = 0
-                await trio.lowlevel.checkpoint()
-
-    async def _dispatch(self, env: Envelope) -> None:
+    async def _dispatch(self, item: Any) -> None:
+        """Handle one queued item: an envelope (ask or traced tell) or a bare message."""
         prev, prev_taken = self.current, self.taken
-        self.current = env
         self.taken = None
+        if type(item) is not Envelope:
+            self.current = _BARE
+            try:
+                await self.handle_fn(item)  # type: ignore[misc]
+                if self.taken is not None:
+                    self._finish_taken(None)
+            except BaseException as exc:
+                self._finish_taken(exc)
+                raise
+            finally:
+                self.current = prev
+                self.taken = prev_taken
+                self.handled += 1
+            return
+        env: Envelope = item
+        self.current = env
         tr = self.rt.tracer
         asker = env.asker
         if tr is not None:
@@ -578,15 +696,15 @@ class ActorCell:
         if not taken:
             return
         self.taken = None
-        for env in taken:
-            if env.asker is None:
+        for item in taken:
+            if type(item) is not Envelope or item.asker is None:
                 continue
             if exc is None:
-                self._answer(env, outcome.Value(None))
+                self._answer(item, outcome.Value(None))
             elif isinstance(exc, Exception):
-                self._answer(env, outcome.Error(exc))
+                self._answer(item, outcome.Error(exc))
             else:
-                self._answer(env, outcome.Error(ActorGone(self.path, self._why(exc))))
+                self._answer(item, outcome.Error(ActorGone(self.path, self._why(exc))))
 
     def cause_id(self) -> int | None:
         env = self.current
@@ -600,56 +718,54 @@ class ActorCell:
             before = env.state
             self._answer(env, outcome.Value(value))
             return before == RUNNING
-        for env in self.taken or ():
-            if env.msg is msg and env.asker is not None:
-                before = env.state
-                self._answer(env, outcome.Value(value))
+        for item in self.taken or ():
+            if type(item) is Envelope and item.msg is msg and item.asker is not None:
+                before = item.state
+                self._answer(item, outcome.Value(value))
                 return before == RUNNING
         return False
 
     # -- selective receive and serve_until -------------------------------------------
 
-    def _take(self, want: tuple[type, ...]) -> Envelope | None:
-        env = self.mailbox.take(want)
-        if env is not None:
-            if env.asker is not None and env.state == QUEUED:
-                env.state = RUNNING
-            if self.taken is None:
-                self.taken = []
-            self.taken.append(env)
-            tr = self.rt.tracer
-            if tr is not None:
-                tr.emit(
-                    "receive",
-                    self.path,
-                    None,
-                    env.id,
-                    self.cause_id(),
-                    env.id if env.asker else None,
-                    env.msg,
-                    "selective",
-                )
-        return env
+    def _taken(self, item: Any, why: str) -> Any:
+        """Record *item* as taken by the current handler; return its message."""
+        if self.taken is None:
+            self.taken = []
+        self.taken.append(item)
+        if type(item) is not Envelope:
+            return item
+        if item.asker is not None and item.state == QUEUED:
+            item.state = RUNNING
+        tr = self.rt.tracer
+        if tr is not None:
+            tr.emit(
+                "receive",
+                self.path,
+                None,
+                item.id,
+                self.cause_id(),
+                item.id if item.asker else None,
+                item.msg,
+                why,
+            )
+        return item.msg
 
     async def _park(self, want: tuple[type, ...]) -> None:
-        if self.stopping is not _NOT_STOPPING:
-            self._cancel_for_stop()
+        if self.stopping is not _NOT_STOPPING and self.loop_scope is not None:
+            self.loop_scope.cancel()
         self.waiting = True
         try:
             await self.mailbox.wait_put(want)
         finally:
             self.waiting = False
 
-    def _cancel_for_stop(self) -> None:
-        if self.loop_scope is not None:
-            self.loop_scope.cancel()
-
     async def receive(self, want: tuple[type, ...]) -> Any:
         while True:
-            env = self._take(want)
-            if env is not None:
+            item = self.mailbox.take(want)
+            if item is not None:
+                msg = self._taken(item, "selective")
                 await trio.lowlevel.checkpoint()
-                return env.msg
+                return msg
             await self._park(want)
 
     async def serve_until(
@@ -674,31 +790,15 @@ class ActorCell:
             while True:
                 if box:
                     return Completed(box[0])
-                env = mb.take(want) if want else None
-                if env is None:
+                item = mb.take(want) if want else None
+                if item is None:
                     await self._park(want or (type(None),))
                     continue
-                if interrupt and isinstance(env.msg, interrupt):
+                msg = message_of(item)
+                if interrupt and isinstance(msg, interrupt):
                     nursery.cancel_scope.cancel()
-                    if env.asker is not None and env.state == QUEUED:
-                        env.state = RUNNING
-                    if self.taken is None:
-                        self.taken = []
-                    self.taken.append(env)
-                    tr = self.rt.tracer
-                    if tr is not None:
-                        tr.emit(
-                            "receive",
-                            self.path,
-                            None,
-                            env.id,
-                            self.cause_id(),
-                            env.id if env.asker else None,
-                            env.msg,
-                            "interrupt",
-                        )
-                    return Interrupted(env.msg)
-                await self._dispatch(env)
+                    return Interrupted(self._taken(item, "interrupt"))
+                await self._dispatch(item)
         raise AssertionError("unreachable")  # pragma: no cover
 
     # -- tasks and timers ------------------------------------------------------------
@@ -780,30 +880,33 @@ class ActorCell:
                 reschedule(task)  # blocked senders wake, see closed, raise ActorGone
         inst = self.instance or self.last_instance
         tr = self.rt.tracer
-        for env in mb.drain():
+        for item in mb.drain():
             self.dropped += 1
+            msg = message_of(item)
             try:
-                answer = inst.drain(env.msg) if inst is not None else ActorGone(self.path, reason)
+                answer = inst.drain(msg) if inst is not None else ActorGone(self.path, reason)
             except Exception as exc:
                 answer = exc
+            if type(item) is not Envelope:
+                continue
             if tr is not None:
                 tr.emit(
                     "drop",
                     self.path,
                     None,
-                    env.id,
+                    item.id,
                     None,
-                    env.id if env.asker else None,
-                    env.msg,
+                    item.id if item.asker else None,
+                    msg,
                     "drained",
                 )
-            if env.asker is not None:
+            if item.asker is not None:
                 if isinstance(answer, BaseException):
-                    self._answer(env, outcome.Error(answer))
+                    self._answer(item, outcome.Error(answer))
                 else:
-                    self._answer(env, outcome.Value(answer))
+                    self._answer(item, outcome.Value(answer))
             else:
-                env.state = WITHDRAWN
+                item.state = DONE
 
     def _finalize(self, reason: object) -> None:
         if self.exit_reason is None or not self.mailbox.closed:
@@ -811,22 +914,27 @@ class ActorCell:
         self._close_and_drain(self.exit_reason)
         self.state = "exited"
         self.instance = None
-        term = Terminated(self.ref, self.exit_reason)
-        for watcher in self.watchers:
-            watcher.deliver_system(term)
-        self.watchers.clear()
+        self.start_status = None
+        if self.watchers:
+            term = Terminated(self.ref, self.exit_reason)
+            for watcher in self.watchers:
+                watcher.deliver_system(term)
+            self.watchers = None
         siblings = self.parent.children if self.parent is not None else self.rt._children
-        if self in siblings:
-            siblings.remove(self)
+        if siblings is not None and siblings.get(self.name) is self:
+            del siblings[self.name]
         tr = self.rt.tracer
         if tr is not None:
             tr.emit("stop", self.path, None, None, None, None, None, _reason_str(self.exit_reason))
-        self.exited.set()
+        if self.exited_event is not None:
+            self.exited_event.set()
 
     def add_watcher(self, watcher: ActorCell) -> None:
         if self.state == "exited":
             watcher.deliver_system(Terminated(self.ref, self.exit_reason))
         else:
+            if self.watchers is None:
+                self.watchers = []
             self.watchers.append(watcher)
 
     def deliver_system(self, msg: Any) -> None:

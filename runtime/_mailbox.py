@@ -2,13 +2,16 @@
 
 Hot-path rules (see docs/semantics.md):
 
+* a queued item is either a **bare message** (an untraced ``tell``: no allocation beyond
+  the message itself) or an ``Envelope`` (asks, traced messages, runtime messages);
 * ``put`` and ``pop`` are synchronous and O(1) (one deque per priority level in use);
 * a withdrawn envelope (an ask whose caller was cancelled or timed out while it was
   queued) stays in its deque but no longer counts; ``pop`` skips it;
 * the actor task parks only when it has nothing to do, and ``put`` wakes it only if it is
   parked and (for a selective ``receive``) the message matches what it waits for;
 * senders blocked on a full mailbox are served FIFO: a freed slot is *reserved* for the
-  first waiter, so a newcomer cannot overtake it.
+  first waiter, so a newcomer cannot overtake it;
+* an idle actor's mailbox allocates nothing but itself: deques are created on first use.
 """
 
 from __future__ import annotations
@@ -25,12 +28,12 @@ __all__ = ["Envelope", "Mailbox", "MailboxStatistics"]
 # Envelope states.
 QUEUED: Final = 0
 RUNNING: Final = 1
-DONE: Final = 2  # replied (or a tell that was handled/drained)
+DONE: Final = 2  # replied (or a message that was handled/drained)
 WITHDRAWN: Final = 3  # an ask abandoned by its caller (cancel or timeout)
 
 
 class Envelope:
-    """A queued message. ``asker`` is the parked task of an ask, ``None`` for a tell."""
+    """A queued message with identity. ``asker`` is the parked task of an ask."""
 
     __slots__ = ("asker", "id", "mailbox", "msg", "state", "timeout")
 
@@ -46,26 +49,30 @@ class Envelope:
 
     def abort(self, _: object) -> Abort:
         """Trio abort callback: the asker was cancelled while waiting for the reply."""
+        mb = self.mailbox
         if self.state == QUEUED:
             self.state = WITHDRAWN
-            mb = self.mailbox
             if mb is not None:
                 mb.withdrawn(self, "cancelled")
         elif self.state == RUNNING:
             # The handler runs on; its reply will be discarded.
             self.state = WITHDRAWN
-            mb = self.mailbox
             if mb is not None and mb.owner is not None:
                 mb.owner.on_withdraw(self, "cancelled")
         return Abort.SUCCEEDED
 
     def answer(self, result: outcome.Outcome[Any]) -> bool:
         """Deliver *result* to the asker; ``False`` if it is no longer waiting."""
-        if self.state == QUEUED or self.state == RUNNING:
+        if self.state <= RUNNING:
             self.state = DONE
             reschedule(self.asker, result)  # type: ignore[arg-type]
             return True
         return False
+
+
+def message_of(item: Any) -> Any:
+    """The message of a queued item (bare message or envelope)."""
+    return item.msg if type(item) is Envelope else item
 
 
 @dataclass(frozen=True)
@@ -102,18 +109,18 @@ class Mailbox:
     )
 
     def __init__(self, capacity: int) -> None:
-        if not isinstance(capacity, int) or capacity < 1:
+        if not isinstance(capacity, int) or isinstance(capacity, bool) or capacity < 1:
             raise ValueError(f"mailbox_size must be a positive int, got {capacity!r}")
         self.capacity = capacity  # becomes 0 when closed, so senders take the slow path
         self.size = capacity
-        self.count = 0  # live (non-withdrawn) queued envelopes
+        self.count = 0  # live (non-withdrawn) queued items
         self.closed = False
-        self._q0: deque[Envelope] = deque()
-        self._queues: dict[int, deque[Envelope]] = {0: self._q0}
-        self._levels: list[int] = [0]  # priorities in use, highest first
+        self._q0: deque[Any] | None = None  # priority 0, created on first put
+        self._queues: dict[int, deque[Any]] | None = None  # other levels, if ever used
+        self._levels: list[int] | None = None  # all levels in use, highest first
         self._waiter: Task | None = None  # the actor task, parked
         self._want: tuple[type, ...] | None = None  # what a parked receive() waits for
-        self._putters: deque[Task] = deque()  # senders blocked on a full mailbox
+        self._putters: deque[Task] | None = None  # senders blocked on a full mailbox
         self._reserved = 0  # slots handed to woken putters, not yet used
         self.owner: Any = None  # the ActorCell (told about withdrawals, for tracing)
 
@@ -124,7 +131,7 @@ class Mailbox:
         return MailboxStatistics(
             queued=self.count,
             capacity=self.size,
-            tasks_waiting_put=len(self._putters),
+            tasks_waiting_put=len(self._putters) if self._putters else 0,
             receiver_waiting=self._waiter is not None,
             closed=self.closed,
         )
@@ -138,14 +145,18 @@ class Mailbox:
         """Park until a slot is reserved for the caller (FIFO among waiters).
 
         Returns with one slot reserved; the caller must ``put(..., reserved=True)`` or
-        ``release()`` it. Raises ``Cancelled`` (nothing reserved) if cancelled first.
+        ``release()`` it (unless the mailbox closed meanwhile). Raises ``Cancelled``
+        (nothing reserved) if cancelled first.
         """
         task = current_task()
-        self._putters.append(task)
+        putters = self._putters
+        if putters is None:
+            putters = self._putters = deque()
+        putters.append(task)
 
         def abort(_: object) -> Abort:
             try:
-                self._putters.remove(task)
+                putters.remove(task)
             except ValueError:  # pragma: no cover - already woken
                 pass
             return Abort.SUCCEEDED
@@ -164,64 +175,104 @@ class Mailbox:
 
     # -- put / pop --------------------------------------------------------------------
 
-    def put(self, env: Envelope, priority: int = 0, *, reserved: bool = False) -> None:
-        """Enqueue (synchronous). Capacity is the caller's business."""
+    def put(self, item: Any, priority: int = 0, *, reserved: bool = False) -> None:
+        """Enqueue a bare message or an envelope (synchronous; capacity is the caller's)."""
         if reserved:
             self._reserved -= 1
-        env.mailbox = self
-        if priority == 0:
-            self._q0.append(env)
+        if type(item) is Envelope:
+            item.mailbox = self
+            msg = item.msg
         else:
-            q = self._queues.get(priority)
+            msg = item
+        if priority == 0:
+            q = self._q0
             if q is None:
-                q = self._queues[priority] = deque()
-                self._levels.append(priority)
-                self._levels.sort(reverse=True)
-            q.append(env)
+                q = self._q0 = deque()
+        else:
+            q = self._level(priority)
+        q.append(item)
         self.count += 1
         waiter = self._waiter
-        if waiter is not None and (self._want is None or isinstance(env.msg, self._want)):
+        if waiter is not None and (self._want is None or isinstance(msg, self._want)):
             self._waiter = None
             reschedule(waiter)
 
-    def pop(self) -> Envelope | None:
-        """Take the next live envelope (highest priority, then FIFO), or ``None``."""
+    def put_bare(self, msg: Any) -> None:
+        """The fast path of ``put``: an untraced message at priority 0."""
+        q = self._q0
+        if q is None:
+            q = self._q0 = deque()
+        q.append(msg)
+        self.count += 1
+        waiter = self._waiter
+        if waiter is not None and (self._want is None or isinstance(msg, self._want)):
+            self._waiter = None
+            reschedule(waiter)
+
+    def _level(self, priority: int) -> deque[Any]:
+        queues = self._queues
+        if queues is None:
+            if self._q0 is None:
+                self._q0 = deque()
+            queues = self._queues = {0: self._q0}
+            self._levels = [0]
+        q = queues.get(priority)
+        if q is None:
+            q = queues[priority] = deque()
+            levels = self._levels
+            assert levels is not None
+            levels.append(priority)
+            levels.sort(reverse=True)
+        return q
+
+    def _deques(self) -> list[deque[Any]]:
+        """The deques in delivery order (highest priority first)."""
+        if self._queues is not None:
+            assert self._levels is not None
+            return [self._queues[level] for level in self._levels]
+        return [self._q0] if self._q0 is not None else []
+
+    def pop(self) -> Any:
+        """Take the next live item (highest priority, then FIFO), or ``None``."""
         if self.count == 0:
             return None
-        if len(self._levels) == 1:
+        if self._queues is None:
             q = self._q0
+            assert q is not None
             while q:
-                env = q.popleft()
-                if env.state != WITHDRAWN:
+                item = q.popleft()
+                if type(item) is not Envelope or item.state != WITHDRAWN:
                     self.count -= 1
                     if self._putters:
                         self._wake_putter()
-                    return env
+                    return item
             return None  # pragma: no cover - count said otherwise
-        for level in self._levels:
-            q = self._queues[level]
+        for q in self._deques():
             while q:
-                env = q.popleft()
-                if env.state != WITHDRAWN:
+                item = q.popleft()
+                if type(item) is not Envelope or item.state != WITHDRAWN:
                     self.count -= 1
                     if self._putters:
                         self._wake_putter()
-                    return env
+                    return item
         return None  # pragma: no cover
 
-    def take(self, types: tuple[type, ...]) -> Envelope | None:
-        """Selective receive: remove the first live envelope whose message is one of *types*."""
+    def take(self, types: tuple[type, ...]) -> Any:
+        """Selective receive: remove the first live item whose message is one of *types*."""
         if self.count == 0:
             return None
-        for level in self._levels:
-            q = self._queues[level]
-            for i, env in enumerate(q):
-                if env.state != WITHDRAWN and isinstance(env.msg, types):
-                    del q[i]
-                    self.count -= 1
-                    if self._putters:
-                        self._wake_putter()
-                    return env
+        for q in self._deques():
+            for i, item in enumerate(q):
+                if type(item) is Envelope:
+                    if item.state == WITHDRAWN or not isinstance(item.msg, types):
+                        continue
+                elif not isinstance(item, types):
+                    continue
+                del q[i]
+                self.count -= 1
+                if self._putters:
+                    self._wake_putter()
+                return item
         return None
 
     def withdrawn(self, env: Envelope, why: str) -> None:
@@ -232,30 +283,29 @@ class Mailbox:
         if self.owner is not None:
             self.owner.on_withdraw(env, why)
 
-    def drain(self) -> list[Envelope]:
-        """Remove and return every live envelope, in delivery order."""
-        out: list[Envelope] = []
-        for level in self._levels:
-            q = self._queues[level]
+    def drain(self) -> list[Any]:
+        """Remove and return every live item, in delivery order."""
+        out: list[Any] = []
+        for q in self._deques():
             while q:
-                env = q.popleft()
-                if env.state != WITHDRAWN:
-                    out.append(env)
+                item = q.popleft()
+                if type(item) is not Envelope or item.state != WITHDRAWN:
+                    out.append(item)
         self.count = 0
         return out
 
     # -- the receiver side -----------------------------------------------------------
 
+    def abort_wait(self, _: object) -> Abort:
+        """Trio abort callback of the parked actor task."""
+        self._waiter = None
+        return Abort.SUCCEEDED
+
     async def wait_put(self, want: tuple[type, ...] | None = None) -> None:
         """Park the actor task until a (matching) message is put or ``wake()`` is called."""
         self._waiter = current_task()
         self._want = want
-
-        def abort(_: object) -> Abort:
-            self._waiter = None
-            return Abort.SUCCEEDED
-
-        await wait_task_rescheduled(abort)
+        await wait_task_rescheduled(self.abort_wait)
 
     def wake(self) -> None:
         """Wake the parked actor task, if any (stop requests, serve_until completion)."""
@@ -268,6 +318,7 @@ class Mailbox:
         """Refuse further puts; return the blocked senders (to be woken with an error)."""
         self.closed = True
         self.capacity = 0
-        putters = list(self._putters)
-        self._putters.clear()
+        putters = list(self._putters) if self._putters else []
+        if self._putters:
+            self._putters.clear()
         return putters

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import deque
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final
 
@@ -9,7 +10,7 @@ import trio
 from trio.lowlevel import (
     cancel_shielded_checkpoint,
     checkpoint,
-    current_task,
+    reschedule,
     wait_task_rescheduled,
 )
 
@@ -17,10 +18,11 @@ from ._context import current_cell
 from ._errors import ActorGone, AskTimeout, MailboxFull
 from ._mailbox import Envelope
 from ._messages import Admit
-from ._trio_private import is_cancelled
+from ._trio_private import cancel_pending, current_task_fast, is_cancelled
 
 if TYPE_CHECKING:
     from ._actor import Actor, ActorCell
+    from ._mailbox import Mailbox
 
 __all__ = ["TELL_YIELD_EVERY", "ActorRef", "ActorStatistics"]
 
@@ -95,47 +97,65 @@ class ActorRef:
         cell = self._cell
         if not isinstance(msg, cell.accepts):
             cell.refuse_unhandled(msg)
-        if is_cancelled(current_task()):
+        if cancel_pending():
             await checkpoint()
         mb = cell.mailbox
-        reserved = False
-        if mb.count + mb._reserved >= mb.capacity or mb._putters:
-            if mb.closed:
-                raise ActorGone(cell.path, cell.exit_reason)
-            await mb.wait_space()
-            if mb.closed:
-                raise ActorGone(cell.path, cell.exit_reason)
-            reserved = True
+        if mb.count + mb._reserved < mb.capacity and not mb._putters:
+            if cell.plain:
+                # Fast path (Mailbox.put_bare inlined): untraced, no admission or priority.
+                q = mb._q0
+                if q is None:
+                    q = mb._q0 = deque()
+                q.append(msg)
+                mb.count += 1
+                waiter = mb._waiter
+                if waiter is not None and (mb._want is None or isinstance(msg, mb._want)):
+                    mb._waiter = None
+                    reschedule(waiter)
+            else:
+                self._enqueue(cell, mb, msg, False, True)
+        else:
+            await self._tell_blocked(cell, mb, msg)
+        rt = cell.rt
+        rt.tell_budget -= 1
+        if rt.tell_budget <= 0:
+            rt.tell_budget = TELL_YIELD_EVERY
+            await cancel_shielded_checkpoint()
+
+    async def _tell_blocked(self, cell: ActorCell, mb: Mailbox, msg: Any) -> None:
+        """``tell`` when the mailbox is full (or closed): wait for a reserved slot."""
+        if mb.closed:
+            raise ActorGone(cell.path, cell.exit_reason)
+        await mb.wait_space()
+        if mb.closed:
+            raise ActorGone(cell.path, cell.exit_reason)
+        self._enqueue(cell, mb, msg, True, True)
+
+    def _enqueue(
+        self, cell: ActorCell, mb: Mailbox, msg: Any, reserved: bool, raise_reject: bool
+    ) -> None:
+        """Admission, priority, tracing and put, for a sender that has its slot."""
         admit = cell.admit_fn
         if admit is not None:
             decision = admit(msg)
             if decision.action:
                 if reserved:
                     mb.release()
-                self._refused(decision, msg, True)
+                self._refused(decision, msg, raise_reject)
                 return
         prio = 0 if cell.priority_fn is None else cell.priority_fn(msg)
         rt = cell.rt
         tr = rt.tracer
         if tr is None:
-            mb.put(Envelope(msg, None, 0), prio, reserved=reserved)
+            mb.put(msg, prio, reserved=reserved)
+            return
+        env = Envelope(msg, None, rt.new_id())
+        sender = current_cell.get()
+        if sender is None:
+            tr.emit("send", cell.path, None, env.id, None, None, msg)
         else:
-            env = Envelope(msg, None, rt.new_id())
-            sender = current_cell.get()
-            tr.emit(
-                "send",
-                cell.path,
-                sender.path if sender else None,
-                env.id,
-                sender.cause_id() if sender else None,
-                None,
-                msg,
-            )
-            mb.put(env, prio, reserved=reserved)
-        rt.tell_budget -= 1
-        if rt.tell_budget <= 0:
-            rt.tell_budget = TELL_YIELD_EVERY
-            await cancel_shielded_checkpoint()
+            tr.emit("send", cell.path, sender.path, env.id, sender.cause_id(), None, msg)
+        mb.put(env, prio, reserved=reserved)
 
     def tell_nowait(self, msg: Any) -> None:
         """Enqueue *msg* or raise ``MailboxFull`` at once (also ``UnhandledMessage``, the
@@ -162,57 +182,22 @@ class ActorRef:
                     "full",
                 )
             raise MailboxFull(cell.path, mb.size, msg)
-        admit = cell.admit_fn
-        if admit is not None:
-            decision = admit(msg)
-            if decision.action:
-                self._refused(decision, msg, True)
-                return
-        prio = 0 if cell.priority_fn is None else cell.priority_fn(msg)
-        rt = cell.rt
-        tr = rt.tracer
-        env = Envelope(msg, None, rt.new_id() if tr is not None else 0)
-        if tr is not None:
-            sender = current_cell.get()
-            tr.emit(
-                "send",
-                cell.path,
-                sender.path if sender else None,
-                env.id,
-                sender.cause_id() if sender else None,
-                None,
-                msg,
-            )
-        mb.put(env, prio)
+        self._enqueue(cell, mb, msg, False, True)
 
     async def _send(self, msg: Any, *, raise_reject: bool) -> None:
         """``tell`` for the runtime's own messages (timers): a refusal is traced, not raised."""
         cell = self._cell
         mb = cell.mailbox
-        reserved = False
-        if not mb.has_space():
-            if mb.closed:
-                raise ActorGone(cell.path, cell.exit_reason)
-            await mb.wait_space()
-            if mb.closed:
-                raise ActorGone(cell.path, cell.exit_reason)
-            reserved = True
-        else:
+        if mb.has_space():
             await checkpoint()
-        admit = cell.admit_fn
-        if admit is not None:
-            decision = admit(msg)
-            if decision.action:
-                if reserved:
-                    mb.release()
-                self._refused(decision, msg, raise_reject)
-                return
-        prio = 0 if cell.priority_fn is None else cell.priority_fn(msg)
-        tr = cell.rt.tracer
-        env = Envelope(msg, None, cell.rt.new_id() if tr is not None else 0)
-        if tr is not None:
-            tr.emit("send", cell.path, cell.path, env.id, cell.cause_id(), None, msg, "timer")
-        mb.put(env, prio, reserved=reserved)
+            self._enqueue(cell, mb, msg, False, raise_reject)
+            return
+        if mb.closed:
+            raise ActorGone(cell.path, cell.exit_reason)
+        await mb.wait_space()
+        if mb.closed:
+            raise ActorGone(cell.path, cell.exit_reason)
+        self._enqueue(cell, mb, msg, True, raise_reject)
 
     def _refused(self, decision: Admit, msg: Any, raise_reject: bool) -> Any:
         cell = self._cell
@@ -251,7 +236,7 @@ class ActorRef:
         cell = self._cell
         if not isinstance(msg, cell.accepts):
             cell.refuse_unhandled(msg)
-        task = current_task()
+        task = current_task_fast()
         if is_cancelled(task):
             await checkpoint()
         if task is cell.task and cell.current is not None:
@@ -264,7 +249,7 @@ class ActorRef:
         if timeout is not None:
             if not timeout >= 0:
                 raise ValueError(f"ask timeout must be >= 0 or None, got {timeout!r}")
-            deadline = trio.current_time() + timeout
+            deadline = rt.now() + timeout
         reserved = False
         if mb.count + mb._reserved >= mb.capacity or mb._putters:
             if mb.closed:
@@ -328,7 +313,7 @@ class ActorRef:
         if cell.state != "exited":
             cell.request_stop(reason, grace)
             if not self._caller_is_inside():
-                await cell.exited.wait()
+                await cell.wait_exited()
                 return
         await checkpoint()
 
@@ -343,7 +328,7 @@ class ActorRef:
 
     async def wait_exited(self) -> object:
         """Wait until the actor has finally exited; returns its exit reason."""
-        await self._cell.exited.wait()
+        await self._cell.wait_exited()
         return self._cell.exit_reason
 
     def statistics(self) -> ActorStatistics:
@@ -355,7 +340,7 @@ class ActorRef:
             state=cell.state,
             queued=mb.count,
             capacity=mb.size,
-            tasks_waiting_put=len(mb._putters),
+            tasks_waiting_put=len(mb._putters) if mb._putters else 0,
             handled=cell.handled,
             rejected=cell.rejected,
             ignored=cell.ignored,
@@ -363,5 +348,5 @@ class ActorRef:
             unhandled=cell.unhandled,
             restarts=cell.restarts,
             failures=cell.failures,
-            children=len(cell.children),
+            children=len(cell.children) if cell.children else 0,
         )

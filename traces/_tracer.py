@@ -65,6 +65,10 @@ class Tracer:
         self.payloads = payloads
         self.redact = redact
 
+    def use_clock(self, clock: Callable[[], float]) -> None:
+        """Take ``t`` from *clock* (the runtime binds the run's clock method once)."""
+        self._clock = clock
+
     @property
     def sinks(self) -> tuple[Sink, ...]:
         return self._sinks
