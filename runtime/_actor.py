@@ -547,6 +547,7 @@ class ActorCell:
                     # The message loop (inlined: one coroutine frame less per actor).
                     mb = self.mailbox
                     dispatch = self._dispatch
+                    untraced = self.rt.tracer is None
                     n = 0
                     while self.stopping is _NOT_STOPPING:
                         q = mb._q0
@@ -566,7 +567,31 @@ class ActorCell:
                             await wait_task_rescheduled(mb.abort_wait)
                             continue
                         if type(item) is Envelope:
-                            await dispatch(item)
+                            if untraced and item.asker is not None:
+                                # An untraced ask (ActorCell._dispatch inlined).
+                                self.current = item
+                                if item.state == QUEUED:
+                                    item.state = RUNNING
+                                try:
+                                    result = await handle(item.msg)
+                                except Exception as exc:
+                                    item.answer(outcome.Error(exc))
+                                    self._finish_taken(exc)
+                                except BaseException as exc:
+                                    item.answer(outcome.Error(ActorGone(self.path, self._why(exc))))
+                                    self._finish_taken(exc)
+                                    raise
+                                else:
+                                    if item.state <= RUNNING:  # Envelope.answer inlined
+                                        item.state = DONE
+                                        reschedule(item.asker, outcome.Value(result))
+                                    if self.taken is not None:
+                                        self._finish_taken(None)
+                                finally:
+                                    self.current = None
+                                    self.handled += 1
+                            else:
+                                await dispatch(item)
                         else:
                             # An untraced tell: no envelope, no trace, no reply.
                             self.current = _BARE

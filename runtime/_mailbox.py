@@ -35,15 +35,17 @@ WITHDRAWN: Final = 3  # an ask abandoned by its caller (cancel or timeout)
 class Envelope:
     """A queued message with identity. ``asker`` is the parked task of an ask."""
 
-    __slots__ = ("asker", "id", "mailbox", "msg", "state", "timeout")
+    __slots__ = ("asker", "deadline", "id", "mailbox", "msg", "state", "timeout")
 
     def __init__(self, msg: Any, asker: Task | None, id: int) -> None:
         self.msg = msg
         self.asker = asker
         self.id = id
         self.state = QUEUED
-        self.mailbox: Mailbox | None = None
-        self.timeout = 0.0
+        self.mailbox: Mailbox | None = None  # set by put()
+        # ``timeout``/``deadline`` are set only for timed asks (DeadlineQueue.add).
+        self.timeout: float
+        self.deadline: float
 
     # -- the asker side -----------------------------------------------------------
 

@@ -18,7 +18,7 @@ from ._context import current_cell
 from ._errors import ActorGone, AskTimeout, MailboxFull
 from ._mailbox import Envelope
 from ._messages import Admit
-from ._trio_private import cancel_pending, current_task_fast, is_cancelled
+from ._trio_private import cancel_pending, uncancelled_task
 
 if TYPE_CHECKING:
     from ._actor import Actor, ActorCell
@@ -236,9 +236,10 @@ class ActorRef:
         cell = self._cell
         if not isinstance(msg, cell.accepts):
             cell.refuse_unhandled(msg)
-        task = current_task_fast()
-        if is_cancelled(task):
-            await checkpoint()
+        task = uncancelled_task()
+        if task is None:
+            await checkpoint()  # raises Cancelled
+            raise AssertionError("unreachable")  # pragma: no cover
         if task is cell.task and cell.current is not None:
             raise RuntimeError(
                 f"{cell.path!r} asked itself from its own handler; that would deadlock"
@@ -273,7 +274,6 @@ class ActorRef:
                 reply = self._refused(decision, msg, True)
                 await cancel_shielded_checkpoint()
                 return reply
-        prio = 0 if cell.priority_fn is None else cell.priority_fn(msg)
         tr = rt.tracer
         if tr is None:
             env = Envelope(msg, task, 0)
@@ -289,9 +289,24 @@ class ActorRef:
                 env.id,
                 msg,
             )
-        mb.put(env, prio, reserved=reserved)
+        if cell.priority_fn is None and mb._queues is None:
+            # Mailbox.put inlined for the single-level case.
+            if reserved:
+                mb._reserved -= 1
+            env.mailbox = mb
+            q = mb._q0
+            if q is None:
+                q = mb._q0 = deque()
+            q.append(env)
+            mb.count += 1
+            waiter = mb._waiter
+            if waiter is not None and (mb._want is None or isinstance(msg, mb._want)):
+                mb._waiter = None
+                reschedule(waiter)
+        else:
+            prio = 0 if cell.priority_fn is None else cell.priority_fn(msg)
+            mb.put(env, prio, reserved=reserved)
         if timeout is not None:
-            env.timeout = timeout
             rt.deadlines.add(env, timeout, deadline)
         return await wait_task_rescheduled(env.abort)
 

@@ -24,6 +24,7 @@ __all__ = [
     "cancel_pending",
     "current_task_fast",
     "is_cancelled",
+    "uncancelled_task",
 ]
 
 #: Trio versions whose internals this module was checked against (major, minor).
@@ -39,22 +40,30 @@ def _public_cancel_pending() -> bool:
     return trio.current_effective_deadline() == -math.inf
 
 
-def _probe() -> tuple[bool, Callable[[], Task], Callable[[], bool]]:
+def _public_uncancelled_task() -> Task | None:
+    return None if _public_cancel_pending() else current_task()
+
+
+_Probed = tuple[bool, Callable[[], Task], Callable[[], bool], Callable[[], Task | None]]
+_PUBLIC: _Probed = (False, current_task, _public_cancel_pending, _public_uncancelled_task)
+
+
+def _probe() -> _Probed:
     version = _trio_version()
     if not (TESTED_TRIO[0] <= version <= TESTED_TRIO[1]):
-        return False, current_task, _public_cancel_pending
+        return _PUBLIC
     try:
         from trio._core._run import GLOBAL_RUN_CONTEXT
     except ImportError:  # pragma: no cover
-        return False, current_task, _public_cancel_pending
+        return _PUBLIC
     fields = {f.name for f in getattr(Task, "__attrs_attrs__", ())}
     if "_cancel_status" not in fields:  # pragma: no cover
-        return False, current_task, _public_cancel_pending
+        return _PUBLIC
     run_context = GLOBAL_RUN_CONTEXT
 
     def current_task_fast() -> Task:
         try:
-            return run_context.task  # type: ignore[no-any-return]
+            return run_context.task
         except AttributeError:
             raise RuntimeError("must be called from async context") from None
 
@@ -63,14 +72,24 @@ def _probe() -> tuple[bool, Callable[[], Task], Callable[[], bool]]:
             task = run_context.task
         except AttributeError:
             raise RuntimeError("must be called from async context") from None
-        return task._cancel_status.effectively_cancelled  # type: ignore[no-any-return]
+        return task._cancel_status.effectively_cancelled
 
-    return True, current_task_fast, cancel_pending
+    def uncancelled_task() -> Task | None:
+        try:
+            task = run_context.task
+        except AttributeError:
+            raise RuntimeError("must be called from async context") from None
+        return None if task._cancel_status.effectively_cancelled else task
+
+    return True, current_task_fast, cancel_pending, uncancelled_task
 
 
 #: True when the helpers read Trio's internals (else they use the public API).
-FAST_CANCEL_CHECK, current_task_fast, cancel_pending = _probe()
-cancel_pending.__doc__ = "Whether a blocking call in the current task would raise Cancelled now."
+FAST_CANCEL_CHECK, current_task_fast, cancel_pending, uncancelled_task = _probe()
+uncancelled_task.__doc__ = (
+    "The current task, or None if a blocking call in it would raise Cancelled."
+)
+cancel_pending.__doc__ = "Whether a blocking call in the current task would raise Cancelled."
 
 
 if FAST_CANCEL_CHECK:

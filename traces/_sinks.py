@@ -30,28 +30,32 @@ class SinkStatistics:
 class MemorySink:
     """A bounded ring of events for tests and live viewers.
 
-    When full, the oldest event is overwritten and ``dropped`` is incremented, so the
-    ring always holds the newest *maxlen* events.
+    When full, the oldest event is overwritten and counted in ``dropped``, so the ring
+    always holds the newest *maxlen* events. ``write`` costs one counter increment and
+    one ``deque.append``.
     """
 
-    __slots__ = ("_ring", "dropped", "written")
+    __slots__ = ("_append", "_cleared", "_ring", "written")
 
     def __init__(self, maxlen: int = 1_000_000) -> None:
         if maxlen <= 0:
             raise ValueError(f"maxlen must be positive, got {maxlen!r}")
         self._ring: deque[TraceEvent] = deque(maxlen=maxlen)
-        self.dropped = 0
+        self._append = self._ring.append
+        self._cleared = 0
         self.written = 0
 
     def write(self, event: TraceEvent) -> None:
-        ring = self._ring
-        if len(ring) == ring.maxlen:
-            self.dropped += 1
-        ring.append(event)
         self.written += 1
+        self._append(event)
 
     def close(self) -> None:
         pass
+
+    @property
+    def dropped(self) -> int:
+        """Events overwritten because the ring was full."""
+        return self.written - self._cleared - len(self._ring)
 
     @property
     def events(self) -> list[TraceEvent]:
@@ -65,6 +69,7 @@ class MemorySink:
         return len(self._ring)
 
     def clear(self) -> None:
+        self._cleared += len(self._ring)
         self._ring.clear()
 
     def of_kind(self, *kinds: str) -> list[TraceEvent]:

@@ -95,16 +95,31 @@ class Tracer:
     ) -> None:
         """Record one step. ``msg`` (optional) gives ``msg_type`` and, if enabled, ``payload``."""
         self._seq = seq = self._seq + 1
-        payload = NO_PAYLOAD
         if msg is None:
-            msg_type = None
-        else:
-            msg_type = type(msg).__name__
-            if self.payloads:
-                if self.redact is not None:
-                    msg = self.redact(msg)
-                if msg is not None:
-                    payload = _encode_payload(msg)
+            self._write(
+                TraceEvent(
+                    seq,
+                    self._clock(),
+                    kind,
+                    actor,
+                    peer,
+                    msg_id,
+                    cause,
+                    corr,
+                    None,
+                    NO_PAYLOAD,
+                    detail,
+                )
+            )
+            return
+        payload = NO_PAYLOAD
+        if self.payloads:
+            if self.redact is not None:
+                redacted = self.redact(msg)
+                if redacted is not None:
+                    payload = _encode_payload(redacted)
+            else:
+                payload = _encode_payload(msg)
         self._write(
             TraceEvent(
                 seq,
@@ -115,7 +130,7 @@ class Tracer:
                 msg_id,
                 cause,
                 corr,
-                msg_type,
+                type(msg).__name__,
                 payload,
                 detail,
             )
