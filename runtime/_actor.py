@@ -550,15 +550,18 @@ class ActorCell:
                     untraced = self.rt.tracer is None
                     n = 0
                     while self.stopping is _NOT_STOPPING:
-                        q = mb._q0
-                        if q and mb._queues is None:
+                        if mb._queues is None:
                             # Mailbox.pop inlined for the single-level case.
-                            item = q.popleft()
-                            if type(item) is Envelope and item.state == WITHDRAWN:
-                                continue
-                            mb.count -= 1
-                            if mb._putters:
-                                mb._wake_putter()
+                            q = mb._q0
+                            if q:
+                                item = q.popleft()
+                                if type(item) is Envelope and item.state == WITHDRAWN:
+                                    continue
+                                mb.count -= 1
+                                if mb._putters:
+                                    mb._wake_putter()
+                            else:
+                                item = None
                         else:
                             item = mb.pop()
                         if item is None:
