@@ -21,6 +21,7 @@ from typing import Any
 import outcome
 import pykka
 import trio
+import trio.testing
 from _harness import INCR_ONE, Get, Incr, Sizes, best_of
 from trio.lowlevel import Abort, Task, checkpoint, current_task, reschedule, wait_task_rescheduled
 
@@ -286,3 +287,54 @@ def main() -> None:
 
 if __name__ == "__main__":
     main()
+
+
+# -- the structural floor of an idle actor ------------------------------------------------
+
+
+def _abort_ok(_: object) -> Abort:
+    return Abort.SUCCEEDED
+
+
+async def _bare_task(*, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+    task_status.started()
+    await wait_task_rescheduled(_abort_ok)
+
+
+async def _task_with_nursery_and_scope(
+    *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+) -> None:
+    async with trio.open_nursery():
+        with trio.CancelScope():
+            task_status.started()
+            await wait_task_rescheduled(_abort_ok)
+
+
+def idle_floor(n: int) -> dict[str, float]:
+    """Bytes per parked Trio task (tracemalloc): bare, and with its own nursery and cancel
+    scope - the structure the runtime contract gives every actor, before any actor state."""
+    import gc
+    import tracemalloc
+
+    out: dict[str, float] = {}
+
+    async def main() -> None:
+        for key, fn in (
+            ("floor_bare_task", _bare_task),
+            ("floor_task_nursery_scope", _task_with_nursery_and_scope),
+        ):
+            async with trio.open_nursery() as nursery:
+                gc.collect()
+                tracemalloc.start()
+                before = tracemalloc.take_snapshot()
+                for _ in range(n):
+                    nursery.start_soon(fn)
+                await trio.testing.wait_all_tasks_blocked()
+                after = tracemalloc.take_snapshot()
+                tracemalloc.stop()
+                grown = sum(s.size_diff for s in after.compare_to(before, "filename"))
+                out[key] = grown / n
+                nursery.cancel_scope.cancel()
+
+    trio.run(main)
+    return out

@@ -80,6 +80,12 @@ ROWS: tuple[tuple[str, str, str], ...] = (
     ("idle_spawn_us", "spawn time (first 90% spawned, 2-level tree)", "µs/actor"),
     ("flat_spawn_1k_us", "spawn time, 1,000 flat siblings", "µs/actor"),
     ("flat_spawn_4k_us", "spawn time, 4,000 flat siblings", "µs/actor"),
+    ("floor_bare_task", "floor: a parked bare Trio task", "B/task"),
+    (
+        "floor_task_nursery_scope",
+        "floor: a parked Trio task with a nursery + cancel scope",
+        "B/task",
+    ),
 )
 
 
@@ -135,6 +141,7 @@ def main() -> None:
     results = best_of_rounds(measures)
     print(f"rates done ({time.perf_counter() - t0:.0f} s)", flush=True)
     results.update(bench_runtime.run_spawn(sizes))
+    results.update(baselines.idle_floor(20_000))
     print(f"spawn done ({time.perf_counter() - t0:.0f} s)\n", flush=True)
     print(render(results, sizes))
     if args.json:

@@ -134,3 +134,27 @@ async def test_is_cancelled_reads_the_given_task() -> None:
         nursery.cancel_scope.cancel()
         assert is_cancelled(other[0]) is True
         assert is_cancelled(current_task()) is True
+
+
+async def test_cancel_pending_and_uncancelled_task_agree_with_public_api() -> None:
+    from runtime._trio_private import cancel_pending, current_task_fast, uncancelled_task
+
+    assert current_task_fast() is trio.lowlevel.current_task()
+    assert cancel_pending() is False
+    assert uncancelled_task() is trio.lowlevel.current_task()
+    with trio.CancelScope() as scope:
+        scope.cancel()
+        assert cancel_pending() is True
+        assert uncancelled_task() is None
+        assert trio.current_effective_deadline() == -math.inf
+        with trio.CancelScope(shield=True):
+            assert cancel_pending() is False
+            assert uncancelled_task() is trio.lowlevel.current_task()
+
+
+def test_helpers_refuse_outside_trio() -> None:
+    from runtime._trio_private import cancel_pending, current_task_fast, uncancelled_task
+
+    for fn in (cancel_pending, current_task_fast, uncancelled_task):
+        with pytest.raises(RuntimeError, match="async context"):
+            fn()
