@@ -415,17 +415,8 @@ class ActorCell:
         self.unhandled += 1
         tr = self.rt.tracer
         if tr is not None:
-            sender = current_cell.get()
-            tr.emit(
-                "unhandled",
-                self.path,
-                sender.path if sender else None,
-                None,
-                sender.cause_id() if sender else None,
-                None,
-                msg,
-                f"accepts {[t.__name__ for t in self.accepts]}",
-            )
+            accepted = [t.__name__ for t in self.accepts]
+            emit_from_sender(tr, "unhandled", self.path, None, None, msg, f"accepts {accepted}")
         raise UnhandledMessage(self.path, msg, self.accepts)
 
     def child_list(self) -> list[ActorCell]:
@@ -994,6 +985,23 @@ class ActorCell:
         tr = self.rt.tracer
         if tr is not None:
             tr.emit("fail", self.path, None, None, None, None, None, repr(exc))
+
+
+def emit_from_sender(
+    tracer: Any,
+    kind: str,
+    target: str,
+    msg_id: int | None,
+    corr: int | None,
+    msg: Any,
+    detail: str | None = None,
+) -> None:
+    """Trace a step about *target* caused by the calling task's actor (if any)."""
+    sender = current_cell.get()
+    if sender is None:
+        tracer.emit(kind, target, None, msg_id, None, corr, msg, detail)
+    else:
+        tracer.emit(kind, target, sender.path, msg_id, sender.cause_id(), corr, msg, detail)
 
 
 def _task_name(fn: object, name: str | None) -> str:

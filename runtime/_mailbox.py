@@ -199,18 +199,6 @@ class Mailbox:
             self._waiter = None
             reschedule(waiter)
 
-    def put_bare(self, msg: Any) -> None:
-        """The fast path of ``put``: an untraced message at priority 0."""
-        q = self._q0
-        if q is None:
-            q = self._q0 = deque()
-        q.append(msg)
-        self.count += 1
-        waiter = self._waiter
-        if waiter is not None and (self._want is None or isinstance(msg, self._want)):
-            self._waiter = None
-            reschedule(waiter)
-
     def _level(self, priority: int) -> deque[Any]:
         queues = self._queues
         if queues is None:

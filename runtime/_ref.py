@@ -14,6 +14,7 @@ from trio.lowlevel import (
     wait_task_rescheduled,
 )
 
+from ._actor import emit_from_sender
 from ._context import current_cell
 from ._errors import ActorGone, AskTimeout, MailboxFull
 from ._mailbox import Envelope
@@ -150,11 +151,7 @@ class ActorRef:
             mb.put(msg, prio, reserved=reserved)
             return
         env = Envelope(msg, None, rt.new_id())
-        sender = current_cell.get()
-        if sender is None:
-            tr.emit("send", cell.path, None, env.id, None, None, msg)
-        else:
-            tr.emit("send", cell.path, sender.path, env.id, sender.cause_id(), None, msg)
+        emit_from_sender(tr, "send", cell.path, env.id, None, msg)
         mb.put(env, prio, reserved=reserved)
 
     def tell_nowait(self, msg: Any) -> None:
@@ -170,17 +167,7 @@ class ActorRef:
             cell.rejected += 1
             tr = cell.rt.tracer
             if tr is not None:
-                sender = current_cell.get()
-                tr.emit(
-                    "admit",
-                    cell.path,
-                    sender.path if sender else None,
-                    None,
-                    sender.cause_id() if sender else None,
-                    None,
-                    msg,
-                    "full",
-                )
+                emit_from_sender(tr, "admit", cell.path, None, None, msg, "full")
             raise MailboxFull(cell.path, mb.size, msg)
         self._enqueue(cell, mb, msg, False, True)
 
@@ -209,17 +196,7 @@ class ActorRef:
             cell.rejected += 1
             detail = f"reject: {decision.exc!r}"
         if tr is not None:
-            sender = current_cell.get()
-            tr.emit(
-                "admit",
-                cell.path,
-                sender.path if sender else None,
-                None,
-                sender.cause_id() if sender else None,
-                None,
-                msg,
-                detail,
-            )
+            emit_from_sender(tr, "admit", cell.path, None, None, msg, detail)
         if decision.action != 1 and raise_reject:
             raise decision.exc  # type: ignore[misc]
         return decision.reply
@@ -279,16 +256,7 @@ class ActorRef:
             env = Envelope(msg, task, 0)
         else:
             env = Envelope(msg, task, rt.new_id())
-            sender = current_cell.get()
-            tr.emit(
-                "send",
-                cell.path,
-                sender.path if sender else None,
-                env.id,
-                sender.cause_id() if sender else None,
-                env.id,
-                msg,
-            )
+            emit_from_sender(tr, "send", cell.path, env.id, env.id, msg)
         if cell.priority_fn is None and mb._queues is None:
             # Mailbox.put inlined for the single-level case.
             if reserved:
