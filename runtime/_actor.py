@@ -968,17 +968,20 @@ class ActorCell:
         self.mailbox.put(env, prio)
 
     def on_withdraw(self, env: Envelope, why: str) -> None:
+        """Trace an ask given up by its caller (``why``: "cancelled" or "timeout")."""
         tr = self.rt.tracer
         if tr is not None:
+            kind = "cancel" if why == "cancelled" else "timeout"
+            detail = why if env.state == WITHDRAWN else f"{why} while running"
             tr.emit(
-                "cancel" if why == "cancelled" else "timeout",
+                kind,
                 self.path,
                 _task_actor(env.asker),
                 env.id,
                 None,
                 env.id,
                 env.msg,
-                why,
+                detail,
             )
 
     def _trace_fail(self, exc: BaseException) -> None:

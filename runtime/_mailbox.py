@@ -29,7 +29,8 @@ __all__ = ["Envelope", "Mailbox", "MailboxStatistics"]
 QUEUED: Final = 0
 RUNNING: Final = 1
 DONE: Final = 2  # replied (or a message that was handled/drained)
-WITHDRAWN: Final = 3  # an ask abandoned by its caller (cancel or timeout)
+WITHDRAWN: Final = 3  # an ask abandoned by its caller (cancel or timeout) while queued
+ABANDONED: Final = 4  # an ask abandoned by its caller while its handler ran
 
 
 class Envelope:
@@ -50,17 +51,17 @@ class Envelope:
     # -- the asker side -----------------------------------------------------------
 
     def abort(self, _: object) -> Abort:
-        """Trio abort callback: the asker was cancelled while waiting for the reply."""
-        mb = self.mailbox
+        """Trio abort callback: the asker was cancelled while waiting for the reply.
+
+        Only state changes here, no tracing: Trio runs abort callbacks in an order that
+        depends on object ids, so the asker traces its cancellation when it resumes.
+        """
         if self.state == QUEUED:
             self.state = WITHDRAWN
-            if mb is not None:
-                mb.withdrawn(self, "cancelled")
+            if self.mailbox is not None:
+                self.mailbox.withdrawn()
         elif self.state == RUNNING:
-            # The handler runs on; its reply will be discarded.
-            self.state = WITHDRAWN
-            if mb is not None and mb.owner is not None:
-                mb.owner.on_withdraw(self, "cancelled")
+            self.state = ABANDONED  # the handler runs on; its reply will be discarded
         return Abort.SUCCEEDED
 
     def answer(self, result: outcome.Outcome[Any]) -> bool:
@@ -265,13 +266,11 @@ class Mailbox:
                 return item
         return None
 
-    def withdrawn(self, env: Envelope, why: str) -> None:
-        """An envelope still in a deque was abandoned by its asker."""
+    def withdrawn(self) -> None:
+        """An envelope still in a deque was abandoned by its asker (it stays, skipped)."""
         self.count -= 1
         if self._putters:
             self._wake_putter()
-        if self.owner is not None:
-            self.owner.on_withdraw(env, why)
 
     def drain(self) -> list[Any]:
         """Remove and return every live item, in delivery order."""

@@ -17,7 +17,7 @@ from trio.lowlevel import (
 from ._actor import emit_from_sender
 from ._context import current_cell
 from ._errors import ActorGone, AskTimeout, MailboxFull
-from ._mailbox import Envelope
+from ._mailbox import WITHDRAWN, Envelope
 from ._messages import Admit
 from ._trio_private import cancel_pending, uncancelled_task
 
@@ -276,7 +276,14 @@ class ActorRef:
             mb.put(env, prio, reserved=reserved)
         if timeout is not None:
             rt.deadlines.add(env, timeout, deadline)
-        return await wait_task_rescheduled(env.abort)
+        try:
+            return await wait_task_rescheduled(env.abort)
+        except trio.Cancelled:
+            # Our own cancellation withdrew (or abandoned) the request: trace it here, in
+            # this task's turn, so that traces do not depend on Trio's abort order.
+            if tr is not None and env.state >= WITHDRAWN:
+                cell.on_withdraw(env, "cancelled")
+            raise
 
     # -- lifecycle ---------------------------------------------------------------------
 

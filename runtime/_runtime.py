@@ -16,7 +16,7 @@ from ._actor import Actor, ActorCell, Backoff, RestartPolicy
 from ._context import current_runtime
 from ._deadlines import DeadlineQueue
 from ._errors import AskTimeout, InvalidActor
-from ._mailbox import QUEUED, RUNNING, WITHDRAWN, Envelope
+from ._mailbox import ABANDONED, QUEUED, RUNNING, WITHDRAWN, Envelope
 from ._ref import TELL_YIELD_EVERY, ActorRef
 
 __all__ = ["ActorInfo", "Runtime", "open_runtime"]
@@ -165,13 +165,13 @@ class Runtime:
         owner = env.mailbox.owner if env.mailbox is not None else None
         if env.state == QUEUED:
             env.state = WITHDRAWN
-            env.mailbox.withdrawn(env, "timeout")  # type: ignore[union-attr]
+            env.mailbox.withdrawn()  # type: ignore[union-attr]
         elif env.state == RUNNING:
-            env.state = WITHDRAWN
-            if owner is not None:
-                owner.on_withdraw(env, "timeout")
+            env.state = ABANDONED
         else:
             return
+        if owner is not None:
+            owner.on_withdraw(env, "timeout")
         path = owner.path if owner is not None else "?"
         reschedule(env.asker, outcome.Error(AskTimeout(path, env.msg, env.timeout)))  # type: ignore[arg-type]
 

@@ -199,7 +199,7 @@ def test_anyio_fail_after_around_an_ask_withdraws_it() -> None:
     assert times == [2.0, 5.0, 10.0]
     assert last == (3, 10.0)
     assert naps == [1, 3]  # the request withdrawn while queued was never handled
-    cancels = [e for e in sink.of_kind("cancel") if e.detail == "cancelled"]
+    cancels = [e for e in sink.of_kind("cancel") if e.detail.startswith("cancelled")]
     assert [e.t for e in cancels] == [2.0, 5.0]
     ask_ids = [e.msg_id for e in sink.of_kind("send")]
     received = {e.msg_id for e in sink.of_kind("receive")}
@@ -246,7 +246,7 @@ def test_cancelling_an_anyio_task_group_withdraws_its_pending_asks() -> None:
     # freed slot by a withdrawal at the same instant, get in, and be withdrawn at once.
     sends = sink.of_kind("send")
     group_ids = {e.msg_id for e in sends[1:-1]}  # between the busy tell and the last ask
-    cancels = {e.msg_id for e in sink.of_kind("cancel") if e.detail == "cancelled"}
+    cancels = {e.msg_id for e in sink.of_kind("cancel") if e.detail.startswith("cancelled")}
     assert cancels == group_ids and 2 <= len(group_ids) <= 4
     assert not cancels & {e.msg_id for e in sink.of_kind("receive")}
 

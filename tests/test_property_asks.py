@@ -300,7 +300,8 @@ def check_outcomes(timed: list[tuple[float, Command]], outcomes: dict[int, Outco
                 assert out.kind == "ok" and out.detail is False  # stop() returns after exit
 
 
-WITHDRAW_DETAILS = {"cancelled", "timeout"}
+# "while running": the handler had started; the reply is discarded (no drop, no receive).
+WITHDRAW_DETAILS = {"cancelled", "timeout", "cancelled while running", "timeout while running"}
 
 
 def check_trace(
@@ -318,7 +319,7 @@ def check_trace(
     for e in events:
         if e.kind in ("cancel", "timeout") and e.detail in WITHDRAW_DETAILS:
             assert e.corr is not None and e.corr == e.msg_id
-            assert e.kind == ("cancel" if e.detail == "cancelled" else "timeout")
+            assert e.kind == ("cancel" if e.detail.startswith("cancelled") else "timeout")
             withdrawals[e.corr].append(e)
         elif e.kind == "reply":
             assert e.corr is not None

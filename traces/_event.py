@@ -31,8 +31,10 @@ KINDS: dict[str, str] = {
     "handle": "actor's handler for msg_id finished (slice ends); detail = ok | error: ...",
     "reply": "the ask corr was answered to peer; detail = value | error: ...",
     "drop": "msg_id was answered by the drain hook or withdrawn; detail says which",
-    "timeout": "the ask corr timed out (its reply, if any, will be discarded)",
-    "cancel": "an ask was cancelled by its caller, or a handler was cancelled by stop",
+    "timeout": "the ask corr timed out; detail 'timeout' (withdrawn while queued: never "
+    "handled) or 'timeout while running' (the handler runs on, its reply is discarded)",
+    "cancel": "an ask was cancelled by its caller (detail 'cancelled' or 'cancelled while "
+    "running', as for timeout), or a handler was cancelled by stop (detail 'error: ...')",
     "task_start": "a child task of actor started; detail = task name",
     "task_end": "a child task of actor ended; detail = task name and outcome",
     "watch_set": "a named Watch was set; actor = the setter (if any); detail = watch name",
