@@ -540,6 +540,7 @@ class ActorCell:
                     dispatch = self._dispatch
                     untraced = self.rt.tracer is None
                     n = 0
+                    batch = self.rt.next_handler_batch()
                     while self.stopping is _NOT_STOPPING:
                         if mb._queues is None:
                             # Mailbox.pop inlined for the single-level case.
@@ -600,8 +601,9 @@ class ActorCell:
                             if self.taken is not None:
                                 self._finish_taken(None)
                         n += 1
-                        if n >= HANDLER_BATCH:
+                        if n >= batch:
                             n = 0
+                            batch = self.rt.next_handler_batch()
                             await trio.lowlevel.checkpoint()
                 self.loop_scope = None
                 # Graceful stop: drain, stop children (reverse start order), cancel tasks.

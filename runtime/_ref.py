@@ -120,7 +120,7 @@ class ActorRef:
         rt = cell.rt
         rt.tell_budget -= 1
         if rt.tell_budget <= 0:
-            rt.tell_budget = TELL_YIELD_EVERY
+            rt.tell_budget = rt.next_tell_budget()
             await cancel_shielded_checkpoint()
 
     async def _tell_blocked(self, cell: ActorCell, mb: Mailbox, msg: Any) -> None:

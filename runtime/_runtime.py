@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+import random
 import re
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -12,12 +14,13 @@ import outcome
 import trio
 from trio.lowlevel import reschedule
 
-from ._actor import Actor, ActorCell, Backoff, RestartPolicy
+from ._actor import HANDLER_BATCH, Actor, ActorCell, Backoff, RestartPolicy
 from ._context import current_runtime
 from ._deadlines import DeadlineQueue
 from ._errors import AskTimeout, InvalidActor
 from ._mailbox import ABANDONED, QUEUED, RUNNING, WITHDRAWN, Envelope
 from ._ref import TELL_YIELD_EVERY, ActorRef
+from ._trio_private import schedule_hooks
 
 __all__ = ["ActorInfo", "Runtime", "open_runtime"]
 
@@ -41,9 +44,19 @@ class ActorInfo:
 class Runtime:
     """An actor system. Create it with ``open_runtime``; do not instantiate directly."""
 
-    def __init__(self, tracer: Any, name: str) -> None:
+    def __init__(
+        self, tracer: Any, name: str, seed: int | None = None, extra_yields: float = 0.0
+    ) -> None:
         self.name = name
         self.tracer = tracer
+        self.seed = seed
+        # Seeded scheduling noise (exploration): extra yields at send and receive points.
+        if extra_yields and seed is None:
+            raise ValueError("extra_yields needs a seed (the noise must be reproducible)")
+        if not 0.0 <= extra_yields <= 1.0:
+            raise ValueError(f"extra_yields must be a probability, got {extra_yields!r}")
+        self._noise = random.Random(seed * 7919 + 1) if extra_yields and seed is not None else None
+        self._log1m_p = math.log1p(-extra_yields) if 0 < extra_yields < 1 else 0.0
         self._children: dict[str, ActorCell] = {}  # top-level actors, spawn order
         self._nursery: trio.Nursery | None = None
         self._ids = 0
@@ -55,6 +68,21 @@ class Runtime:
 
     def __repr__(self) -> str:
         return f"<Runtime {self.name} actors={len(self._children)}>"
+
+    def next_tell_budget(self) -> int:
+        """Tells until the next yield: ``TELL_YIELD_EVERY``, or a seeded geometric draw."""
+        return TELL_YIELD_EVERY if self._noise is None else self._draw()
+
+    def next_handler_batch(self) -> int:
+        """Messages an actor handles before it yields: ``HANDLER_BATCH``, or a seeded draw."""
+        return HANDLER_BATCH if self._noise is None else self._draw()
+
+    def _draw(self) -> int:
+        assert self._noise is not None
+        if self._log1m_p == 0.0:
+            return 1
+        u = 1.0 - self._noise.random()  # (0, 1]
+        return 1 + int(math.log(u) / self._log1m_p)
 
     def new_id(self) -> int:
         self._ids += 1
@@ -198,16 +226,31 @@ class Runtime:
 
 
 @asynccontextmanager
-async def open_runtime(*, tracer: Any = None, name: str = "root") -> AsyncIterator[Runtime]:
+async def open_runtime(
+    *,
+    tracer: Any = None,
+    name: str = "root",
+    seed: int | None = None,
+    extra_yields: float = 0.0,
+) -> AsyncIterator[Runtime]:
     """Open an actor runtime that lives as long as the ``async with`` block.
+
+    ``seed``: make Trio's scheduling a function of the seed for the block's duration (unless
+    an outer ``runtime.testing.seeded_scheduler`` already did), so that the same seed gives
+    the same interleaving and a byte-identical trace. ``extra_yields`` (needs ``seed``): the
+    probability of an extra scheduling point at each send and after each handled message,
+    to widen the interleavings a seed explores.
 
     Leaving the block normally stops every top-level actor gracefully, in reverse spawn
     order (each after its own children). An exception in the block cancels them all and
     propagates. An actor failure that escalates to the root cancels the block and is
     raised from it (inside an ``ExceptionGroup``, as Trio nurseries do).
     """
-    rt = Runtime(tracer, name)
+    rt = Runtime(tracer, name, seed, extra_yields)
     rt.now = trio.lowlevel.current_clock().current_time
+    saved_schedule = None
+    if seed is not None and not schedule_hooks.active:
+        saved_schedule = schedule_hooks.install(random.Random(seed))
     if tracer is not None and hasattr(tracer, "use_clock"):
         tracer.use_clock(rt.now)
     token = current_runtime.set(rt)
@@ -230,5 +273,7 @@ async def open_runtime(*, tracer: Any = None, name: str = "root") -> AsyncIterat
             raise body_exc
     finally:
         current_runtime.reset(token)
+        if saved_schedule is not None:
+            schedule_hooks.restore(saved_schedule)
         if tracer is not None and hasattr(tracer, "flush"):
             tracer.flush()

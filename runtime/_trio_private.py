@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from typing import Any
 
 import trio
 from trio.lowlevel import Task, current_task
@@ -104,3 +105,65 @@ else:  # pragma: no cover - exercised only on untested Trio versions
         """Whether a blocking call in *task* would raise ``Cancelled`` right now."""
         assert task is current_task()
         return trio.current_effective_deadline() == -math.inf
+
+
+# -- seeded scheduling ------------------------------------------------------------------
+#
+# Trio runs each scheduling batch in a random order. With the module flag
+# ``_ALLOW_DETERMINISTIC_SCHEDULING`` set it first sorts the batch by task creation order,
+# then shuffles it with the module RNG ``_r`` - which makes the order a pure function of
+# ``_r``'s state. (Hypothesis' Trio plugin uses the same two hooks.) Seeding ``_r`` is
+# therefore enough for a reproducible run; replacing ``_r`` with an object that has the
+# same methods lets us pick the order ourselves (PCT-style exploration).
+
+
+class ScheduleHooks:
+    """Access to Trio's scheduler randomness; ``available`` is False on untested Trio."""
+
+    def __init__(self) -> None:
+        self.available = False
+        self.active = 0
+        self.reason = ""
+        try:
+            import trio._core._run as run_module
+        except ImportError as exc:  # pragma: no cover
+            self.reason = f"cannot import trio._core._run: {exc}"
+            return
+        version = _trio_version()
+        if not (TESTED_TRIO[0] <= version <= TESTED_TRIO[1]):
+            self.reason = f"trio {trio.__version__} is outside the tested range {TESTED_TRIO}"
+            return
+        rng = getattr(run_module, "_r", None)
+        if not (hasattr(rng, "shuffle") and hasattr(rng, "random") and hasattr(rng, "seed")):
+            self.reason = "trio._core._run._r is not a random.Random any more"
+            return
+        if not isinstance(getattr(run_module, "_ALLOW_DETERMINISTIC_SCHEDULING", None), bool):
+            self.reason = "trio._core._run._ALLOW_DETERMINISTIC_SCHEDULING is gone"
+            return
+        self._module: Any = run_module  # Any: we assign to names Trio declares Final
+        self.available = True
+        self.active = 0  # installs not yet restored
+
+    def require(self) -> None:
+        if not self.available:
+            raise RuntimeError(
+                f"seeded scheduling is unavailable: {self.reason}. "
+                "runtime/_trio_private.py must be updated for this Trio version."
+            )
+
+    def install(self, rng: object) -> tuple[object, bool]:
+        """Make scheduling a function of *rng* (a ``random.Random``-like object with
+        ``shuffle``, ``random`` and ``uniform``); returns what to pass to ``restore``."""
+        self.require()
+        saved = (self._module._r, self._module._ALLOW_DETERMINISTIC_SCHEDULING)
+        self._module._ALLOW_DETERMINISTIC_SCHEDULING = True
+        self._module._r = rng
+        self.active += 1
+        return saved
+
+    def restore(self, saved: tuple[object, bool]) -> None:
+        self._module._r, self._module._ALLOW_DETERMINISTIC_SCHEDULING = saved
+        self.active -= 1
+
+
+schedule_hooks = ScheduleHooks()

@@ -1,0 +1,104 @@
+"""The trioxide pytest plugin (registered through the ``pytest11`` entry point).
+
+Options:
+  ``--trioxide-seed=N``  seed for every test using the runtime fixtures (default: a stable
+                         seed derived from the test's node id, so runs are reproducible);
+  ``--trace-dir=DIR``    where failing tests save their trace (JSON Lines).
+
+Fixtures (async ones run under pytest-trio, in virtual time):
+  ``trioxide_seed``  the seed of this test;
+  ``trace_sink``     a ``traces.MemorySink`` holding the runtime's events;
+  ``actor_runtime``  an open ``Runtime`` with a memory tracer, seeded, under
+                     ``MockClock(autojump_threshold=0)``;
+  ``probe``          a factory: ``p = await probe("name")`` spawns a ``TestProbe``.
+
+When a test that used ``actor_runtime`` fails, its trace is written under ``--trace-dir``
+and the report says how to replay it (``pytest <node id> --trioxide-seed=N``).
+"""
+
+from __future__ import annotations
+
+import re
+import zlib
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import trio
+import trio.testing
+
+from traces import MemorySink, Tracer
+
+from .._runtime import Runtime, open_runtime
+from ._explore import write_trace
+from ._probe import TestProbe, spawn_probe
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("trioxide", "trioxide deterministic actor testing")
+    group.addoption(
+        "--trioxide-seed",
+        type=int,
+        default=None,
+        help="scheduler seed for tests using the trioxide runtime fixtures",
+    )
+    group.addoption(
+        "--trace-dir",
+        default=None,
+        help="directory where failing trioxide tests write their trace (JSON Lines)",
+    )
+
+
+def _default_seed(nodeid: str) -> int:
+    return zlib.crc32(nodeid.encode())
+
+
+@pytest.fixture
+def trioxide_seed(request: pytest.FixtureRequest) -> int:
+    seed = request.config.getoption("--trioxide-seed")
+    return int(seed) if seed is not None else _default_seed(request.node.nodeid)
+
+
+@pytest.fixture
+def trace_sink() -> MemorySink:
+    return MemorySink()
+
+
+@pytest.fixture
+async def actor_runtime(
+    autojump_clock: trio.testing.MockClock,
+    trioxide_seed: int,
+    trace_sink: MemorySink,
+    request: pytest.FixtureRequest,
+) -> AsyncIterator[Runtime]:
+    request.node.trioxide_info = (trioxide_seed, trace_sink)
+    async with open_runtime(tracer=Tracer(trace_sink), name="test", seed=trioxide_seed) as rt:
+        yield rt
+
+
+@pytest.fixture
+def probe(actor_runtime: Runtime) -> Callable[..., Awaitable[TestProbe]]:
+    async def make(name: str = "probe", *, mailbox_size: int = 1024) -> TestProbe:
+        return await spawn_probe(actor_runtime, name, mailbox_size=mailbox_size)
+
+    return make
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[Any]) -> Iterator[None]:
+    outcome = yield
+    report = outcome.get_result()  # type: ignore[attr-defined]
+    info = getattr(item, "trioxide_info", None)
+    if info is None or report.when != "call" or not report.failed:
+        return
+    seed, sink = info
+    lines = [f"seed: {seed}", f"replay: pytest '{item.nodeid}' --trioxide-seed={seed}"]
+    trace_dir = item.config.getoption("--trace-dir")
+    if trace_dir:
+        safe = re.sub(r"[^A-Za-z0-9_.-]+", "_", item.nodeid).strip("_")
+        path = write_trace(
+            Path(trace_dir) / f"{safe}.jsonl", seed, sink.events, ["pytest", item.nodeid]
+        )
+        lines.append(f"trace: {path} ({len(sink)} events; open it with `trioxide view`)")
+    report.sections.append(("trioxide", "\n".join(lines)))
