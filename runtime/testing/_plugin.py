@@ -5,6 +5,11 @@ Options:
                          seed derived from the test's node id, so runs are reproducible);
   ``--trace-dir=DIR``    where failing tests save their trace (JSON Lines).
 
+Tests that use ``actor_runtime`` (directly or through ``probe``) are run by a Trio runner
+that installs the seeded scheduler *before* ``trio.run`` starts and uses
+``MockClock(autojump_threshold=0)`` unless the test requests a clock fixture itself
+(pytest-trio passes a clock to ``trio.run`` only when the test function asks for one).
+
 Fixtures (async ones run under pytest-trio, in virtual time):
   ``trioxide_seed``  the seed of this test;
   ``trace_sink``     a ``traces.MemorySink`` holding the runtime's events;
@@ -18,9 +23,10 @@ and the report says how to replay it (``pytest <node id> --trioxide-seed=N``).
 
 from __future__ import annotations
 
+import functools
 import re
 import zlib
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +39,7 @@ from traces import MemorySink, Tracer
 from .._runtime import Runtime, open_runtime
 from ._explore import write_trace
 from ._probe import TestProbe, spawn_probe
+from ._seeded import seeded_scheduler
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -50,14 +57,39 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     )
 
 
-def _default_seed(nodeid: str) -> int:
-    return zlib.crc32(nodeid.encode())
+def _seed_for(config: pytest.Config, nodeid: str) -> int:
+    seed = config.getoption("--trioxide-seed")
+    return int(seed) if seed is not None else zlib.crc32(nodeid.encode())
+
+
+def _run_virtual(
+    fn: Callable[[], Awaitable[Any]],
+    *,
+    seed: int,
+    clock: trio.abc.Clock | None = None,
+    instruments: Sequence[trio.abc.Instrument] = (),
+) -> Any:
+    with seeded_scheduler(seed):
+        return trio.run(
+            fn,
+            clock=clock or trio.testing.MockClock(autojump_threshold=0),
+            instruments=instruments,
+        )
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        if "actor_runtime" not in getattr(item, "fixturenames", ()):
+            continue
+        if any("run" in m.kwargs for m in item.iter_markers("trio")):
+            continue  # the test chose its own runner
+        seed = _seed_for(config, item.nodeid)
+        item.add_marker(pytest.mark.trio(run=functools.partial(_run_virtual, seed=seed)))
 
 
 @pytest.fixture
 def trioxide_seed(request: pytest.FixtureRequest) -> int:
-    seed = request.config.getoption("--trioxide-seed")
-    return int(seed) if seed is not None else _default_seed(request.node.nodeid)
+    return _seed_for(request.config, request.node.nodeid)
 
 
 @pytest.fixture
@@ -67,7 +99,6 @@ def trace_sink() -> MemorySink:
 
 @pytest.fixture
 async def actor_runtime(
-    autojump_clock: trio.testing.MockClock,
     trioxide_seed: int,
     trace_sink: MemorySink,
     request: pytest.FixtureRequest,
