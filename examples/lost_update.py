@@ -82,9 +82,7 @@ class Client(Actor):
 async def _scenario(run: SeededRun, *, atomic: bool, clients: int = 2, rounds: int = 1) -> None:
     store = await run.rt.spawn(Store, name="store")
     run.state["store"] = store
-    refs = [
-        await run.rt.spawn(Client, store, atomic, name=f"client-{i}") for i in range(clients)
-    ]
+    refs = [await run.rt.spawn(Client, store, atomic, name=f"client-{i}") for i in range(clients)]
     async with trio.open_nursery() as nursery:
         for i, ref in enumerate(refs):
             nursery.start_soon(ref.ask, Go(rounds, work=2 * i))

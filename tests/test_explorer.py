@@ -39,7 +39,9 @@ def test_explorer_finds_the_race_and_replay_reproduces_it(tmp_path: Path) -> Non
     assert tf.header.seed == v.seed and tf.errors == []
     assert v.event in tf.events
     for i in range(3):
-        again = replay(racy_scenario, v.seed, invariants=[no_lost_update], trace_path=tmp_path / f"r{i}.jsonl")
+        again = replay(
+            racy_scenario, v.seed, invariants=[no_lost_update], trace_path=tmp_path / f"r{i}.jsonl"
+        )
         assert again.violation is not None
         assert again.violation.key() == v.key()
         assert again.violation.event == v.event
@@ -90,14 +92,22 @@ def test_different_seeds_give_different_interleavings(tmp_path: Path) -> None:
 )
 def test_perturbations_are_seeded_and_still_find_the_race(perturb: Perturb) -> None:
     found = explore(
-        racy_scenario, seeds=range(200), invariants=[no_lost_update], perturb=perturb, progress=False
+        racy_scenario,
+        seeds=range(200),
+        invariants=[no_lost_update],
+        perturb=perturb,
+        progress=False,
     )
     assert found.violation is not None
     seed = found.violation.seed
     again = replay(racy_scenario, seed, invariants=[no_lost_update], perturb=perturb)
     assert again.violation is not None and again.violation.key() == found.violation.key()
     ok = explore(
-        fixed_scenario, seeds=range(100), invariants=[no_lost_update], perturb=perturb, progress=False
+        fixed_scenario,
+        seeds=range(100),
+        invariants=[no_lost_update],
+        perturb=perturb,
+        progress=False,
     )
     assert ok.ok
 

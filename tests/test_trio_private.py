@@ -12,12 +12,14 @@ from __future__ import annotations
 
 import math
 
+import msgspec
 import pytest
 import trio
 from trio.lowlevel import checkpoint, current_task
 from trio.testing import MockClock
 
-from runtime import _trio_private
+import traces
+from runtime import Actor, _trio_private, open_runtime
 from runtime._trio_private import FAST_CANCEL_CHECK, TESTED_TRIO, is_cancelled
 
 
@@ -158,3 +160,55 @@ def test_helpers_refuse_outside_trio() -> None:
     for fn in (cancel_pending, current_task_fast, uncancelled_task):
         with pytest.raises(RuntimeError, match="async context"):
             fn()
+
+
+def test_seeding_hooks_are_available_or_fail_loudly() -> None:
+    from runtime._trio_private import schedule_hooks
+
+    assert schedule_hooks.available, (
+        "Trio's scheduler hooks (trio._core._run._r / _ALLOW_DETERMINISTIC_SCHEDULING) "
+        f"changed: {schedule_hooks.reason}. Seeded replay and the explorer depend on them; "
+        "update runtime/_trio_private.py (ScheduleHooks) for this Trio version."
+    )
+    import random
+
+    import trio._core._run as run_module
+
+    before = (run_module._r, run_module._ALLOW_DETERMINISTIC_SCHEDULING)
+    mine = random.Random(1)
+    saved = schedule_hooks.install(mine)
+    assert run_module._r is mine and run_module._ALLOW_DETERMINISTIC_SCHEDULING is True
+    assert schedule_hooks.active == 1
+    schedule_hooks.restore(saved)
+    assert (run_module._r, run_module._ALLOW_DETERMINISTIC_SCHEDULING) == before
+    assert schedule_hooks.active == 0
+
+
+class Hit(msgspec.Struct, frozen=True):
+    who: int
+
+
+class Target(Actor):
+    async def handle(self, msg: Hit) -> int:
+        await trio.lowlevel.checkpoint()
+        return msg.who
+
+
+def test_open_runtime_seed_alone_makes_runs_reproducible() -> None:
+
+    def run(seed: int) -> list[tuple[str, str, int | None, bytes]]:
+        sink = traces.MemorySink()
+
+        async def main() -> None:
+            tracer = traces.Tracer(sink, payloads=True)  # payloads show which Hit went first
+            async with open_runtime(tracer=tracer, seed=seed) as rt:
+                target = await rt.spawn(Target, name="t")
+                async with trio.open_nursery() as n:
+                    for i in range(6):
+                        n.start_soon(target.ask, Hit(i))
+
+        trio.run(main, clock=MockClock(autojump_threshold=0))
+        return [(e.kind, e.actor, e.msg_id, bytes(e.payload)) for e in sink.events]
+
+    assert run(11) == run(11)
+    assert len({tuple(run(s)) for s in range(12)}) > 1
