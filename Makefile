@@ -18,7 +18,7 @@ demo: $(STAMP)
 test: lint typecheck pytest
 
 lint: $(STAMP)
-	$(BIN)/ruff check runtime traces actors tests bench
+	$(BIN)/ruff check runtime traces actors tests bench examples
 
 typecheck: $(STAMP)
 	$(BIN)/mypy runtime traces
@@ -28,6 +28,7 @@ pytest: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python bench/run_all.py
+	$(BIN)/python bench/bench_explorer.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis

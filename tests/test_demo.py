@@ -23,3 +23,27 @@ def test_demo_runs_and_writes_trace(tmp_path: Path, capsys: pytest.CaptureFixtur
     assert {"spawn", "send", "receive", "handle", "reply", "fail", "restart", "timeout"} <= kinds
     seqs = [e.seq for e in tf.events]
     assert seqs == sorted(seqs) and len(set(seqs)) == len(seqs)
+
+
+def test_explore_command_finds_replays_and_passes(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(Path(__file__).resolve().parent.parent)
+    racy = "examples.lost_update:racy"
+    assert main(["explore", racy, "--seeds", "50", "--trace-dir", str(tmp_path)]) == 1
+    out = capsys.readouterr().out
+    assert "VIOLATION seed 0: invariant no_lost_update" in out
+    assert f"replay: trioxide explore {racy} --replay 0" in out
+    assert (tmp_path / "racy_scenario-seed0.jsonl").exists()
+    assert main(["explore", racy, "--replay", "0", "--trace-dir", str(tmp_path)]) == 1
+    assert "VIOLATION seed 0" in capsys.readouterr().out
+    fixed = "examples.lost_update:fixed"
+    assert main(["explore", fixed, "--seeds", "40", "--pct", "2", "--extra-yields", "0.1"]) == 0
+    assert "no violation" in capsys.readouterr().out
+
+
+def test_explore_command_reports_bad_targets() -> None:
+    with pytest.raises(SystemExit, match="MODULE:ATTRIBUTE"):
+        main(["explore", "nothing"])
+    with pytest.raises(SystemExit, match="cannot import"):
+        main(["explore", "no_such_module_xyz:thing"])
