@@ -806,20 +806,27 @@ class ActorCell:
             mb.wake()
 
         tname = _task_name(fn, None)
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(self.run_task, run_fn, (), tname, name=f"{self.path}:{tname}")
-            while True:
-                if box:
-                    return Completed(box[0])
-                item = mb.take(want) if want else None
-                if item is None:
-                    await self._park(want or (type(None),))
-                    continue
-                msg = message_of(item)
-                if interrupt and isinstance(msg, interrupt):
-                    nursery.cancel_scope.cancel()
-                    return Interrupted(self._taken(item, "interrupt"))
-                await self._dispatch(item)
+        try:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(self.run_task, run_fn, (), tname, name=f"{self.path}:{tname}")
+                while True:
+                    if box:
+                        return Completed(box[0])
+                    item = mb.take(want) if want else None
+                    if item is None:
+                        await self._park(want or (type(None),))
+                        continue
+                    msg = message_of(item)
+                    if interrupt and isinstance(msg, interrupt):
+                        nursery.cancel_scope.cancel()
+                        return Interrupted(self._taken(item, "interrupt"))
+                    await self._dispatch(item)
+        except BaseExceptionGroup as group:
+            # Our own nursery wraps what fn (or a served handler) raised: give the caller
+            # the exception itself, as the docstring promises.
+            if len(group.exceptions) == 1:
+                raise group.exceptions[0] from None
+            raise
         raise AssertionError("unreachable")  # pragma: no cover
 
     # -- tasks and timers ------------------------------------------------------------

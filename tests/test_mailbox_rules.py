@@ -337,3 +337,28 @@ async def test_receive_outside_handler_is_an_error(autojump_clock: trio.abc.Cloc
         assert inst is not None
         with pytest.raises(RuntimeError, match="own handler"):
             await inst.receive(Work)
+
+
+class Fails(msgspec.Struct, frozen=True):
+    pass
+
+
+class Unwrapper(Actor):
+    async def handle(self, msg: Fails) -> str:
+        async def broken() -> None:
+            await trio.sleep(1)
+            raise KeyError("disk gone")
+
+        try:
+            await self.serve_until(broken, interrupt=(Stop,))
+        except KeyError as exc:  # the exception itself, not an ExceptionGroup
+            return f"caught {exc!r} at {trio.current_time()}"
+        return "no error"
+
+
+async def test_serve_until_propagates_fn_exception_unwrapped(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    async with open_runtime() as rt:
+        ref = await rt.spawn(Unwrapper)
+        assert await ref.ask(Fails()) == "caught KeyError('disk gone') at 1.0"
