@@ -164,6 +164,14 @@ class Actor:
         """This actor's ref (stable across restarts)."""
         return self._actor_cell.ref
 
+    @property
+    def queued(self) -> int:
+        """Messages waiting in this actor's mailbox (the one being handled not counted).
+
+        Useful in ``admit`` to keep room for urgent kinds: e.g. reject requests beyond 32
+        queued while terminate and monitor messages are always admitted."""
+        return self._actor_cell.mailbox.count
+
     async def spawn(
         self,
         cls: type[Actor],
@@ -258,11 +266,15 @@ class Actor:
         cell.require_handler("serve_until")
         return await cell.serve_until(fn, args, tuple(serve), tuple(interrupt))
 
-    def reply(self, msg: Any, value: Any) -> bool:
+    def reply(self, msg: Any, value: Any = None, *, error: BaseException | None = None) -> bool:
         """Answer the ask that carried *msg* (the current message, or one taken by
-        ``receive``/``Interrupted``). Returns False if it was no ask or already answered.
-        Replying to the current message early makes the handler's return value ignored."""
-        return self._actor_cell.reply(msg, value)
+        ``receive``/``Interrupted``) with *value*, or raise *error* in the asker.
+
+        Returns False if *msg* came by ``tell`` or was already answered (then nothing
+        happens). Replying to the current message early makes the handler's return value
+        (or exception) ignored for that asker."""
+        result = outcome.Error(error) if error is not None else outcome.Value(value)
+        return self._actor_cell.reply(msg, result)
 
     def stop(self, reason: object = "stop") -> None:
         """Ask this actor to stop after the current handler (synchronous)."""
@@ -731,18 +743,18 @@ class ActorCell:
         env = self.current
         return env.id if env is not None else None
 
-    def reply(self, msg: Any, value: Any) -> bool:
+    def reply(self, msg: Any, result: outcome.Outcome[Any]) -> bool:
         env = self.current
         if env is not None and env.msg is msg and env.asker is not None:
             if env.state == QUEUED:
                 env.state = RUNNING
             before = env.state
-            self._answer(env, outcome.Value(value))
+            self._answer(env, result)
             return before == RUNNING
         for item in self.taken or ():
             if type(item) is Envelope and item.msg is msg and item.asker is not None:
                 before = item.state
-                self._answer(item, outcome.Value(value))
+                self._answer(item, result)
                 return before == RUNNING
         return False
 
