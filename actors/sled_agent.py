@@ -43,6 +43,7 @@ from .instance_runner import (
     RunnerConfig,
     SledServices,
     Target,
+    Terminate,
     VmmSpec,
 )
 from .nexus_notifier import NexusNotifier
@@ -176,7 +177,9 @@ class SledAgentClient:
         if reg is None:
             return None
         try:
-            state: VmmRuntimeState = await reg.runner.ask(CurrentState())
+            # Terminate is always admitted (a full request queue cannot refuse it) and
+            # idempotent: the runner (or its drain) answers with the terminal state.
+            state: VmmRuntimeState = await reg.runner.ask(Terminate(by_nexus=True))
         except ActorGone:
             return None
         return state

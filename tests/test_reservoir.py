@@ -384,3 +384,16 @@ async def test_external_watch_survives_a_new_incarnation(actor_runtime: Runtime)
     await actor_runtime.spawn(VmmReservoirManager, hv, SizeMiB(2048), watch, name="reservoir2")
     assert await wait_for_reservoir(watch, 2 * GiB, timeout=10.0) == 2 * GiB
     assert trio.current_time() == t0 + 1.0
+
+
+async def test_stop_right_after_spawn_publishes_failed_at_zero(actor_runtime: Runtime) -> None:
+    hv = SimHypervisor()
+    t0 = trio.current_time()
+    ref, mgr = await spawn_manager(actor_runtime, hv, SizeMiB(4 * 1024))
+    await ref.stop(reason="shutdown")
+    assert trio.current_time() == t0
+    state = mgr.watch.value
+    assert isinstance(state, Failed) and state.actual_bytes == 0
+    with pytest.raises(ReservoirUnavailable, match="stopped during resize"):
+        await wait_for_reservoir(mgr.watch, GiB, timeout=60.0)
+    assert trio.current_time() == t0
