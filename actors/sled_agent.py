@@ -18,7 +18,7 @@ as the typed ``actors.errors`` exceptions (each with its HTTP status).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import msgspec
@@ -118,7 +118,7 @@ class SledAgent(Actor):
             propolis_host=self.refs["propolis-host"],
             hypervisor=w.hypervisor,
             reservoir=self.reservoir_watch if cfg.reservoir is not None else None,
-            config=cfg.runner,
+            config=replace(cfg.runner, legacy=cfg.legacy_tickets),
         )
         self.refs["instance-manager"] = await self.spawn(
             InstanceManager, self.services, cfg.legacy_tickets, name="instance-manager",

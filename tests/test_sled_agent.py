@@ -78,7 +78,7 @@ async def make_sled(
 async def run_vmm(sled: Sled, pid: str, iid: str = "inst") -> None:
     await sled.api.register(pid, iid)
     assert await sled.api.ensure_state(pid, Target.RUNNING) is None
-    while (await sled.api.get_state(pid)).state is not S.RUNNING:
+    while (await sled.api.get_state(pid)).state is not S.RUNNING:  # noqa: ASYNC110
         await trio.sleep(0.5)
 
 
@@ -110,7 +110,7 @@ async def test_2_destroyed_published_before_leaving_table_cleanup_outside_runner
     # In the window, GetState answers at once with the terminal state.
     state = await sled.api.get_state("p1")
     assert state.state is S.DESTROYED and trio.current_time() == t0
-    while sled.manager._find("p1") is not None:
+    while sled.manager._find("p1") is not None:  # noqa: ASYNC110
         await trio.sleep(0.1)
     left_table = trio.current_time()
     (t_destroyed,) = [

@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import msgspec
+import trio
 
 from runtime import Actor, ActorRef
 
@@ -53,8 +54,11 @@ class PropolisHandle:
 
 
 class PropolisHost(Actor):
-    def __init__(self, net: DownstairsNetwork, vm_template: SimulatedVm | None = None) -> None:
+    def __init__(
+        self, net: DownstairsNetwork, vm_template: SimulatedVm | None = None, kill_time: float = 0.5
+    ) -> None:
         self.net = net
+        self.kill_time = kill_time  # a Propolis process takes a moment to die
         self.template = vm_template or SimulatedVm()
         self.running: dict[str, PropolisHandle] = {}
         self.launched = 0
@@ -92,5 +96,6 @@ class PropolisHost(Actor):
             case Kill(pid):
                 killed = self.running.pop(pid, None)
                 if killed is not None and killed.driver.alive:
+                    await trio.sleep(self.kill_time)
                     await killed.driver.stop("zone halted", grace=0)
         return None
