@@ -55,6 +55,9 @@ class Sled:
         assert isinstance(inst, InstanceRunner)
         return inst
 
+    def agent_reservoir_state(self) -> object:
+        return self.api.agent.reservoir_watch.value
+
     def nexus_states(self, pid: str) -> list[tuple[VmmState, int]]:
         return [(state, gen) for _t, state, gen in self.world.nexus.vmm_history.get(pid, [])]
 
@@ -277,3 +280,55 @@ def test_12_migration_record_generations() -> None:
     done = MigrationRecord("m1", "completed", 5)
     assert migration_on_halt(done) is done
     assert migration_on_halt(None) is None
+
+
+async def test_11_reservoir_start_waits_for_ready_and_nexus_learns_the_size(
+    actor_runtime: Runtime,
+) -> None:
+    from actors.reservoir import (
+        Percentage,
+        Ready,
+        ReservoirBusy,
+        ReservoirConfigError,
+        ReservoirMode,
+        SizeMiB,
+    )
+    from actors.sim.hypervisor import GiB, SimHypervisor
+
+    world = SledWorld(
+        zones=SimZones(install_time=1.0, boot_time=1.0),
+        hypervisor=SimHypervisor(physical_bytes=40 * GiB, control_plane_reserve_bytes=8 * GiB),
+    )
+    config = SledConfig(reservoir=ReservoirMode.size_mib(8 * 1024))  # 8 GiB, 1 s per GiB
+    sled = Sled(
+        SledAgentClient(await actor_runtime.spawn(SledAgent, world, config, name="sled")),
+        world,
+        actor_runtime,
+    )
+    with pytest.raises(ReservoirBusy):  # the boot allocation is running
+        await sled.api.set_reservoir_size(SizeMiB(1024))
+    await sled.api.register("p1", "i1")
+    await sled.api.ensure_state("p1", Target.RUNNING)
+    # The zone is up at ~2.3 s, but the start waits for the reservoir (Ready at 8 s).
+    while (await sled.api.get_state("p1")).state is not S.RUNNING:  # noqa: ASYNC110
+        await trio.sleep(0.25)
+    assert trio.current_time() >= 8.0
+    assert isinstance(sled.agent_reservoir_state(), Ready)
+    await trio.sleep(10)  # the notifier's 2 s tick: Nexus learns the new size
+    info = world.nexus.sled("sled-0")
+    assert info is not None and info.reservoir_size_bytes == 8 * GiB
+    with pytest.raises(ReservoirConfigError):  # out of range: refused, the size stays
+        await sled.api.set_reservoir_size(Percentage(150.0))
+    assert isinstance(sled.agent_reservoir_state(), Ready)
+    # A failed allocation: the next start fails fast and Nexus learns the actual size.
+    world.hypervisor.fail_after_bytes = 10 * GiB
+    await sled.api.set_reservoir_size(SizeMiB(16 * 1024))
+    await trio.sleep(20)
+    await sled.api.register("p2", "i2")
+    t = trio.current_time()
+    await sled.api.ensure_state("p2", Target.RUNNING)
+    await trio.sleep(5)
+    assert sled.nexus_states("p2")[-1][0] == VmmState.failed(VmmFailureReason.FROM_SLED_AGENT)
+    assert trio.current_time() - t < 10  # fast, not the 300 s reservoir timeout
+    info = world.nexus.sled("sled-0")
+    assert info is not None and info.reservoir_size_bytes == 10 * GiB
