@@ -76,9 +76,15 @@ def _explore(args: argparse.Namespace) -> int:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="trioxide", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
-    demo = sub.add_parser("demo", help="run the demo scenario in virtual time and write a trace")
+    demo = sub.add_parser("demo", help="a whole simulated sled under load, in virtual time")
     demo.add_argument(
         "--trace", type=Path, default=Path("traces-out/demo.jsonl"), help="trace file to write"
+    )
+    demo.add_argument("--vmms", type=int, default=200, help="number of VMMs (default 200)")
+    demo.add_argument("--seed", type=int, default=1, help="scheduler and scenario seed")
+    small = sub.add_parser("runtime-demo", help="a small example of the runtime alone")
+    small.add_argument(
+        "--trace", type=Path, default=Path("traces-out/runtime-demo.jsonl"), help="trace file"
     )
     ex = sub.add_parser("explore", help="run a scenario under many seeds and check its invariants")
     ex.add_argument("scenario", help="MODULE:ATTR of an Exploration (or a scenario function)")
@@ -90,6 +96,10 @@ def main(argv: list[str] | None = None) -> int:
     ex.add_argument("--replay", type=int, default=None, metavar="SEED", help="replay one seed")
     args = parser.parse_args(argv)
     if args.command == "demo":
+        from .demo import DemoOptions, run_demo
+
+        return run_demo(DemoOptions(vmms=args.vmms, seed=args.seed, trace=args.trace))
+    if args.command == "runtime-demo":
         from ._runtime_demo import run
 
         return run(args.trace)

@@ -10,9 +10,11 @@ import traces
 from actors.cli import main
 
 
-def test_demo_runs_and_writes_trace(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_runtime_demo_runs_and_writes_trace(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     out = tmp_path / "demo.jsonl"
-    assert main(["demo", "--trace", str(out)]) == 0
+    assert main(["runtime-demo", "--trace", str(out)]) == 0
     printed = capsys.readouterr().out
     assert "disk-0 crashed and was restarted: restarts=1" in printed
     assert "Rejected(HaltPending" in printed
@@ -47,3 +49,15 @@ def test_explore_command_reports_bad_targets() -> None:
         main(["explore", "nothing"])
     with pytest.raises(SystemExit, match="cannot import"):
         main(["explore", "no_such_module_xyz:thing"])
+
+
+def test_sled_demo_small_run(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "sled.jsonl"
+    assert main(["demo", "--vmms", "12", "--seed", "3", "--trace", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "(equal: nothing hung, nothing lost)" in printed
+    assert "/ 0" in printed.split("invariants checked / violated")[1].splitlines()[0]
+    tf = traces.read_trace(out)
+    assert tf.errors == [] and tf.header.seed == 3
+    actors = {e.actor for e in tf.events}
+    assert "demo" not in actors and any("runner-vmm-vcr" in a for a in actors)

@@ -1,0 +1,286 @@
+"""``trioxide demo``: a whole simulated sled under load, in virtual time.
+
+* N VMMs (default 200) with start / reboot / stop churn, some registered again later;
+* one VMM whose Crucible disk has a black-holed downstairs target, fixed by a VCR
+  replacement while it is blocked in activation;
+* one VMM stopped while it is blocked on activation (startup aborted, backend not stopped);
+* a 120 s reservoir allocation that gates the first starts; a 60 s Nexus outage;
+* 30-minute zone bundles (in ZoneCleanup, never in a runner); a few Propolis crashes.
+
+The #3325 invariants are checked after every handled message. Every API call is counted
+when sent and when answered (a reply or a typed error): the two totals must be equal -
+nothing hangs, nothing is lost. Everything is seeded: the same seed gives the same trace.
+"""
+
+from __future__ import annotations
+
+import statistics
+import sys
+import time
+from collections import Counter
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+import trio
+
+import traces
+from runtime import open_runtime
+from runtime.testing import run_seeded
+
+from .errors import SledAgentError
+from .instance_manager import INVARIANTS, InstanceManager
+from .instance_runner import RunnerConfig, Target, VmmSpec
+from .propolis.crucible import Region, ReplaceRequestInvalid, Volume
+from .propolis.request_queue import RequestDenied
+from .reservoir import ReservoirMode
+from .sim.hypervisor import GiB, SimHypervisor
+from .sim.propolis_host import Crash
+from .sim.zones import SimZones
+from .sled_agent import SledAgent, SledAgentClient, SledConfig, SledWorld
+from .vmm_state import SledVmmState
+
+__all__ = ["DemoOptions", "run_demo"]
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class DemoOptions:
+    vmms: int = 200
+    seed: int = 1
+    trace: Path = Path("traces-out/demo.jsonl")
+    duration: float = 3 * 3600.0  # virtual seconds of churn before the sled drains
+    progress_every: float = 900.0  # virtual seconds between progress lines
+
+
+@dataclass
+class Stats:
+    sent: int = 0
+    answered: int = 0
+    errors: Counter[str] = field(default_factory=Counter)
+    latencies: list[float] = field(default_factory=list)
+    start_latencies: list[float] = field(default_factory=list)
+    checks: int = 0
+    violations: list[str] = field(default_factory=list)
+
+
+class _InvariantSink:
+    """Checks the manager invariants after every handled message (a trace sink)."""
+
+    def __init__(self, stats: Stats) -> None:
+        self.stats = stats
+        self.manager: InstanceManager | None = None
+
+    def write(self, event: traces.TraceEvent) -> None:
+        if event.kind != "handle" or self.manager is None:
+            return
+        for inv in INVARIANTS:
+            self.stats.checks += 1
+            try:
+                ok = inv(self.manager)
+            except AssertionError as exc:
+                ok, why = False, str(exc)
+            else:
+                why = "returned False"
+            if ok is False:
+                self.stats.violations.append(f"{inv.__name__} at t={event.t:g}: {why}")
+
+    def close(self) -> None:
+        pass
+
+
+def disk(vmm: str, gen: int = 1, middle: str | None = None) -> dict[str, Volume]:
+    targets = (f"{vmm}-ds-a", middle or f"{vmm}-ds-b", f"{vmm}-ds-c")
+    return {"disk0": Volume(f"vol-{vmm}", 512, (Region(f"reg-{vmm}", gen, targets),))}
+
+
+async def scenario(opts: DemoOptions, stats: Stats, sink: _InvariantSink, tracer: Any) -> str:
+    rng = __import__("random").Random(opts.seed)
+    world = SledWorld(
+        zones=SimZones(install_time=4.0, boot_time=2.0, halt_time=5.0, bundle_time=1800.0),
+        hypervisor=SimHypervisor(physical_bytes=128 * GiB, seconds_per_gib=1.0),
+    )
+    config = SledConfig(reservoir=ReservoirMode.size_mib(120 * 1024), runner=RunnerConfig())
+    final: dict[str, str] = {}
+    async with open_runtime(tracer=tracer, name="demo", seed=opts.seed) as rt:
+        sled_ref = await rt.spawn(SledAgent, world, config, name="sled")
+        api = SledAgentClient(sled_ref)
+        manager = api.manager.instance
+        assert isinstance(manager, InstanceManager)
+        sink.manager = manager
+        host = api.agent.refs["propolis-host"]
+
+        async def call(fn: Callable[..., Awaitable[T]], *args: Any) -> T | None:
+            stats.sent += 1
+            t0 = trio.current_time()
+            try:
+                result = await fn(*args)
+            except (SledAgentError, RequestDenied, ReplaceRequestInvalid) as exc:
+                stats.errors[type(exc).__name__] += 1
+                result = None
+            stats.answered += 1
+            stats.latencies.append(trio.current_time() - t0)
+            return result
+
+        async def wait_state(pid: str, want: SledVmmState, limit: float) -> bool:
+            deadline = trio.current_time() + limit
+            while trio.current_time() < deadline:
+                state = await call(api.get_state, pid)
+                if state is None:
+                    return False
+                if state.state is want:
+                    return True
+                await trio.sleep(2.0)
+            return False
+
+        async def gone(pid: str, limit: float = 900.0) -> None:
+            deadline = trio.current_time() + limit
+            while trio.current_time() < deadline and manager._find(pid) is not None:  # noqa: ASYNC110
+                await trio.sleep(5.0)
+
+        async def lifecycle(i: int) -> None:
+            await trio.sleep(rng.uniform(0, opts.duration / 3))
+            for round_ in range(rng.randint(1, 3)):
+                pid = f"vmm-{i:03d}-{round_}"
+                spec = VmmSpec(2, 1 * GiB, disk(pid))
+                t_start = trio.current_time()
+                await call(api.register, pid, f"inst-{i:03d}", spec)
+                await call(api.ensure_state, pid, Target.RUNNING)
+                if not await wait_state(pid, SledVmmState.RUNNING, 600.0):
+                    final[pid] = "never ran"
+                    await gone(pid)
+                    continue
+                stats.start_latencies.append(trio.current_time() - t_start)
+                await trio.sleep(rng.uniform(60, 1200))
+                if rng.random() < 0.3:
+                    await call(api.ensure_state, pid, Target.REBOOT)
+                    await trio.sleep(rng.uniform(10, 300))
+                if rng.random() < 0.03:
+                    await host.tell(Crash(pid))  # a Propolis crash: the VMM fails
+                    await gone(pid)
+                    continue
+                await call(api.ensure_state, pid, Target.STOPPED)
+                await gone(pid)
+                await trio.sleep(rng.uniform(30, 600))
+
+        async def blackholed_then_fixed() -> None:
+            pid = "vmm-vcr"
+            world.network.blackhole(f"{pid}-ds-b")
+            await call(api.register, pid, "inst-vcr", VmmSpec(2, 1 * GiB, disk(pid)))
+            await call(api.ensure_state, pid, Target.RUNNING)
+            await trio.sleep(600)  # blocked in activation: Starting, no Running
+            fixed = disk(pid, gen=2, middle=f"{pid}-ds-new")["disk0"]
+            await call(api.replace_vcr, pid, "disk0", fixed)
+            await wait_state(pid, SledVmmState.RUNNING, 300.0)
+            await trio.sleep(1800)
+            await call(api.ensure_state, pid, Target.STOPPED)
+            await gone(pid)
+
+        async def stopped_while_blocked() -> None:
+            pid = "vmm-abort"
+            world.network.blackhole(f"{pid}-ds-c")
+            await call(api.register, pid, "inst-abort", VmmSpec(2, 1 * GiB, disk(pid)))
+            await call(api.ensure_state, pid, Target.RUNNING)
+            await trio.sleep(900)
+            await call(api.ensure_state, pid, Target.STOPPED)  # aborts the startup
+            await gone(pid)
+
+        async def nexus_outage() -> None:
+            await trio.sleep(opts.duration / 4)
+            world.nexus.outage(until=trio.current_time() + 60.0)
+
+        async def progress() -> None:
+            while True:
+                draining = trio.current_time() > opts.duration
+                await trio.sleep(opts.progress_every * (96 if draining else 1))
+                alive = sum(1 for e in manager.table.values() if e.runner_alive)
+                print(
+                    f"  t={trio.current_time():7.0f}s  vmms live={alive:3d}  "
+                    f"requests sent={stats.sent} answered={stats.answered}  "
+                    f"invariant checks={stats.checks:,}  zones={len(world.zones.names())}",
+                    flush=True,
+                )
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(progress)
+            async with trio.open_nursery() as work:
+                for i in range(opts.vmms):
+                    work.start_soon(lifecycle, i)
+                work.start_soon(blackholed_then_fixed)
+                work.start_soon(stopped_while_blocked)
+                work.start_soon(nexus_outage)
+            # Drain: zone bundles are serialized sled-wide (30 min each) - in virtual time.
+            while world.zones.names() or manager.table:  # noqa: ASYNC110
+                await trio.sleep(600)
+            nursery.cancel_scope.cancel()
+        for pid, history in world.nexus.vmm_history.items():
+            final.setdefault(pid, str(history[-1][1]))
+        special = {
+            pid: " -> ".join(str(s) for _t, s, _g in world.nexus.vmm_history.get(pid, []))
+            for pid in ("vmm-vcr", "vmm-abort")
+        }
+        summary = {
+            "special": special,
+            "nexus_final": Counter(final.values()),
+            "zones_left": len(world.zones.names()),
+            "bundles": world.zones.statistics().bundles_collected,
+            "t_end": trio.current_time(),
+        }
+    return repr(summary)
+
+
+def run_demo(opts: DemoOptions) -> int:
+    opts.trace.parent.mkdir(parents=True, exist_ok=True)
+    header = traces.TraceHeader(
+        seed=opts.seed, trio_version=trio.__version__, command=["trioxide", "demo"]
+    )
+    stats = Stats()
+    checker = _InvariantSink(stats)
+    file_sink = traces.JsonlFileSink(opts.trace, header)
+    counter = traces.MemorySink(maxlen=1)
+    tracer = traces.Tracer(file_sink, checker, counter, payloads=True)
+    print(f"trioxide demo: {opts.vmms} VMMs on one simulated sled, seed {opts.seed}")
+    wall = time.perf_counter()
+    summary = run_seeded(scenario, opts, stats, checker, tracer, seed=opts.seed)
+    tracer.close()
+    wall = time.perf_counter() - wall
+    result = eval(summary, {"Counter": Counter})  # our own repr, from above
+
+    def pct(values: list[float]) -> tuple[float, float]:
+        ordered = sorted(values) or [0.0]
+        return statistics.median(ordered), ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))]
+
+    p50, p99 = pct(stats.latencies)
+    s50, s99 = pct(stats.start_latencies)
+    by_state = ", ".join(f"{k}: {v}" for k, v in sorted(result["nexus_final"].items()))
+    errors = ", ".join(f"{k}: {v}" for k, v in sorted(stats.errors.items())) or "none"
+    balance = (
+        "  (equal: nothing hung, nothing lost)" if stats.sent == stats.answered else "  MISMATCH"
+    )
+    rows = [
+        ("VMMs by final state (Nexus)", by_state),
+        ("requests sent / answered", f"{stats.sent} / {stats.answered}{balance}"),
+        ("black-holed disk fixed by VCR (Nexus saw)", result["special"]["vmm-vcr"]),
+        ("stopped while blocked on activation", result["special"]["vmm-abort"]),
+        ("typed error answers", errors),
+        ("invariants checked / violated", f"{stats.checks:,} / {len(stats.violations)}"),
+        ("request latency p50 / p99 (virtual)", f"{p50:.3f} s / {p99:.3f} s"),
+        ("VMM start (register -> Running) p50 / p99", f"{s50:.1f} s / {s99:.1f} s"),
+        ("zone bundles collected, zones left", f"{result['bundles']}, {result['zones_left']}"),
+        ("virtual time / wall time", f"{result['t_end']:.0f} s / {wall:.1f} s"),
+        ("trace", f"{opts.trace} ({file_sink.written:,} events, {file_sink.dropped} dropped)"),
+    ]  # fmt: skip
+    width = max(len(k) for k, _ in rows)
+    print()
+    for key, value in rows:
+        print(f"{key:<{width}}  {value}")
+    for v in stats.violations[:5]:
+        print(f"VIOLATION {v}")
+    ok = stats.sent == stats.answered and not stats.violations
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(run_demo(DemoOptions()))
