@@ -46,7 +46,7 @@ from .instance_runner import (
     Terminate,
     VmmSpec,
 )
-from .nexus_notifier import NexusNotifier
+from .nexus_notifier import NexusNotifier, NotifierStatus
 from .propolis.crucible import ReplaceResult, Volume
 from .propolis.state_driver import ReplaceVcr
 from .reservoir import (
@@ -214,6 +214,10 @@ class SledAgentClient:
 
     async def reservoir_status(self) -> Any:
         return await self.reservoir.ask(GetReservoir())
+
+    async def sled_info(self) -> Any:
+        """What the notifier knows and has told Nexus (``NotifierStatistics``)."""
+        return await self.notifier.ask(NotifierStatus())
 
     # -- start sagas (#3325 tokens) ---------------------------------------------------
 

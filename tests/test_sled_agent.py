@@ -317,6 +317,8 @@ async def test_11_reservoir_start_waits_for_ready_and_nexus_learns_the_size(
     await trio.sleep(10)  # the notifier's 2 s tick: Nexus learns the new size
     info = world.nexus.sled("sled-0")
     assert info is not None and info.reservoir_size_bytes == 8 * GiB
+    known = await sled.api.sled_info()
+    assert known.known == "found" and known.known_info.reservoir_size_bytes == 8 * GiB
     with pytest.raises(ReservoirConfigError):  # out of range: refused, the size stays
         await sled.api.set_reservoir_size(Percentage(150.0))
     assert isinstance(sled.agent_reservoir_state(), Ready)
