@@ -73,6 +73,55 @@ def _explore(args: argparse.Namespace) -> int:
     return 0 if out.ok else 1
 
 
+def _server_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--host", default="127.0.0.1", help="bind address (default loopback)")
+    parser.add_argument("--port", type=int, default=0, help="port (default: a free one)")
+    parser.add_argument("--token", default=None, help="required when binding beyond loopback")
+
+
+def _server_options(args: argparse.Namespace) -> dict[str, Any]:
+    return {"host": args.host, "port": args.port, "token": args.token}
+
+
+def _view(args: argparse.Namespace) -> int:
+    import trio
+    from traces.server import TraceServer
+
+    if not args.trace.exists():
+        raise SystemExit(f"trioxide: no such trace file: {args.trace}")
+    server = TraceServer.from_file(args.trace, **_server_options(args))
+
+    async def serve() -> None:
+        async with trio.open_nursery() as nursery:
+            await nursery.start(server.serve)
+            print(f"trioxide view: {args.trace} at {server.url}  (Ctrl-C to stop)", flush=True)
+
+    try:
+        trio.run(serve)
+    except KeyboardInterrupt:
+        pass
+    return 0
+
+
+def _export(args: argparse.Namespace) -> int:
+    from traces.export import write_otlp, write_perfetto
+
+    from traces import read_trace
+
+    if args.perfetto is None and args.otlp is None:
+        raise SystemExit("trioxide export: give --perfetto FILE and/or --otlp FILE")
+    tf = read_trace(args.trace)
+    for err in tf.errors:
+        print(f"{args.trace}:{err.line}: skipped a corrupted line: {err.error}", file=sys.stderr)
+    if args.perfetto is not None:
+        write_perfetto(tf.events, args.perfetto, header=tf.header)
+        print(f"wrote {args.perfetto} (Chrome trace JSON: open it in ui.perfetto.dev)")
+    if args.otlp is not None:
+        write_otlp(tf.events, args.otlp, header=tf.header)
+        print(f"wrote {args.otlp} (OTLP/JSON spans)")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="trioxide", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -82,6 +131,15 @@ def main(argv: list[str] | None = None) -> int:
     )
     demo.add_argument("--vmms", type=int, default=200, help="number of VMMs (default 200)")
     demo.add_argument("--seed", type=int, default=1, help="scheduler and scenario seed")
+    demo.add_argument("--view", action="store_true", help="serve the live viewer while it runs")
+    _server_args(demo)
+    view = sub.add_parser("view", help="replay a trace file in the browser viewer")
+    view.add_argument("trace", type=Path, help="a JSON Lines trace file")
+    _server_args(view)
+    export = sub.add_parser("export", help="convert a trace to Perfetto or OTLP JSON")
+    export.add_argument("trace", type=Path, help="a JSON Lines trace file")
+    export.add_argument("--perfetto", type=Path, help="write Chrome/Perfetto trace JSON here")
+    export.add_argument("--otlp", type=Path, help="write OTLP/JSON spans here")
     small = sub.add_parser("runtime-demo", help="a small example of the runtime alone")
     small.add_argument(
         "--trace", type=Path, default=Path("traces-out/runtime-demo.jsonl"), help="trace file"
@@ -98,7 +156,14 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "demo":
         from .demo import DemoOptions, run_demo
 
-        return run_demo(DemoOptions(vmms=args.vmms, seed=args.seed, trace=args.trace))
+        opts = DemoOptions(vmms=args.vmms, seed=args.seed, trace=args.trace)
+        if args.view:
+            return run_demo(opts, view=_server_options(args))
+        return run_demo(opts)
+    if args.command == "view":
+        return _view(args)
+    if args.command == "export":
+        return _export(args)
     if args.command == "runtime-demo":
         from ._runtime_demo import run
 

@@ -96,7 +96,9 @@ def disk(vmm: str, gen: int = 1, middle: str | None = None) -> dict[str, Volume]
     return {"disk0": Volume(f"vol-{vmm}", 512, (Region(f"reg-{vmm}", gen, targets),))}
 
 
-async def scenario(opts: DemoOptions, stats: Stats, sink: _InvariantSink, tracer: Any) -> str:
+async def scenario(
+    opts: DemoOptions, stats: Stats, sink: _InvariantSink, tracer: Any
+) -> dict[str, Any]:
     rng = __import__("random").Random(opts.seed)
     world = SledWorld(
         zones=SimZones(install_time=4.0, boot_time=2.0, halt_time=5.0, bundle_time=1800.0),
@@ -228,25 +230,14 @@ async def scenario(opts: DemoOptions, stats: Stats, sink: _InvariantSink, tracer
             "bundles": world.zones.statistics().bundles_collected,
             "t_end": trio.current_time(),
         }
-    return repr(summary)
+    return summary
 
 
-def run_demo(opts: DemoOptions) -> int:
-    opts.trace.parent.mkdir(parents=True, exist_ok=True)
-    header = traces.TraceHeader(
-        seed=opts.seed, trio_version=trio.__version__, command=["trioxide", "demo"]
-    )
-    stats = Stats()
-    checker = _InvariantSink(stats)
-    file_sink = traces.JsonlFileSink(opts.trace, header)
-    counter = traces.MemorySink(maxlen=1)
-    tracer = traces.Tracer(file_sink, checker, counter, payloads=True)
-    print(f"trioxide demo: {opts.vmms} VMMs on one simulated sled, seed {opts.seed}")
-    wall = time.perf_counter()
-    summary = run_seeded(scenario, opts, stats, checker, tracer, seed=opts.seed)
-    tracer.close()
-    wall = time.perf_counter() - wall
-    result = eval(summary, {"Counter": Counter})  # our own repr, from above
+def report(
+    summary: dict[str, Any], stats: Stats, wall: float, opts: DemoOptions, file_sink: Any
+) -> None:
+    """Print the summary table."""
+    result = summary
 
     def pct(values: list[float]) -> tuple[float, float]:
         ordered = sorted(values) or [0.0]
@@ -278,6 +269,54 @@ def run_demo(opts: DemoOptions) -> int:
         print(f"{key:<{width}}  {value}")
     for v in stats.violations[:5]:
         print(f"VIOLATION {v}")
+
+
+async def _viewed(
+    server: Any, opts: DemoOptions, stats: Stats, sink: _InvariantSink, tracer: Any
+) -> dict[str, Any]:
+    async with trio.open_nursery() as nursery:
+        await nursery.start(server.serve)
+        print(f"live viewer: {server.url}", flush=True)
+        t0 = time.perf_counter()
+        summary = await scenario(opts, stats, sink, tracer)
+        report(summary, stats, time.perf_counter() - t0, opts, tracer.sinks[0])
+        tracer.flush()
+        print(f"\nthe viewer keeps serving at {server.url} (Ctrl-C to stop)", flush=True)
+        await trio.sleep_forever()
+    return summary
+
+
+def run_demo(opts: DemoOptions, view: dict[str, Any] | None = None) -> int:
+    """Run the demo; with *view* (host/port/token) also serve the live viewer and keep
+    serving after the run until Ctrl-C."""
+    opts.trace.parent.mkdir(parents=True, exist_ok=True)
+    header = traces.TraceHeader(
+        seed=opts.seed, trio_version=trio.__version__, command=["trioxide", "demo"]
+    )
+    stats = Stats()
+    checker = _InvariantSink(stats)
+    file_sink = traces.JsonlFileSink(opts.trace, header)
+    counter = traces.MemorySink(maxlen=1)
+    server: Any = None
+    sinks: list[Any] = [file_sink, checker, counter]
+    if view is not None:
+        from traces.server import TraceServer
+
+        server = TraceServer(**view)
+        sinks.append(server.sink)
+    tracer = traces.Tracer(*sinks, payloads=True)
+    print(f"trioxide demo: {opts.vmms} VMMs on one simulated sled, seed {opts.seed}")
+    wall = time.perf_counter()
+    if server is None:
+        summary = run_seeded(scenario, opts, stats, checker, tracer, seed=opts.seed)
+    else:
+        try:
+            summary = run_seeded(_viewed, server, opts, stats, checker, tracer, seed=opts.seed)
+        except KeyboardInterrupt:
+            pass
+    tracer.close()
+    if server is None:
+        report(summary, stats, time.perf_counter() - wall, opts, file_sink)
     ok = stats.sent == stats.answered and not stats.violations
     return 0 if ok else 1
 
