@@ -676,7 +676,14 @@ class ActorCell:
                     self._answer(env, outcome.Error(exc))
                     if tr is not None:
                         tr.emit(
-                            "handle", self.path, None, env.id, None, env.id, None, f"error: {exc!r}"
+                            "handle",
+                            self.path,
+                            None,
+                            env.id,
+                            None,
+                            env.id,
+                            None,
+                            f"error: {describe(exc)}",
                         )
                     self._finish_taken(exc)
                     return
@@ -692,7 +699,16 @@ class ActorCell:
                 self._answer(env, outcome.Error(ActorGone(self.path, self._why(exc))))
             if tr is not None:
                 kind = "cancel" if isinstance(_unwrap(exc), trio.Cancelled) else "handle"
-                tr.emit(kind, self.path, None, env.id, None, None, None, f"error: {_unwrap(exc)!r}")
+                tr.emit(
+                    kind,
+                    self.path,
+                    None,
+                    env.id,
+                    None,
+                    None,
+                    None,
+                    f"error: {describe(_unwrap(exc))}",
+                )
             self._finish_taken(exc)
             raise
         finally:
@@ -710,7 +726,9 @@ class ActorCell:
             tr = self.rt.tracer
             if tr is not None:
                 detail = (
-                    f"error: {result.error!r}" if isinstance(result, outcome.Error) else "value"
+                    f"error: {describe(result.error)}"
+                    if isinstance(result, outcome.Error)
+                    else "value"
                 )
                 tr.emit(
                     "reply",
@@ -855,7 +873,14 @@ class ActorCell:
             await fn(*args)
         except BaseException as exc:
             tr.emit(
-                "task_end", self.path, None, None, None, None, None, f"{tname}: {_unwrap(exc)!r}"
+                "task_end",
+                self.path,
+                None,
+                None,
+                None,
+                None,
+                None,
+                f"{tname}: {describe(_unwrap(exc))}",
             )
             raise
         tr.emit("task_end", self.path, None, None, None, None, None, f"{tname}: ok")
@@ -1008,7 +1033,7 @@ class ActorCell:
     def _trace_fail(self, exc: BaseException) -> None:
         tr = self.rt.tracer
         if tr is not None:
-            tr.emit("fail", self.path, None, None, None, None, None, repr(exc))
+            tr.emit("fail", self.path, None, None, None, None, None, describe(exc))
 
 
 def emit_from_sender(
@@ -1036,7 +1061,21 @@ def _task_name(fn: object, name: str | None) -> str:
 
 
 def _reason_str(reason: object) -> str:
-    return reason if isinstance(reason, str) else repr(reason)
+    if isinstance(reason, str):
+        return reason
+    return describe(reason) if isinstance(reason, BaseException) else repr(reason)
+
+
+def describe(exc: BaseException) -> str:
+    """An exception for a trace detail, without memory addresses: Trio's ``Cancelled``
+    repr names the cancelling task with its id, which would make traces of the same seed
+    differ between processes."""
+    if isinstance(exc, trio.Cancelled):
+        return "Cancelled()"
+    if isinstance(exc, BaseExceptionGroup):
+        inner = ", ".join(describe(e) for e in exc.exceptions)
+        return f"{type(exc).__name__}({exc.message!r}, [{inner}])"
+    return repr(exc)
 
 
 def _task_actor(task: Task | None) -> str | None:

@@ -61,3 +61,22 @@ def test_sled_demo_small_run(tmp_path: Path, capsys: pytest.CaptureFixture[str])
     assert tf.errors == [] and tf.header.seed == 3
     actors = {e.actor for e in tf.events}
     assert "demo" not in actors and any("runner-vmm-vcr" in a for a in actors)
+
+
+def test_demo_trace_is_byte_identical_across_processes(tmp_path: Path) -> None:
+    """Cancellations, failures and restarts included: no memory addresses leak in."""
+    import subprocess
+    import sys
+
+    paths = [tmp_path / "a.jsonl", tmp_path / "b.jsonl"]
+    for path in paths:
+        subprocess.run(
+            [sys.executable, "-m", "actors.cli", "demo", "--vmms", "6", "--trace", str(path)],
+            check=True,
+            capture_output=True,
+            timeout=300,
+            cwd=Path(__file__).resolve().parent.parent,
+        )
+    first, second = (p.read_bytes() for p in paths)
+    assert first == second
+    assert b"Cancelled()" in first and b" at 0x" not in first
