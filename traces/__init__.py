@@ -7,6 +7,7 @@ from ._event import KINDS, NO_PAYLOAD, SCHEMA_VERSION, TraceEvent, TraceHeader
 from ._reader import LineError, TraceFile, follow_trace, iter_trace, read_trace
 from ._sinks import JsonlFileSink, MemorySink, SinkStatistics
 from ._tracer import Sink, Tracer
+from .export import to_otlp, to_perfetto, write_otlp, write_perfetto
 
 __all__ = [
     "KINDS",
@@ -24,4 +25,8 @@ __all__ = [
     "follow_trace",
     "iter_trace",
     "read_trace",
+    "to_otlp",
+    "to_perfetto",
+    "write_otlp",
+    "write_perfetto",
 ]
