@@ -1,0 +1,888 @@
+"""Serve a trace to the browser viewer: one loopback port for the page and a WebSocket.
+
+``TraceServer`` listens on a single TCP port (``127.0.0.1`` and a free port by default)
+and answers two kinds of request on it:
+
+* ``GET /`` (``index.html``), ``/viewer.js`` and ``/viewer.css``: the static viewer in
+  ``traces/viewer/``, with ``Content-Length`` and ``Connection: close``;
+* ``GET /ws`` with ``Upgrade: websocket``: the trace stream, handed to trio-websocket.
+
+Protocol (JSON text frames). Server to client::
+
+    {"type": "hello", "header": {...trace header...}, "mode": "live" | "replay"}
+    {"type": "events", "events": [<TraceEvent as a JSON object, payload embedded>, ...]}
+    {"type": "dropped", "count": N}       # live: total events dropped for this client
+    {"type": "line_error", "line": n, "error": "..."}   # replay: a corrupted line, skipped
+    {"type": "end"}                       # replay: the file was sent; live: the sink closed
+    {"type": "pong"}
+
+Client to server: ``{"type": "ping"}`` only. Any other frame (not JSON, not an object,
+an unknown type, a binary frame) closes *that* connection with code 1003.
+
+Sources:
+
+* **replay** (:meth:`TraceServer.from_file`): the file is read once with the tolerant
+  reader; every client gets ``hello``, the events in order (``line_error`` frames at the
+  place of the damaged lines, which are skipped), then ``end``. In the ``hello`` frame,
+  ``total`` is the number of events that follow.
+* **live** (:attr:`TraceServer.sink`): a :class:`traces.Sink` whose ``write`` never
+  blocks, never raises and costs O(number of clients): the event goes into a bounded
+  history ring and into each client's bounded queue. A client whose queue is full loses
+  the event (counted for that client only, reported as ``dropped``), so a slow or stalled
+  browser never slows the runtime. A client that connects late first gets the history
+  ring, then live events, without gap or duplicate. ``sink.close()`` sends ``end``.
+  ``write`` may be called from the Trio thread running :meth:`TraceServer.serve` or from
+  one other thread (e.g. a runtime running under its own ``trio.run`` with a virtual
+  clock): the hand-over uses only ``deque`` operations and ``TrioToken.run_sync_soon``.
+
+Security: binding to anything but a loopback address requires a ``token``. With a token,
+both the page and the WebSocket handshake must carry ``?token=...`` (else 403). Without
+one (loopback only) the ``Host`` header must name the loopback address, which defeats DNS
+rebinding. A WebSocket handshake that carries an ``Origin`` other than the page's own is
+refused (403), so other sites open in the same browser cannot read the trace.
+
+Timeouts (reading a request head, the handshake) use the Trio clock. Under a
+``trio.testing.MockClock`` (a runtime in virtual time sharing the server's ``trio.run``)
+virtual seconds fly by whenever every task waits, so the server then disables its request
+timeouts rather than failing connections. A runtime in virtual time can also feed
+:attr:`TraceServer.sink` from its own thread while the server runs in real time.
+"""
+
+from __future__ import annotations
+
+import hmac
+import ipaddress
+import itertools
+import logging
+import math
+import os
+import secrets
+from collections import deque
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from importlib import resources
+from typing import Any, Final
+from urllib.parse import parse_qs, quote, urlsplit
+
+import msgspec
+import trio
+import trio.testing
+import trio_websocket
+
+from ._event import TraceEvent, TraceHeader
+from ._reader import LineError, iter_trace
+
+__all__ = ["ClientStatistics", "ServerStatistics", "TraceServer", "TraceServerSink"]
+
+log = logging.getLogger(__name__)
+
+_encode = msgspec.json.Encoder().encode
+_MAX_HEAD: Final = 16 * 1024
+_ASSETS: Final[dict[str, tuple[str, str]]] = {
+    "/": ("index.html", "text/html; charset=utf-8"),
+    "/index.html": ("index.html", "text/html; charset=utf-8"),
+    "/viewer.js": ("viewer.js", "text/javascript; charset=utf-8"),
+    "/viewer.css": ("viewer.css", "text/css; charset=utf-8"),
+}
+_PAGES: Final = frozenset({"/", "/index.html"})
+_CSP: Final = (
+    "default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; "
+    "img-src 'self' data:; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
+)
+_END: Final = '{"type":"end"}'
+_CLOSE_TIMEOUT: Final = 1.0  # seconds to wait for a client's closing handshake
+_PONG: Final = '{"type":"pong"}'
+_REASONS: Final = {
+    200: "OK",
+    400: "Bad Request",
+    403: "Forbidden",
+    404: "Not Found",
+    405: "Method Not Allowed",
+    408: "Request Timeout",
+    426: "Upgrade Required",
+    431: "Request Header Fields Too Large",
+}
+
+
+# -- statistics --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ClientStatistics:
+    """One viewer connection: events sent to it, live events dropped for it, queued."""
+
+    id: int
+    remote: str
+    sent: int
+    dropped: int
+    queued: int
+
+
+@dataclass(frozen=True)
+class ServerStatistics:
+    """A snapshot of :meth:`TraceServer.statistics`.
+
+    ``sent``/``dropped`` are totals over every client since the server started (including
+    clients that have gone); ``per_client`` lists the connected ones. ``history`` is the
+    number of events the live history ring holds (replay: events in the file);
+    ``history_dropped`` the live events that fell off the ring; ``written`` the events
+    written to the live sink; ``line_errors`` the damaged lines of a replayed file.
+    """
+
+    mode: str
+    clients: int
+    sent: int
+    dropped: int
+    history: int
+    history_dropped: int
+    written: int
+    line_errors: int
+    per_client: tuple[ClientStatistics, ...]
+
+
+# -- framing -----------------------------------------------------------------------------
+
+
+def _event_frames(
+    events: Iterable[TraceEvent], max_events: int, max_bytes: int
+) -> Iterator[tuple[str, int]]:
+    """Encode *events* into ``events`` frames of at most *max_events* / about *max_bytes*
+    each (a single larger event gets a frame of its own). Yields (frame, event count)."""
+    parts: list[bytes] = []
+    size = 0
+    for event in events:
+        data = _encode(event)
+        if parts and (len(parts) >= max_events or size + len(data) > max_bytes):
+            yield _join(parts), len(parts)
+            parts = []
+            size = 0
+        parts.append(data)
+        size += len(data) + 1
+    if parts:
+        yield _join(parts), len(parts)
+
+
+def _join(parts: list[bytes]) -> str:
+    return (b'{"type":"events","events":[' + b",".join(parts) + b"]}").decode()
+
+
+def _json(obj: Any) -> str:
+    return _encode(obj).decode()
+
+
+# -- the live sink -----------------------------------------------------------------------
+
+
+class _Client:
+    __slots__ = ("dropped", "id", "limit", "queue", "remote", "reported", "sent", "skip_through")
+
+    def __init__(self, client_id: int, remote: str, limit: int) -> None:
+        self.id = client_id
+        self.remote = remote
+        self.limit = limit
+        self.queue: deque[TraceEvent] = deque()
+        self.dropped = 0  # written by the sink's writer only
+        self.reported = 0
+        self.sent = 0
+        self.skip_through: TraceEvent | None = None
+
+    def statistics(self) -> ClientStatistics:
+        return ClientStatistics(self.id, self.remote, self.sent, self.dropped, len(self.queue))
+
+
+class TraceServerSink:
+    """The live source of a :class:`TraceServer` (a :class:`traces.Sink`).
+
+    Guarantees: ``write`` is synchronous, never awaits, never raises and uses bounded
+    memory (the history ring plus one bounded queue per client); it appends to the ring
+    and offers the event to every client queue, dropping it for (and counting it against)
+    each client whose queue is full. ``close`` makes every client receive ``end`` after
+    the events already queued; events written after ``close`` are ignored (``late``).
+    """
+
+    __slots__ = (
+        "_append",
+        "_clients",
+        "_closed",
+        "_history",
+        "_new_data",
+        "_token",
+        "_wake_pending",
+        "errors",
+        "late",
+        "written",
+    )
+
+    def __init__(self, history: int) -> None:
+        self._history: deque[TraceEvent] = deque(maxlen=history)
+        self._append = self._history.append
+        self._clients: tuple[_Client, ...] = ()
+        self._closed = False
+        self._token: trio.lowlevel.TrioToken | None = None
+        self._wake_pending = False
+        self._new_data: trio.Event | None = None
+        self.written = 0
+        self.late = 0
+        self.errors = 0
+
+    # Sink API (any one writer thread) ----------------------------------------------
+
+    def write(self, event: TraceEvent) -> None:
+        try:
+            if self._closed:
+                self.late += 1
+                return
+            self.written += 1
+            self._append(event)
+            for client in self._clients:
+                queue = client.queue
+                # Only this writer appends; the consumer only pops, so the bound holds.
+                if len(queue) < client.limit:
+                    queue.append(event)
+                else:
+                    client.dropped += 1
+            if not self._wake_pending:
+                self._request_wake()
+        except Exception:  # never raise into the runtime
+            self.errors += 1
+
+    def flush(self) -> None:
+        """Nothing to do: events are visible to clients as soon as they are written."""
+
+    def close(self) -> None:
+        """End the live stream: clients get the queued events, then ``end``."""
+        self._closed = True
+        self._request_wake()
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def __len__(self) -> int:
+        return len(self._history)
+
+    # Server side (the Trio thread) -------------------------------------------------
+
+    def _request_wake(self) -> None:
+        token = self._token
+        if token is None:
+            return
+        self._wake_pending = True
+        try:
+            token.run_sync_soon(self._wake, idempotent=False)
+        except trio.RunFinishedError:
+            self._token = None
+            self._wake_pending = False
+
+    def _wake(self) -> None:
+        self._wake_pending = False
+        event = self._new_data
+        if event is not None:
+            self._new_data = trio.Event()
+            event.set()
+
+    def _bind(self, token: trio.lowlevel.TrioToken | None) -> None:
+        self._new_data = trio.Event() if token is not None else None
+        self._wake_pending = False
+        self._token = token
+
+    def _attach(self, client: _Client) -> list[TraceEvent]:
+        """Register *client* for live events and return the history so far.
+
+        The client is registered *before* the ring is copied: an event written meanwhile
+        by another thread may then be in both, and is skipped once (``skip_through``).
+        """
+        self._clients = (*self._clients, client)
+        snapshot = list(self._history)
+        client.skip_through = snapshot[-1] if snapshot else None
+        return snapshot
+
+    def _detach(self, client: _Client) -> None:
+        self._clients = tuple(c for c in self._clients if c is not client)
+
+    def _waiter(self) -> trio.Event:
+        assert self._new_data is not None
+        return self._new_data
+
+    @property
+    def history_dropped(self) -> int:
+        return self.written - len(self._history)
+
+
+# -- HTTP plumbing -----------------------------------------------------------------------
+
+
+class _HttpError(Exception):
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+@dataclass(frozen=True)
+class _Request:
+    method: str
+    target: str
+    path: str
+    query: dict[str, list[str]]
+    headers: dict[str, str]  # lower-case names; repeated headers joined with ", "
+
+    def header(self, name: str) -> str:
+        return self.headers.get(name, "")
+
+    @property
+    def is_websocket(self) -> bool:
+        upgrade = self.header("upgrade").lower()
+        connection = {t.strip().lower() for t in self.header("connection").split(",")}
+        return upgrade == "websocket" and "upgrade" in connection
+
+
+def _parse_head(head: bytes) -> _Request:
+    try:
+        text = head.decode("latin-1")
+    except UnicodeDecodeError:  # pragma: no cover - latin-1 decodes every byte
+        raise _HttpError(400, "undecodable request") from None
+    lines = text.split("\r\n")
+    parts = lines[0].split(" ")
+    if len(parts) != 3 or not parts[2].startswith("HTTP/1."):
+        raise _HttpError(400, "malformed request line")
+    method, target, _version = parts
+    headers: dict[str, str] = {}
+    for line in lines[1:]:
+        if not line:
+            continue
+        name, sep, value = line.partition(":")
+        if not sep or not name or name != name.strip():
+            raise _HttpError(400, "malformed header line")
+        key = name.lower()
+        value = value.strip()
+        headers[key] = f"{headers[key]}, {value}" if key in headers else value
+    split = urlsplit(target)
+    return _Request(method, target, split.path, parse_qs(split.query), headers)
+
+
+async def _read_head(stream: trio.abc.ReceiveStream) -> tuple[bytes, bytes]:
+    """Read up to the blank line ending the request head; returns (head, bytes after)."""
+    buf = bytearray()
+    while True:
+        end = buf.find(b"\r\n\r\n")
+        if end >= 0:
+            return bytes(buf[:end]), bytes(buf[end + 4 :])
+        if len(buf) > _MAX_HEAD:
+            raise _HttpError(431, "request head too large")
+        data = await stream.receive_some(4096)
+        if not data:
+            raise EOFError
+        buf += data
+
+
+class _ReplayStream(trio.abc.Stream):
+    """A stream that first returns bytes already read from *inner*, then reads *inner*.
+
+    Lets trio-websocket parse the handshake this server has already read.
+    """
+
+    def __init__(self, inner: trio.abc.Stream, prefix: bytes) -> None:
+        self._inner = inner
+        self._prefix = prefix
+
+    async def receive_some(self, max_bytes: int | None = None) -> bytes | bytearray:
+        if self._prefix:
+            await trio.lowlevel.checkpoint()
+            n = len(self._prefix) if max_bytes is None else max_bytes
+            data, self._prefix = self._prefix[:n], self._prefix[n:]
+            return data
+        return await self._inner.receive_some(max_bytes)
+
+    async def send_all(self, data: bytes | bytearray | memoryview) -> None:
+        await self._inner.send_all(data)
+
+    async def wait_send_all_might_not_block(self) -> None:
+        await self._inner.wait_send_all_might_not_block()
+
+    async def send_eof(self) -> None:
+        send_eof = getattr(self._inner, "send_eof", None)
+        if send_eof is not None:
+            await send_eof()
+
+    async def aclose(self) -> None:
+        await self._inner.aclose()
+
+
+def _is_loopback(host: str) -> bool:
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def _url_host(host: str) -> str:
+    return f"[{host}]" if ":" in host and not host.startswith("[") else host
+
+
+def _remote(stream: trio.abc.Stream) -> str:
+    sock = getattr(stream, "socket", None)
+    try:
+        peer = sock.getpeername() if sock is not None else None
+    except OSError:
+        peer = None
+    return f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) and len(peer) >= 2 else "?"
+
+
+# -- the server ----------------------------------------------------------------------------
+
+
+class TraceServer:
+    """Serves the trace viewer and a trace stream on one port (see the module docstring).
+
+    Args:
+      host: address to bind; anything but loopback requires *token*.
+      port: TCP port, 0 (default) for a free one (see :attr:`port` once started).
+      token: if set, required as ``?token=`` by the page and the WebSocket handshake.
+      history: live mode: events kept for clients that connect later (newest kept).
+      client_queue: live mode: events queued per client before that client drops.
+      header: live mode: the trace header sent in ``hello``.
+      batch: at most this many events per ``events`` frame (also capped at about
+        *max_frame_bytes* bytes).
+      request_timeout: seconds a connection may take to send its request head and
+        complete the WebSocket handshake (real time); ``None`` for no limit.
+    """
+
+    def __init__(
+        self,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        token: str | None = None,
+        history: int = 200_000,
+        client_queue: int = 10_000,
+        *,
+        header: TraceHeader | None = None,
+        batch: int = 1000,
+        max_frame_bytes: int = 512 * 1024,
+        request_timeout: float | None = 10.0,
+    ) -> None:
+        if token is not None and not token:
+            raise ValueError("token must be a non-empty string (or None)")
+        if token is None and not _is_loopback(host):
+            raise ValueError(
+                f"binding {host!r} (not loopback) exposes the trace: a token is required"
+            )
+        if history <= 0 or client_queue <= 0 or batch <= 0 or max_frame_bytes <= 0:
+            raise ValueError("history, client_queue, batch and max_frame_bytes must be > 0")
+        self.host = host
+        self._want_port = port
+        self._port: int | None = None
+        self.token = token
+        self.header = header or TraceHeader()
+        self._batch = batch
+        self._max_bytes = max_frame_bytes
+        self._request_timeout = math.inf if request_timeout is None else request_timeout
+        self._virtual_clock = False
+        self._client_limit = client_queue
+        self._sink = TraceServerSink(history)
+        self._replay_path: str | None = None
+        self._replay: list[tuple[str, int]] | None = None
+        self._replay_events = 0
+        self._line_errors = 0
+        self._ids = itertools.count(1)
+        self._clients: dict[int, _Client] = {}
+        self._gone_sent = 0
+        self._gone_dropped = 0
+        self._scope: trio.CancelScope | None = None
+        self._asset_cache: dict[str, bytes] = {}
+
+    @classmethod
+    def from_file(
+        cls,
+        path: str | os.PathLike[str],
+        *,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        token: str | None = None,
+        batch: int = 1000,
+        max_frame_bytes: int = 512 * 1024,
+        request_timeout: float | None = 10.0,
+    ) -> TraceServer:
+        """A server replaying the trace file *path* to every client.
+
+        The header is checked now (``ValueError`` if *path* is not a trioxide trace,
+        ``OSError`` if it cannot be read); the events are read when :meth:`serve` starts.
+        """
+        with open(path, "rb") as f:
+            first = f.readline()
+        try:
+            next(iter_trace(path), None)  # validates the header line (schema version)
+            header = msgspec.json.decode(first, type=TraceHeader)
+        except (msgspec.DecodeError, ValueError) as exc:
+            raise ValueError(f"{os.fspath(path)}: not a trioxide trace: {exc}") from None
+        server = cls(
+            host,
+            port,
+            token,
+            header=header,
+            batch=batch,
+            max_frame_bytes=max_frame_bytes,
+            request_timeout=request_timeout,
+        )
+        server._replay_path = os.fspath(path)
+        return server
+
+    @staticmethod
+    def generate_token() -> str:
+        """A random URL-safe token (128 bits)."""
+        return secrets.token_urlsafe(16)
+
+    # -- properties ------------------------------------------------------------------
+
+    @property
+    def mode(self) -> str:
+        """``"replay"`` for :meth:`from_file` servers, else ``"live"``."""
+        return "live" if self._replay_path is None else "replay"
+
+    @property
+    def sink(self) -> TraceServerSink:
+        """The live sink: give it to a :class:`traces.Tracer`. Not for replay servers."""
+        if self._replay_path is not None:
+            raise RuntimeError("a replay server has no live sink")
+        return self._sink
+
+    @property
+    def port(self) -> int:
+        """The bound port (after :meth:`serve` started)."""
+        if self._port is None:
+            raise RuntimeError("the server is not listening yet")
+        return self._port
+
+    @property
+    def url(self) -> str:
+        """The viewer's URL, with ``?token=`` if a token is set."""
+        url = f"http://{_url_host(self.host)}:{self.port}/"
+        return f"{url}?token={quote(self.token, safe='')}" if self.token else url
+
+    def statistics(self) -> ServerStatistics:
+        clients = tuple(c.statistics() for c in self._clients.values())
+        live = self._replay_path is None
+        return ServerStatistics(
+            mode=self.mode,
+            clients=len(clients),
+            sent=self._gone_sent + sum(c.sent for c in clients),
+            dropped=self._gone_dropped + sum(c.dropped for c in clients),
+            history=len(self._sink) if live else self._replay_events,
+            history_dropped=self._sink.history_dropped if live else 0,
+            written=self._sink.written,
+            line_errors=self._line_errors,
+            per_client=clients,
+        )
+
+    # -- lifecycle -------------------------------------------------------------------
+
+    async def serve(self, *, task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED) -> None:
+        """Listen and serve until cancelled (or :meth:`close`). ``nursery.start`` returns
+        the bound port. A replay file is read (in a worker thread) before listening."""
+        if self._scope is not None:
+            raise RuntimeError("this server is already serving")
+        if self._replay_path is not None and self._replay is None:
+            self._replay = await trio.to_thread.run_sync(self._load_replay, self._replay_path)
+        listeners = await trio.open_tcp_listeners(self._want_port, host=self.host)
+        if self._want_port == 0:
+            # "localhost" may resolve to both ::1 and 127.0.0.1, each with its own port.
+            for extra in listeners[1:]:
+                await extra.aclose()
+            listeners = listeners[:1]
+        self._port = int(listeners[0].socket.getsockname()[1])
+        self._virtual_clock = isinstance(trio.lowlevel.current_clock(), trio.testing.MockClock)
+        self._sink._bind(trio.lowlevel.current_trio_token())
+        try:
+            with trio.CancelScope() as scope:
+                self._scope = scope
+                async with trio.open_nursery() as nursery:
+                    await nursery.start(trio.serve_listeners, self._handle, listeners)
+                    task_status.started(self._port)
+        finally:
+            self._sink._bind(None)
+            self._scope = None
+
+    def close(self) -> None:
+        """Stop serving (from the Trio thread): :meth:`serve` returns."""
+        if self._scope is not None:
+            self._scope.cancel()
+
+    def _load_replay(self, path: str) -> list[tuple[str, int]]:
+        frames: list[tuple[str, int]] = []
+        errors: list[LineError] = []
+        pending: list[TraceEvent] = []
+        count = 0
+
+        def flush() -> None:
+            frames.extend(_event_frames(pending, self._batch, self._max_bytes))
+            pending.clear()
+
+        def report() -> None:
+            flush()
+            for err in errors:
+                frames.append(
+                    (_json({"type": "line_error", "line": err.line, "error": err.error}), 0)
+                )
+            self._line_errors += len(errors)
+            errors.clear()
+
+        for event in iter_trace(path, errors):
+            if errors:
+                report()
+            pending.append(event)
+            count += 1
+            if len(pending) >= self._batch:
+                flush()
+        report()
+        self._replay_events = count
+        return frames
+
+    # -- connections -----------------------------------------------------------------
+
+    async def _handle(self, stream: trio.SocketStream) -> None:
+        """One TCP connection; never lets an error escape into the listener."""
+        try:
+            await self._handle_connection(stream)
+        except* (
+            trio.BrokenResourceError,
+            trio.ClosedResourceError,
+            trio.TooSlowError,
+            trio_websocket.ConnectionClosed,
+            EOFError,
+            OSError,
+        ):
+            pass  # the peer went away or was too slow: nothing to report
+        except* Exception:
+            log.exception("trace server: connection failed")
+        finally:
+            with trio.CancelScope(shield=True):
+                await stream.aclose()
+
+    async def _handle_connection(self, stream: trio.SocketStream) -> None:
+        try:
+            with trio.fail_after(self._timeout):
+                head, rest = await _read_head(stream)
+            request = _parse_head(head)
+        except trio.TooSlowError:
+            await self._respond(stream, 408, b"request timeout\n")
+            return
+        except _HttpError as exc:
+            await self._respond(stream, exc.status, f"{exc}\n".encode())
+            return
+        if self.token is None and not self._host_allowed(request.header("host")):
+            await self._respond(stream, 403, b"forbidden host\n")
+            return
+        if request.is_websocket:
+            if request.path != "/ws":
+                await self._respond(stream, 404, b"not found\n")
+            elif request.method != "GET" or not request.header("sec-websocket-key"):
+                await self._respond(stream, 400, b"bad websocket handshake\n")
+            elif request.header("sec-websocket-version") != "13":
+                await self._respond(
+                    stream,
+                    426,
+                    b"websocket version 13 only\n",
+                    extra=[("Sec-WebSocket-Version", "13")],
+                )
+            else:
+                await self._websocket(stream, head + b"\r\n\r\n" + rest, request)
+            return
+        if request.method not in ("GET", "HEAD"):
+            await self._respond(
+                stream, 405, b"method not allowed\n", extra=[("Allow", "GET, HEAD")]
+            )
+            return
+        asset = _ASSETS.get(request.path)
+        if asset is None:
+            await self._respond(stream, 404, b"not found\n")
+            return
+        if request.path in _PAGES and not self._token_ok(request):
+            await self._respond(stream, 403, b"forbidden: this viewer needs ?token=...\n")
+            return
+        name, content_type = asset
+        await self._respond(
+            stream, 200, self._asset(name), content_type, head_only=request.method == "HEAD"
+        )
+
+    @property
+    def _timeout(self) -> float:
+        """The request timeout; none under a MockClock, where it would expire at once."""
+        return math.inf if self._virtual_clock else self._request_timeout
+
+    def _asset(self, name: str) -> bytes:
+        data = self._asset_cache.get(name)
+        if data is None:
+            package = __package__ or "traces"
+            data = resources.files(package).joinpath("viewer", name).read_bytes()
+            self._asset_cache[name] = data
+        return data
+
+    async def _respond(
+        self,
+        stream: trio.abc.SendStream,
+        status: int,
+        body: bytes,
+        content_type: str = "text/plain; charset=utf-8",
+        *,
+        head_only: bool = False,
+        extra: Iterable[tuple[str, str]] = (),
+    ) -> None:
+        lines = [
+            f"HTTP/1.1 {status} {_REASONS.get(status, 'Error')}",
+            f"Content-Type: {content_type}",
+            f"Content-Length: {len(body)}",
+            "Connection: close",
+            "Cache-Control: no-store",
+            "X-Content-Type-Options: nosniff",
+            "Referrer-Policy: no-referrer",
+            f"Content-Security-Policy: {_CSP}",
+            *(f"{k}: {v}" for k, v in extra),
+        ]
+        data = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
+        await stream.send_all(data if head_only else data + body)
+
+    def _token_ok(self, request: _Request) -> bool:
+        if self.token is None:
+            return True
+        given = request.query.get("token", [""])[0]
+        return hmac.compare_digest(given.encode(), self.token.encode())
+
+    def _host_allowed(self, host: str) -> bool:
+        """Without a token the server is loopback-only: the Host header must say so."""
+        host = host.strip().lower()
+        name, _, port = host.rpartition(":") if not host.endswith("]") else (host, "", "")
+        if port and port != str(self._port):
+            return False
+        return _is_loopback(name or host)
+
+    def _ws_refusal(self, request: _Request) -> str | None:
+        if not self._token_ok(request):
+            return "forbidden: missing or wrong token"
+        origin = request.header("origin")
+        if origin and origin.lower() != f"http://{request.header('host').lower()}":
+            return "forbidden: cross-origin WebSocket"
+        return None
+
+    async def _websocket(self, stream: trio.SocketStream, raw: bytes, request: _Request) -> None:
+        remote = _remote(stream)
+        replay = _ReplayStream(stream, raw)
+        async with trio.open_nursery() as nursery:
+            try:
+                with trio.fail_after(self._timeout):
+                    ws_request = await trio_websocket.wrap_server_stream(
+                        nursery, replay, message_queue_size=4, max_message_size=64 * 1024
+                    )
+                refusal = self._ws_refusal(request)
+                if refusal is not None:
+                    with trio.move_on_after(self._timeout):
+                        await ws_request.reject(403, body=refusal.encode() + b"\n")
+                    return
+                with trio.fail_after(self._timeout):
+                    ws = await ws_request.accept()
+                try:
+                    await self._serve_client(ws, remote)
+                finally:
+                    with trio.move_on_after(_CLOSE_TIMEOUT) as cleanup:
+                        cleanup.shield = True
+                        await ws.aclose()
+            except trio.TooSlowError:
+                pass
+            finally:
+                nursery.cancel_scope.cancel()
+
+    async def _serve_client(self, ws: trio_websocket.WebSocketConnection, remote: str) -> None:
+        client = _Client(next(self._ids), remote, self._client_limit)
+        self._clients[client.id] = client
+        try:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(self._read_client, ws, nursery.cancel_scope)
+                try:
+                    if self._replay is not None:
+                        await self._pump_replay(ws, client, self._replay)
+                    else:
+                        await self._pump_live(ws, client)
+                except trio_websocket.ConnectionClosed:
+                    nursery.cancel_scope.cancel()
+        finally:
+            self._sink._detach(client)
+            del self._clients[client.id]
+            self._gone_sent += client.sent
+            self._gone_dropped += client.dropped
+
+    async def _read_client(
+        self, ws: trio_websocket.WebSocketConnection, done: trio.CancelScope
+    ) -> None:
+        """Answer pings; close this client (1003) on anything else; cancel *done* at exit."""
+        try:
+            while True:
+                message = await ws.get_message()
+                try:
+                    if not isinstance(message, str):
+                        raise ValueError("binary frame")
+                    obj = msgspec.json.decode(message)
+                    if not isinstance(obj, dict) or obj.get("type") != "ping":
+                        raise ValueError("unknown frame")
+                except ValueError as exc:
+                    with trio.move_on_after(_CLOSE_TIMEOUT):
+                        await ws.aclose(1003, f"malformed frame: {exc}"[:120])
+                    return
+                await ws.send_message(_PONG)
+        except trio_websocket.ConnectionClosed:
+            pass
+        finally:
+            done.cancel()
+
+    def _hello(self, **extra: Any) -> str:
+        return _json(
+            {"type": "hello", "header": msgspec.to_builtins(self.header), "mode": self.mode} | extra
+        )
+
+    async def _pump_replay(
+        self,
+        ws: trio_websocket.WebSocketConnection,
+        client: _Client,
+        frames: list[tuple[str, int]],
+    ) -> None:
+        await ws.send_message(self._hello(total=self._replay_events))
+        for frame, count in frames:
+            await ws.send_message(frame)
+            client.sent += count
+        await ws.send_message(_END)
+
+    async def _pump_live(self, ws: trio_websocket.WebSocketConnection, client: _Client) -> None:
+        sink = self._sink
+        await ws.send_message(self._hello())
+        history = sink._attach(client)
+        for frame, count in _event_frames(history, self._batch, self._max_bytes):
+            await ws.send_message(frame)
+            client.sent += count
+        del history
+        queue = client.queue
+        marker = client.skip_through
+        if marker is not None:  # drop what is both in the history and the queue
+            for i in range(min(len(queue), 4096)):
+                if queue[i] is marker:
+                    for _ in range(i + 1):
+                        queue.popleft()
+                    break
+            client.skip_through = None
+        while True:
+            waiter = sink._waiter()
+            if queue:
+                batch = [queue.popleft() for _ in range(min(len(queue), self._batch))]
+                for frame, count in _event_frames(batch, self._batch, self._max_bytes):
+                    await ws.send_message(frame)
+                    client.sent += count
+            elif client.dropped != client.reported:
+                client.reported = client.dropped
+                await ws.send_message(_json({"type": "dropped", "count": client.reported}))
+            elif sink.closed:
+                await ws.send_message(_END)
+                return
+            else:
+                await waiter.wait()
+                continue
+            if client.dropped != client.reported:
+                client.reported = client.dropped
+                await ws.send_message(_json({"type": "dropped", "count": client.reported}))
