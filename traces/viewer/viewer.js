@@ -503,6 +503,14 @@
     if (k > right - S.W * S.kpp * 0.03 || k < S.k0) S.k0 = k - S.W * S.kpp * 0.9;
   }
 
+  // Keep some of the data on screen however far the user pans.
+  function clampPan() {
+    if (!S.events.length) return;
+    const [a, b] = keyRange();
+    const w = S.W * S.kpp;
+    S.k0 = Math.min(b - w * 0.1, Math.max(a - w * 0.9, S.k0));
+  }
+
   function setFollow(on) {
     S.follow = on;
     $('follow').checked = on;
@@ -543,6 +551,7 @@
     if (S.playing) stepPlay();
     refilter();
     if (S.follow) followEnd();
+    clampPan();
     updateLists();
     renderTree();
     draw();
