@@ -85,6 +85,7 @@ def _server_options(args: argparse.Namespace) -> dict[str, Any]:
 
 def _view(args: argparse.Namespace) -> int:
     import trio
+
     from traces.server import TraceServer
 
     if not args.trace.exists():
@@ -104,9 +105,8 @@ def _view(args: argparse.Namespace) -> int:
 
 
 def _export(args: argparse.Namespace) -> int:
-    from traces.export import write_otlp, write_perfetto
-
     from traces import read_trace
+    from traces.export import write_otlp, write_perfetto
 
     if args.perfetto is None and args.otlp is None:
         raise SystemExit("trioxide export: give --perfetto FILE and/or --otlp FILE")
