@@ -80,3 +80,27 @@ def test_demo_trace_is_byte_identical_across_processes(tmp_path: Path) -> None:
     first, second = (p.read_bytes() for p in paths)
     assert first == second
     assert b"Cancelled()" in first and b" at 0x" not in first
+
+
+def test_export_command_writes_perfetto_and_otlp(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import json
+
+    trace = tmp_path / "sled.jsonl"
+    assert main(["demo", "--vmms", "4", "--trace", str(trace)]) == 0
+    # A corrupted line is reported with its number and skipped; the rest is exported.
+    lines = trace.read_bytes().splitlines(keepends=True)
+    lines.insert(5, b"{not json\n")
+    trace.write_bytes(b"".join(lines))
+    perfetto, otlp = tmp_path / "p.json", tmp_path / "o.json"
+    capsys.readouterr()
+    assert main(["export", str(trace), "--perfetto", str(perfetto), "--otlp", str(otlp)]) == 0
+    err = capsys.readouterr().err
+    assert f"{trace}:6: skipped a corrupted line" in err
+    doc = json.loads(perfetto.read_text())
+    assert doc["traceEvents"] and all("ph" in e for e in doc["traceEvents"])
+    spans = json.loads(otlp.read_text())["resourceSpans"][0]["scopeSpans"][0]["spans"]
+    assert {s["kind"] for s in spans} == {4, 5}  # PRODUCER and CONSUMER
+    with pytest.raises(SystemExit, match="--perfetto"):
+        main(["export", str(trace)])
