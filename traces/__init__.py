@@ -3,6 +3,7 @@
 This package never imports ``runtime`` or ``actors``.
 """
 
+from . import otel
 from ._event import KINDS, NO_PAYLOAD, SCHEMA_VERSION, TraceEvent, TraceHeader
 from ._reader import LineError, TraceFile, follow_trace, iter_trace, read_trace
 from ._sinks import JsonlFileSink, MemorySink, SinkStatistics
@@ -24,6 +25,7 @@ __all__ = [
     "Tracer",
     "follow_trace",
     "iter_trace",
+    "otel",
     "read_trace",
     "to_otlp",
     "to_perfetto",
