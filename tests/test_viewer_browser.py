@@ -67,9 +67,7 @@ def test_viewer_shows_the_trace_filters_and_details(
         )  # fmt: skip
         try:
             # The server's CSP forbids eval; Playwright's string predicates need it.
-            context = browser.new_context(
-                viewport={"width": 1600, "height": 1000}, bypass_csp=True
-            )
+            context = browser.new_context(viewport={"width": 1600, "height": 1000}, bypass_csp=True)
             page = context.new_page()
             page.goto(url)
             page.wait_for_function("window.viewer && window.viewer.stats().ended", timeout=60_000)
