@@ -61,7 +61,8 @@
     // filters and derived
     F: { actor: '', type: '', typeExact: false, vmm: '', search: '', kinds: new Set(KINDS), compact: true },
     fullDirty: true, treeDirty: true, layoutDirty: true, fDone: 0, aDone: 0,
-    filtered: 0, arrowCount: 0, rows: [], cutSeq: null, cutIdx: -1,
+    filtered: 0, fFirst: -1, fLast: -1, arrowCount: 0, rows: [], cutSeq: null,
+    listsDirty: true, treeRendered: false, treeRange: null,
     // view
     xmode: 'time', k0: 0, kpp: 1, autoFit: true, follow: true, W: 0, H: 0, dpr: 1,
     sel: null, selChain: new Set(), preferSeq: null, hover: null, hitArrows: [], lastClick: null,
@@ -74,7 +75,9 @@
   let canvas, ctx, overlay, octx, tree, treeInner, tooltip;
 
   // -- data ingestion ----------------------------------------------------------------------
-  const VMM_SEG = /^(?:runner|propolis)-(.+?)(?:-g\d+)?$/;
+  // VMM ids in actor names: runner-<vmm>-g<generation> and propolis-<vmm> (but not the
+  // "propolis-host" parent); descendants (monitor, crucible-*) inherit their VMM.
+  const VMM_SEG = /^(?:runner-(.+?)(?:-g\d+)?|propolis-(?!host$)(.+))$/;
 
   function node(path, real) {
     let n = S.nodes.get(path);
@@ -90,9 +93,9 @@
       path, lower: path.toLowerCase(), name, parent, children: [], depth: parent ? parent.depth + 1 : 0,
       real: !!real, first: -1, last: -1, count: 0, stopped: false, collapsed: false,
       row: -1, vrow: -1, hits: 0, sub: 0, amatch: false,
-      vmm: m ? m[1] : (parent ? parent.vmm : null),
+      vmm: m ? (m[1] || m[2]) : (parent ? parent.vmm : null),
     };
-    if (n.vmm) S.vmms.add(n.vmm);
+    if (n.vmm && !S.vmms.has(n.vmm)) { S.vmms.add(n.vmm); S.listsDirty = true; }
     if (real) S.actorCount++;
     const siblings = parent ? parent.children : S.roots;
     siblings.push(n);
@@ -133,7 +136,7 @@
         const pl = ev.payload;
         if (pl && typeof pl === 'object' && typeof pl.propolis_id === 'string') {
           m.vmm = pl.propolis_id;
-          S.vmms.add(m.vmm);
+          if (!S.vmms.has(m.vmm)) { S.vmms.add(m.vmm); S.listsDirty = true; }
         }
         if (m.receive) addArrow(m);
         break;
@@ -296,6 +299,8 @@
       S.fDone = 0;
       S.aDone = 0;
       S.filtered = 0;
+      S.fFirst = -1;
+      S.fLast = -1;
       S.arrowCount = 0;
       S.layoutDirty = true;
       S.fullDirty = false;
@@ -307,6 +312,8 @@
       ev.f = f;
       if (f) {
         S.filtered++;
+        if (S.fFirst < 0) S.fFirst = i;
+        S.fLast = i;
         if (ev.a.hits++ === 0 && compact) S.layoutDirty = true;
         if (ev.p && (ev.kind === 'send' || ev.kind === 'reply') && ev.p.hits++ === 0 && compact) S.layoutDirty = true;
       }
@@ -462,13 +469,24 @@
     return [a, b > a ? b : a + 1];
   }
 
-  function fit() {
-    const [a, b] = keyRange();
+  // What "fit" shows: the events that pass the filters (all events when none is set).
+  function fitRange() {
+    const F = S.F;
+    const filtering = F.actor || eventFilterActive();
+    if (!filtering || S.fFirst < 0) return keyRange();
+    const a = keyOf(S.events[S.fFirst]);
+    const b = keyOf(S.events[S.fLast]);
+    return [a, b > a ? b : a + (S.xmode === 'seq' ? 10 : 1)];
+  }
+
+  function fit(redraw = true) {
+    refilter();
+    const [a, b] = fitRange();
     const w = Math.max(50, S.W - 20);
     S.kpp = ((b - a) * 1.04) / w || 1;
     S.k0 = a - (b - a) * 0.02;
     clampZoom();
-    schedule();
+    if (redraw) schedule();
   }
 
   function clampZoom() {
@@ -496,7 +514,7 @@
   function followEnd() {
     const lim = cutLimit();
     if (!lim) return;
-    if (S.autoFit) { fit(); return; }
+    if (S.autoFit) { fit(false); return; }
     const last = S.events[lim - 1];
     const k = keyOf(last);
     const right = S.k0 + S.W * S.kpp;
@@ -550,7 +568,8 @@
     }
     if (S.playing) stepPlay();
     refilter();
-    if (S.follow) followEnd();
+    if (S.autoFit) fit(false); // until the user zooms or pans, show everything that matches
+    else if (S.follow) followEnd();
     clampPan();
     updateLists();
     renderTree();
@@ -1323,7 +1342,9 @@
     }
     const x = xOf(ev);
     if (x < 30 || x > S.W - 30) {
-      S.k0 = keyOf(ev) - (S.W * S.kpp) / 2;
+      // far away: center it; just off an edge: shift it a little into view
+      const to = x < -S.W || x > 2 * S.W ? S.W / 2 : (x < 30 ? 80 : S.W - 80);
+      S.k0 = keyOf(ev) - to * S.kpp;
       S.autoFit = false;
       if (S.follow) setFollow(false);
     }
