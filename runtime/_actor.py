@@ -641,24 +641,30 @@ class ActorCell:
     # -- handling one message ----------------------------------------------------------
 
     async def _dispatch(self, item: Any) -> None:
-        """Handle one queued item: an envelope (ask or traced tell) or a bare message."""
+        """Handle one queued item: an envelope (ask or traced tell) or a bare message.
+
+        (The message loop inlines the untraced tell and ask paths; this is the general one,
+        also used for messages served by ``serve_until``.)"""
         prev, prev_taken = self.current, self.taken
         self.taken = None
-        if type(item) is not Envelope:
+        try:
+            if type(item) is Envelope:
+                await self._dispatch_envelope(item)
+                return
             self.current = _BARE
             try:
                 await self.handle_fn(item)  # type: ignore[misc]
-                if self.taken is not None:
-                    self._finish_taken(None)
             except BaseException as exc:
                 self._finish_taken(exc)
                 raise
-            finally:
-                self.current = prev
-                self.taken = prev_taken
-                self.handled += 1
-            return
-        env: Envelope = item
+            if self.taken is not None:
+                self._finish_taken(None)
+        finally:
+            self.current = prev
+            self.taken = prev_taken
+            self.handled += 1
+
+    async def _dispatch_envelope(self, env: Envelope) -> None:
         self.current = env
         tr = self.rt.tracer
         asker = env.asker
@@ -676,15 +682,9 @@ class ActorCell:
                     self._answer(env, outcome.Error(exc))
                     if tr is not None:
                         tr.emit(
-                            "handle",
-                            self.path,
-                            None,
-                            env.id,
-                            None,
-                            env.id,
-                            None,
+                            "handle", self.path, None, env.id, None, env.id, None,
                             f"error: {describe(exc)}",
-                        )
+                        )  # fmt: skip
                     self._finish_taken(exc)
                     return
                 self._answer(env, outcome.Value(result))
@@ -700,21 +700,11 @@ class ActorCell:
             if tr is not None:
                 kind = "cancel" if isinstance(_unwrap(exc), trio.Cancelled) else "handle"
                 tr.emit(
-                    kind,
-                    self.path,
-                    None,
-                    env.id,
-                    None,
-                    None,
-                    None,
+                    kind, self.path, None, env.id, None, None, None,
                     f"error: {describe(_unwrap(exc))}",
-                )
+                )  # fmt: skip
             self._finish_taken(exc)
             raise
-        finally:
-            self.current = prev
-            self.taken = prev_taken
-            self.handled += 1
 
     def _why(self, exc: BaseException) -> object:
         if self.stopping is not _NOT_STOPPING:

@@ -95,46 +95,21 @@ class Tracer:
     ) -> None:
         """Record one step. ``msg`` (optional) gives ``msg_type`` and, if enabled, ``payload``."""
         self._seq = seq = self._seq + 1
-        if msg is None:
-            self._write(
-                TraceEvent(
-                    seq,
-                    self._clock(),
-                    kind,
-                    actor,
-                    peer,
-                    msg_id,
-                    cause,
-                    corr,
-                    None,
-                    NO_PAYLOAD,
-                    detail,
-                )
-            )
-            return
+        msg_type = None
         payload = NO_PAYLOAD
-        if self.payloads:
-            if self.redact is not None:
-                redacted = self.redact(msg)
-                if redacted is not None:
-                    payload = _encode_payload(redacted)
-            else:
-                payload = _encode_payload(msg)
+        if msg is not None:
+            msg_type = type(msg).__name__
+            if self.payloads:
+                if self.redact is not None:
+                    msg = self.redact(msg)
+                if msg is not None:
+                    payload = _encode_payload(msg)
         self._write(
             TraceEvent(
-                seq,
-                self._clock(),
-                kind,
-                actor,
-                peer,
-                msg_id,
-                cause,
-                corr,
-                type(msg).__name__,
-                payload,
+                seq, self._clock(), kind, actor, peer, msg_id, cause, corr, msg_type, payload,
                 detail,
             )
-        )
+        )  # fmt: skip
 
     def flush(self) -> None:
         """Make everything emitted so far visible to readers (file sinks write through)."""
