@@ -69,39 +69,35 @@ class OtelSink:
             attrs["trioxide.detail"] = event.detail
         return attrs
 
+    def _start(
+        self, event: TraceEvent, operation: str, parent: Any, kind: Any, ns: int, links: Any = ()
+    ) -> Any:
+        """A span named "<type> <operation>", child of *parent* (a span) if given."""
+        ctx = self._trace.set_span_in_context(parent) if parent is not None else None
+        return self._tracer.start_span(
+            f"{event.msg_type} {operation}",
+            context=ctx,
+            kind=kind,
+            attributes=self._attributes(event, operation),
+            links=links,
+            start_time=ns,
+        )
+
     def _write(self, event: TraceEvent) -> None:
         trace = self._trace
         kind = event.kind
         ns = self._ns(event.t)
         if kind == "send" and event.msg_id is not None:
             parent = self._consumers.get(event.cause) if event.cause is not None else None
-            ctx = trace.set_span_in_context(parent) if parent is not None else None
-            span = self._tracer.start_span(
-                f"{event.msg_type} send",
-                context=ctx,
-                kind=trace.SpanKind.PRODUCER,
-                attributes=self._attributes(event, "send"),
-                start_time=ns,
-            )
+            span = self._start(event, "send", parent, trace.SpanKind.PRODUCER, ns)
             span.end(end_time=ns)
             self.spans += 1
             self._remember(self._producers, event.msg_id, span.get_span_context())
         elif kind == "receive" and event.msg_id is not None and event.detail is None:
             producer = self._producers.pop(event.msg_id, None)
+            parent = trace.NonRecordingSpan(producer) if producer is not None else None
             links = [trace.Link(producer)] if producer is not None else []
-            ctx = (
-                trace.set_span_in_context(trace.NonRecordingSpan(producer))
-                if producer is not None
-                else None
-            )
-            span = self._tracer.start_span(
-                f"{event.msg_type} process",
-                context=ctx,
-                kind=trace.SpanKind.CONSUMER,
-                attributes=self._attributes(event, "process"),
-                links=links,
-                start_time=ns,
-            )
+            span = self._start(event, "process", parent, trace.SpanKind.CONSUMER, ns, links)
             self.spans += 1
             self._remember(self._consumers, event.msg_id, span)
         elif (
