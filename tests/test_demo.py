@@ -104,3 +104,59 @@ def test_export_command_writes_perfetto_and_otlp(
     assert {s["kind"] for s in spans} == {4, 5}  # PRODUCER and CONSUMER
     with pytest.raises(SystemExit, match="--perfetto"):
         main(["export", str(trace)])
+
+
+def test_demo_view_streams_the_live_run_to_a_client(tmp_path: Path) -> None:
+    """``trioxide demo --view``: the live server is a sink of the demo's tracer, in the
+    same (virtual-time) run; a client gets the hello, then the run's events."""
+    import json
+    import math
+
+    import trio
+    import trio_websocket
+
+    from actors.demo import DemoOptions, Stats, _InvariantSink, _viewed
+    from runtime.testing import run_seeded
+    from traces.server import TraceServer
+
+    opts = DemoOptions(vmms=3, trace=tmp_path / "live.jsonl")
+    stats = Stats()
+    checker = _InvariantSink(stats)
+    server = TraceServer()
+    file_sink = traces.JsonlFileSink(opts.trace)
+    tracer = traces.Tracer(file_sink, checker, server.sink, payloads=True)
+    received: list[dict[str, object]] = []
+    hello: dict[str, object] = {}
+
+    def listening() -> bool:
+        try:
+            return server.port > 0
+        except RuntimeError:  # not bound yet
+            return False
+
+    async def main() -> None:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(_viewed, server, opts, stats, checker, tracer)
+            while not listening():  # noqa: ASYNC110
+                await trio.sleep(0.001)
+            # Far beyond the demo's own virtual length: no events would fail here, not hang.
+            with trio.fail_after(10**7):
+                await receive_until_sled_stops()
+            nursery.cancel_scope.cancel()
+
+    async def receive_until_sled_stops() -> None:
+        async with trio_websocket.open_websocket(
+            "127.0.0.1", server.port, "/ws", use_ssl=False, max_message_size=1 << 24,
+            connect_timeout=math.inf, disconnect_timeout=math.inf,
+        ) as ws:  # fmt: skip
+            hello.update(json.loads(await ws.get_message()))
+            while not any(e["kind"] == "stop" and e["actor"] == "sled" for e in received):
+                frame = json.loads(await ws.get_message())
+                if frame["type"] == "events":
+                    received.extend(frame["events"])
+
+    run_seeded(main, seed=1)
+    assert hello["type"] == "hello" and hello["mode"] == "live"
+    kinds = {e["kind"] for e in received}
+    assert {"spawn", "send", "receive", "handle", "stop"} <= kinds
+    assert stats.sent == stats.answered > 0 and not stats.violations
