@@ -18,10 +18,10 @@ demo: $(STAMP)
 test: lint typecheck pytest
 
 lint: $(STAMP)
-	$(BIN)/ruff check runtime traces actors tests bench examples
+	$(BIN)/ruff check src runtime traces actors tests bench examples
 
 typecheck: $(STAMP)
-	$(BIN)/mypy runtime traces
+	$(BIN)/mypy -p trioxide.runtime -p trioxide.traces
 
 pytest: $(STAMP)
 	$(BIN)/pytest

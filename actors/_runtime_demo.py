@@ -19,9 +19,8 @@ import msgspec
 import trio
 import trio.testing
 
-import runtime
-import traces
-from runtime import Actor, Admit, Rejected, Terminated, Watch
+from trioxide import runtime, traces
+from trioxide.runtime import Actor, Admit, Rejected, Terminated, Watch
 
 # -- messages ---------------------------------------------------------------------------
 

@@ -25,9 +25,9 @@ from typing import Any, TypeVar
 
 import trio
 
-import traces
-from runtime import open_runtime
-from runtime.testing import run_seeded
+from trioxide import traces
+from trioxide.runtime import open_runtime
+from trioxide.runtime.testing import run_seeded
 
 from .errors import SledAgentError
 from .instance_manager import INVARIANTS, InstanceManager
@@ -300,7 +300,7 @@ def run_demo(opts: DemoOptions, view: dict[str, Any] | None = None) -> int:
     server: Any = None
     sinks: list[Any] = [file_sink, checker, counter]
     if view is not None:
-        from traces.server import TraceServer
+        from trioxide.traces.server import TraceServer
 
         server = TraceServer(**view)
         sinks.append(server.sink)

@@ -35,7 +35,7 @@ from typing import Any
 
 import msgspec
 
-from runtime import Actor, ActorRef, Terminated
+from trioxide.runtime import Actor, ActorRef, Terminated
 
 from .errors import NoSuchVmm, PropolisAlreadyRegistered, VmmTearingDown
 from .instance_runner import InstanceRunner, PutState, SledServices, Target, Terminate, VmmSpec

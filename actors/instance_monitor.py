@@ -14,7 +14,7 @@ from typing import Any
 
 import msgspec
 
-from runtime import Actor, ActorGone, ActorRef
+from trioxide.runtime import Actor, ActorGone, ActorRef
 
 from .propolis.state_driver import NoInstance, VmState
 from .sim.propolis_host import PropolisHandle

@@ -38,7 +38,16 @@ from typing import Any
 import msgspec
 import trio
 
-from runtime import Actor, ActorGone, ActorRef, Admit, Completed, Interrupted, Rejected, Watch
+from trioxide.runtime import (
+    Actor,
+    ActorGone,
+    ActorRef,
+    Admit,
+    Completed,
+    Interrupted,
+    Rejected,
+    Watch,
+)
 
 from .errors import InstanceChannelFull, InstanceGone, VmNotRunning
 from .instance_monitor import InstanceMonitor, Observation
@@ -60,6 +69,7 @@ __all__ = [
     "MigrationRecord",
     "PutState",
     "RunnerConfig",
+    "RunnerExit",
     "SledServices",
     "Target",
     "Terminate",
@@ -96,6 +106,15 @@ class Terminate(msgspec.Struct, frozen=True):
     """Ask: tear the VMM down. ``by_nexus``: Nexus owns the state (nothing is published)."""
 
     by_nexus: bool = True
+
+
+class RunnerExit(msgspec.Struct, frozen=True):
+    """The runner's exit reason (``ref.exit_reason``, ``ActorGone.reason``): why it
+    exited and the VMM's terminal state, so a ``Terminate`` that arrives after the exit
+    still learns the outcome."""
+
+    why: str
+    final: VmmRuntimeState
 
 
 class _StopGraceExpired(msgspec.Struct, frozen=True):
@@ -412,7 +431,7 @@ class InstanceRunner(Actor):
             if self.zone is not None:
                 await svc.cleanup.tell(CleanupZone(self.zone, self.propolis_id))
         # 4. drain and exit.
-        self.stop(reason)
+        self.stop(RunnerExit(reason, self.vmm))
 
     def _transition_quiet(self, state: SledVmmState) -> None:
         self.vmm = self.vmm.transition(state, trio.current_time())

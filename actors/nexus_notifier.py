@@ -58,7 +58,7 @@ from typing import Any
 
 import msgspec
 
-from runtime import Actor, ActorGone, TimerHandle, Watch
+from trioxide.runtime import Actor, ActorGone, TimerHandle, Watch
 
 from .sim.nexus import NexusError, NexusNotFound, SimNexus, SledInfo
 

@@ -46,7 +46,7 @@ from typing import TypeAlias
 import msgspec
 import trio
 
-from runtime import Actor, Watch
+from trioxide.runtime import Actor, Watch
 
 from .sim.hypervisor import GiB, MiB, ReservoirAllocationError, SimHypervisor
 

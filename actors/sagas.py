@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import trio
 
-from runtime.testing import Exploration, SeededRun
+from trioxide.runtime.testing import Exploration, SeededRun
 
 from .errors import InstanceGone, NoSuchVmm, VmmTearingDown
 from .instance_manager import INVARIANTS, InstanceManager, StartToken, all_saga_tokens_released

@@ -23,7 +23,7 @@ from typing import Any
 
 import msgspec
 
-from runtime import Actor, ActorGone, ActorRef, Watch
+from trioxide.runtime import Actor, ActorGone, ActorRef, Watch
 
 from .errors import InstanceGone, NoSuchVmm
 from .instance_manager import (
@@ -41,6 +41,7 @@ from .instance_runner import (
     CurrentState,
     PutState,
     RunnerConfig,
+    RunnerExit,
     SledServices,
     Target,
     Terminate,
@@ -180,8 +181,9 @@ class SledAgentClient:
             # Terminate is always admitted (a full request queue cannot refuse it) and
             # idempotent: the runner (or its drain) answers with the terminal state.
             state: VmmRuntimeState = await reg.runner.ask(Terminate(by_nexus=True))
-        except ActorGone:
-            return None
+        except ActorGone as gone:
+            # The manager's own Terminate already ended the runner: its exit says how.
+            return gone.reason.final if isinstance(gone.reason, RunnerExit) else None
         return state
 
     async def ensure_state(self, propolis_id: str, target: Target) -> VmmRuntimeState | None:

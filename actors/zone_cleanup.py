@@ -59,7 +59,7 @@ from typing import Any
 import msgspec
 import trio
 
-from runtime import Actor, Interrupted, Watch
+from trioxide.runtime import Actor, Interrupted, Watch
 
 from .sim.zones import SimZones, ZoneMissing
 

@@ -20,8 +20,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from examples.lost_update import Client, Go, Read, Store, fixed_scenario, no_lost_update  # noqa: E402
-from runtime import open_runtime  # noqa: E402
-from runtime.testing import explore, replay, run_seeded  # noqa: E402
+from trioxide.runtime import open_runtime  # noqa: E402
+from trioxide.runtime.testing import explore, replay, run_seeded  # noqa: E402
 
 
 def explorer_rate(seeds: int) -> tuple[float, float, int]:

@@ -33,8 +33,7 @@ import msgspec
 import trio
 from _harness import INCR_ONE, Get, Incr, Sizes, best_of
 
-import runtime
-import traces
+from trioxide import runtime, traces
 
 __all__ = [
     "Counter",

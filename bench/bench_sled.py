@@ -20,14 +20,14 @@ sys.path.insert(0, str(ROOT))
 
 import trio  # noqa: E402
 
-import traces  # noqa: E402
-from actors.instance_manager import InstanceManager  # noqa: E402
-from actors.instance_runner import Target, VmmSpec  # noqa: E402
-from actors.sim.zones import SimZones  # noqa: E402
-from actors.sled_agent import SledAgent, SledAgentClient, SledConfig, SledWorld  # noqa: E402
-from actors.vmm_state import SledVmmState  # noqa: E402
-from runtime import open_runtime  # noqa: E402
-from runtime.testing import run_seeded  # noqa: E402
+from trioxide import traces  # noqa: E402
+from trioxide.actors.instance_manager import InstanceManager  # noqa: E402
+from trioxide.actors.instance_runner import Target, VmmSpec  # noqa: E402
+from trioxide.actors.sim.zones import SimZones  # noqa: E402
+from trioxide.actors.sled_agent import SledAgent, SledAgentClient, SledConfig, SledWorld  # noqa: E402
+from trioxide.actors.vmm_state import SledVmmState  # noqa: E402
+from trioxide.runtime import open_runtime  # noqa: E402
+from trioxide.runtime.testing import run_seeded  # noqa: E402
 
 
 async def lifecycles(n: int, sink: traces.MemorySink) -> tuple[float, int]:

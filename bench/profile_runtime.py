@@ -29,8 +29,7 @@ from _harness import INCR_ONE, Get, Incr
 from bench_runtime import _spawn_tree as spawn_tree
 from bench_runtime import ask_rate, tell_rate
 
-import runtime
-import traces
+from trioxide import runtime, traces
 
 __all__ = ["main"]
 

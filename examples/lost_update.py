@@ -16,8 +16,8 @@ from __future__ import annotations
 import msgspec
 import trio
 
-from runtime import Actor, ActorRef
-from runtime.testing import Exploration, SeededRun
+from trioxide.runtime import Actor, ActorRef
+from trioxide.runtime.testing import Exploration, SeededRun
 
 # -- messages ---------------------------------------------------------------------------
 

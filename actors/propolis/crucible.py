@@ -27,7 +27,7 @@ from typing import Any
 import msgspec
 import trio
 
-from runtime import Actor, Watch
+from trioxide.runtime import Actor, Watch
 
 from ..sim.network import DownstairsNetwork
 

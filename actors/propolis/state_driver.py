@@ -34,7 +34,7 @@ from typing import Any
 import msgspec
 import trio
 
-from runtime import Actor, ActorRef, Admit, Completed, Interrupted, Watch
+from trioxide.runtime import Actor, ActorRef, Admit, Completed, Interrupted, Watch
 
 from ..sim.network import DownstairsNetwork
 from ..sim.vm import DeviceStartError, SimulatedVm

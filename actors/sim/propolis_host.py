@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import msgspec
 import trio
 
-from runtime import Actor, ActorRef
+from trioxide.runtime import Actor, ActorRef
 
 from ..propolis.crucible import Volume
 from ..propolis.state_driver import StateDriver, StateMonitor, VmState

@@ -25,7 +25,7 @@ from typing import Any
 
 import trio
 
-from traces import JsonlFileSink, MemorySink, TraceEvent, TraceHeader, Tracer
+from trioxide.traces import JsonlFileSink, MemorySink, TraceEvent, TraceHeader, Tracer
 
 from .._runtime import Runtime, open_runtime
 from ._seeded import run_seeded

@@ -34,7 +34,7 @@ import pytest
 import trio
 import trio.testing
 
-from traces import MemorySink, Tracer
+from trioxide.traces import MemorySink, Tracer
 
 from .._runtime import Runtime, open_runtime
 from ._explore import write_trace

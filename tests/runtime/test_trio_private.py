@@ -1,0 +1,214 @@
+"""``runtime/_trio_private.py``: the one place that touches Trio internals.
+
+These tests fail loudly when a Trio upgrade changes what the runtime relies on, so the
+fast path can never silently fall back (or silently read the wrong thing).
+"""
+
+# Cancel scopes without a checkpoint inside are the point here: the check must see a
+# cancellation before any checkpoint delivers it.
+# ruff: noqa: ASYNC100
+
+from __future__ import annotations
+
+import math
+
+import msgspec
+import pytest
+import trio
+from trio.lowlevel import checkpoint, current_task
+from trio.testing import MockClock
+
+from trioxide import traces
+from trioxide.runtime import Actor, _trio_private, open_runtime
+from trioxide.runtime._trio_private import FAST_CANCEL_CHECK, TESTED_TRIO, is_cancelled
+
+
+def installed_trio() -> tuple[int, int]:
+    major, minor = trio.__version__.split(".")[:2]
+    return int(major), int(minor)
+
+
+def test_installed_trio_is_within_the_tested_range() -> None:
+    low, high = TESTED_TRIO
+    assert low <= installed_trio() <= high, (
+        f"trio {trio.__version__} is outside TESTED_TRIO {TESTED_TRIO}: re-check "
+        "runtime/_trio_private.py against this Trio's internals, then widen TESTED_TRIO"
+    )
+    assert _trio_private._trio_version() == installed_trio()
+
+
+def test_fast_cancel_check_is_enabled() -> None:
+    assert FAST_CANCEL_CHECK, (
+        f"runtime/_trio_private.py fell back to the slow public cancel check on trio "
+        f"{trio.__version__}: the private hook Task._cancel_status(.effectively_cancelled) "
+        "changed or TESTED_TRIO does not cover this version; ask/tell lose ~3x on the check"
+    )
+
+
+async def test_the_private_hook_still_has_the_expected_shape() -> None:
+    status = getattr(current_task(), "_cancel_status", None)
+    assert status is not None, "trio.lowlevel.Task no longer has _cancel_status"
+    assert isinstance(getattr(status, "effectively_cancelled", None), bool), (
+        "Task._cancel_status.effectively_cancelled is gone or no longer a bool"
+    )
+
+
+def agrees() -> bool:
+    """is_cancelled() and the public definition give the same answer here and now."""
+    fast = is_cancelled(current_task())
+    public = trio.current_effective_deadline() == -math.inf
+    assert fast == public, f"is_cancelled()={fast} but current_effective_deadline says {public}"
+    return fast
+
+
+async def test_not_cancelled_normally() -> None:
+    assert agrees() is False
+    with trio.CancelScope():
+        assert agrees() is False
+    with trio.move_on_after(10):
+        assert agrees() is False
+
+
+async def test_cancelled_inside_a_cancelled_scope() -> None:
+    with trio.CancelScope() as scope:
+        scope.cancel()
+        assert agrees() is True
+        with trio.CancelScope():  # nested, not shielded: still cancelled
+            assert agrees() is True
+        with trio.CancelScope(shield=True):  # shielded: not cancelled in here
+            assert agrees() is False
+        assert agrees() is True
+    assert scope.cancelled_caught is False  # no checkpoint ran inside
+    assert agrees() is False
+
+
+async def test_cancelled_in_a_task_of_a_cancelled_nursery() -> None:
+    seen: list[tuple[str, bool]] = []
+
+    async def child(task_status: trio.TaskStatus[None]) -> None:
+        seen.append(("child before", agrees()))
+        task_status.started()
+        try:
+            await trio.sleep_forever()
+        finally:
+            seen.append(("child after cancel", agrees()))
+
+    async with trio.open_nursery() as nursery:
+        await nursery.start(child)
+        nursery.cancel_scope.cancel()
+        seen.append(("parent", agrees()))
+    seen.append(("parent after", agrees()))
+    assert seen == [
+        ("child before", False),
+        ("parent", True),
+        ("child after cancel", True),
+        ("parent after", False),
+    ]
+
+
+async def test_cancelled_once_a_deadline_has_passed(autojump_clock: MockClock) -> None:
+    with trio.move_on_at(trio.current_time() + 5) as scope:
+        assert agrees() is False
+        with trio.CancelScope(shield=True):
+            await trio.sleep(6)  # the deadline passes while shielded
+            assert agrees() is False
+        assert agrees() is True  # visible without a checkpoint
+        await checkpoint()
+    assert scope.cancelled_caught
+    assert trio.current_time() == 6.0
+    assert agrees() is False
+
+
+async def test_is_cancelled_reads_the_given_task() -> None:
+    # The fast path looks at the task it is given, not only the current one.
+    other: list[trio.lowlevel.Task] = []
+
+    async def sleeper(task_status: trio.TaskStatus[None]) -> None:
+        other.append(current_task())
+        task_status.started()
+        await trio.sleep_forever()
+
+    if not FAST_CANCEL_CHECK:  # pragma: no cover - reported by the test above
+        pytest.skip("the public fallback only supports the current task")
+    async with trio.open_nursery() as nursery:
+        await nursery.start(sleeper)
+        assert is_cancelled(other[0]) is False
+        nursery.cancel_scope.cancel()
+        assert is_cancelled(other[0]) is True
+        assert is_cancelled(current_task()) is True
+
+
+async def test_cancel_pending_and_uncancelled_task_agree_with_public_api() -> None:
+    from trioxide.runtime._trio_private import cancel_pending, current_task_fast, uncancelled_task
+
+    assert current_task_fast() is trio.lowlevel.current_task()
+    assert cancel_pending() is False
+    assert uncancelled_task() is trio.lowlevel.current_task()
+    with trio.CancelScope() as scope:
+        scope.cancel()
+        assert cancel_pending() is True
+        assert uncancelled_task() is None
+        assert trio.current_effective_deadline() == -math.inf
+        with trio.CancelScope(shield=True):
+            assert cancel_pending() is False
+            assert uncancelled_task() is trio.lowlevel.current_task()
+
+
+def test_helpers_refuse_outside_trio() -> None:
+    from trioxide.runtime._trio_private import cancel_pending, current_task_fast, uncancelled_task
+
+    for fn in (cancel_pending, current_task_fast, uncancelled_task):
+        with pytest.raises(RuntimeError, match="async context"):
+            fn()
+
+
+def test_seeding_hooks_are_available_or_fail_loudly() -> None:
+    from trioxide.runtime._trio_private import schedule_hooks
+
+    assert schedule_hooks.available, (
+        "Trio's scheduler hooks (trio._core._run._r / _ALLOW_DETERMINISTIC_SCHEDULING) "
+        f"changed: {schedule_hooks.reason}. Seeded replay and the explorer depend on them; "
+        "update runtime/_trio_private.py (ScheduleHooks) for this Trio version."
+    )
+    import random
+
+    import trio._core._run as run_module
+
+    before = (run_module._r, run_module._ALLOW_DETERMINISTIC_SCHEDULING)
+    mine = random.Random(1)
+    saved = schedule_hooks.install(mine)
+    assert run_module._r is mine and run_module._ALLOW_DETERMINISTIC_SCHEDULING is True
+    assert schedule_hooks.active == 1
+    schedule_hooks.restore(saved)
+    assert (run_module._r, run_module._ALLOW_DETERMINISTIC_SCHEDULING) == before
+    assert schedule_hooks.active == 0
+
+
+class Hit(msgspec.Struct, frozen=True):
+    who: int
+
+
+class Target(Actor):
+    async def handle(self, msg: Hit) -> int:
+        await trio.lowlevel.checkpoint()
+        return msg.who
+
+
+def test_open_runtime_seed_alone_makes_runs_reproducible() -> None:
+
+    def run(seed: int) -> list[tuple[str, str, int | None, bytes]]:
+        sink = traces.MemorySink()
+
+        async def main() -> None:
+            tracer = traces.Tracer(sink, payloads=True)  # payloads show which Hit went first
+            async with open_runtime(tracer=tracer, seed=seed) as rt:
+                target = await rt.spawn(Target, name="t")
+                async with trio.open_nursery() as n:
+                    for i in range(6):
+                        n.start_soon(target.ask, Hit(i))
+
+        trio.run(main, clock=MockClock(autojump_threshold=0))
+        return [(e.kind, e.actor, e.msg_id, bytes(e.payload)) for e in sink.events]
+
+    assert run(11) == run(11)
+    assert len({tuple(run(s)) for s in range(12)}) > 1

@@ -1,0 +1,162 @@
+"""The main job (``trioxide demo``) runs and writes a readable trace."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from trioxide import traces
+from trioxide.cli import main
+
+
+def test_runtime_demo_runs_and_writes_trace(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "demo.jsonl"
+    assert main(["runtime-demo", "--trace", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "disk-0 crashed and was restarted: restarts=1" in printed
+    assert "Rejected(HaltPending" in printed
+    tf = traces.read_trace(out)
+    assert tf.errors == []
+    assert tf.header.command == ["trioxide", "demo"]
+    kinds = {e.kind for e in tf.events}
+    assert {"spawn", "send", "receive", "handle", "reply", "fail", "restart", "timeout"} <= kinds
+    seqs = [e.seq for e in tf.events]
+    assert seqs == sorted(seqs) and len(set(seqs)) == len(seqs)
+
+
+def test_explore_command_finds_replays_and_passes(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(Path(__file__).resolve().parents[2])
+    racy = "examples.lost_update:racy"
+    assert main(["explore", racy, "--seeds", "50", "--trace-dir", str(tmp_path)]) == 1
+    out = capsys.readouterr().out
+    assert "VIOLATION seed 0: invariant no_lost_update" in out
+    assert f"replay: trioxide explore {racy} --replay 0" in out
+    assert (tmp_path / "racy_scenario-seed0.jsonl").exists()
+    assert main(["explore", racy, "--replay", "0", "--trace-dir", str(tmp_path)]) == 1
+    assert "VIOLATION seed 0" in capsys.readouterr().out
+    fixed = "examples.lost_update:fixed"
+    assert main(["explore", fixed, "--seeds", "40", "--pct", "2", "--extra-yields", "0.1"]) == 0
+    assert "no violation" in capsys.readouterr().out
+
+
+def test_explore_command_reports_bad_targets() -> None:
+    with pytest.raises(SystemExit, match="MODULE:ATTRIBUTE"):
+        main(["explore", "nothing"])
+    with pytest.raises(SystemExit, match="cannot import"):
+        main(["explore", "no_such_module_xyz:thing"])
+
+
+def test_sled_demo_small_run(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "sled.jsonl"
+    assert main(["demo", "--vmms", "12", "--seed", "3", "--trace", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "(equal: nothing hung, nothing lost)" in printed
+    assert "/ 0" in printed.split("invariants checked / violated")[1].splitlines()[0]
+    tf = traces.read_trace(out)
+    assert tf.errors == [] and tf.header.seed == 3
+    actors = {e.actor for e in tf.events}
+    assert "demo" not in actors and any("runner-vmm-vcr" in a for a in actors)
+
+
+def test_demo_trace_is_byte_identical_across_processes(tmp_path: Path) -> None:
+    """Cancellations, failures and restarts included: no memory addresses leak in."""
+    import subprocess
+    import sys
+
+    paths = [tmp_path / "a.jsonl", tmp_path / "b.jsonl"]
+    for path in paths:
+        subprocess.run(
+            [sys.executable, "-m", "trioxide", "demo", "--vmms", "6", "--trace", str(path)],
+            check=True,
+            capture_output=True,
+            timeout=300,
+            cwd=Path(__file__).resolve().parents[2],
+        )
+    first, second = (p.read_bytes() for p in paths)
+    assert first == second
+    assert b"Cancelled()" in first and b" at 0x" not in first
+
+
+def test_export_command_writes_perfetto_and_otlp(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import json
+
+    trace = tmp_path / "sled.jsonl"
+    assert main(["demo", "--vmms", "4", "--trace", str(trace)]) == 0
+    # A corrupted line is reported with its number and skipped; the rest is exported.
+    lines = trace.read_bytes().splitlines(keepends=True)
+    lines.insert(5, b"{not json\n")
+    trace.write_bytes(b"".join(lines))
+    perfetto, otlp = tmp_path / "p.json", tmp_path / "o.json"
+    capsys.readouterr()
+    assert main(["export", str(trace), "--perfetto", str(perfetto), "--otlp", str(otlp)]) == 0
+    err = capsys.readouterr().err
+    assert f"{trace}:6: skipped a corrupted line" in err
+    doc = json.loads(perfetto.read_text())
+    assert doc["traceEvents"] and all("ph" in e for e in doc["traceEvents"])
+    spans = json.loads(otlp.read_text())["resourceSpans"][0]["scopeSpans"][0]["spans"]
+    assert {s["kind"] for s in spans} == {4, 5}  # PRODUCER and CONSUMER
+    with pytest.raises(SystemExit, match="--perfetto"):
+        main(["export", str(trace)])
+
+
+def test_demo_view_streams_the_live_run_to_a_client(tmp_path: Path) -> None:
+    """``trioxide demo --view``: the live server is a sink of the demo's tracer, in the
+    same (virtual-time) run; a client gets the hello, then the run's events."""
+    import json
+    import math
+
+    import trio
+    import trio_websocket
+
+    from trioxide.actors.demo import DemoOptions, Stats, _InvariantSink, _viewed
+    from trioxide.runtime.testing import run_seeded
+    from trioxide.traces.server import TraceServer
+
+    opts = DemoOptions(vmms=3, trace=tmp_path / "live.jsonl")
+    stats = Stats()
+    checker = _InvariantSink(stats)
+    server = TraceServer()
+    file_sink = traces.JsonlFileSink(opts.trace)
+    tracer = traces.Tracer(file_sink, checker, server.sink, payloads=True)
+    received: list[dict[str, object]] = []
+    hello: dict[str, object] = {}
+
+    def listening() -> bool:
+        try:
+            return server.port > 0
+        except RuntimeError:  # not bound yet
+            return False
+
+    async def main() -> None:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(_viewed, server, opts, stats, checker, tracer)
+            while not listening():  # noqa: ASYNC110
+                await trio.sleep(0.001)
+            # Far beyond the demo's own virtual length: no events would fail here, not hang.
+            with trio.fail_after(10**7):
+                await receive_until_sled_stops()
+            nursery.cancel_scope.cancel()
+
+    async def receive_until_sled_stops() -> None:
+        async with trio_websocket.open_websocket(
+            "127.0.0.1", server.port, "/ws", use_ssl=False, max_message_size=1 << 24,
+            connect_timeout=math.inf, disconnect_timeout=math.inf,
+        ) as ws:  # fmt: skip
+            hello.update(json.loads(await ws.get_message()))
+            while not any(e["kind"] == "stop" and e["actor"] == "sled" for e in received):
+                frame = json.loads(await ws.get_message())
+                if frame["type"] == "events":
+                    received.extend(frame["events"])
+
+    run_seeded(main, seed=1)
+    assert hello["type"] == "hello" and hello["mode"] == "live"
+    kinds = {e["kind"] for e in received}
+    assert {"spawn", "send", "receive", "handle", "stop"} <= kinds
+    assert stats.sent == stats.answered > 0 and not stats.violations
