@@ -21,7 +21,7 @@ from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import trio
 
@@ -40,6 +40,9 @@ from .sim.propolis_host import Crash
 from .sim.zones import SimZones
 from .sled_agent import SledAgent, SledAgentClient, SledConfig, SledWorld
 from .vmm_state import SledVmmState
+
+if TYPE_CHECKING:
+    from trioxide.traces.server import TraceServer
 
 __all__ = ["DemoOptions", "run_demo"]
 
@@ -97,7 +100,7 @@ def disk(vmm: str, gen: int = 1, middle: str | None = None) -> dict[str, Volume]
 
 
 async def scenario(
-    opts: DemoOptions, stats: Stats, sink: _InvariantSink, tracer: Any
+    opts: DemoOptions, stats: Stats, sink: _InvariantSink, tracer: traces.Tracer
 ) -> dict[str, Any]:
     rng = __import__("random").Random(opts.seed)
     world = SledWorld(
@@ -139,7 +142,7 @@ async def scenario(
 
         async def gone(pid: str, limit: float = 900.0) -> None:
             deadline = trio.current_time() + limit
-            while trio.current_time() < deadline and manager._find(pid) is not None:  # noqa: ASYNC110
+            while trio.current_time() < deadline and manager.find(pid) is not None:  # noqa: ASYNC110
                 await trio.sleep(5.0)
 
         async def lifecycle(i: int) -> None:
@@ -234,7 +237,11 @@ async def scenario(
 
 
 def report(
-    summary: dict[str, Any], stats: Stats, wall: float, opts: DemoOptions, file_sink: Any
+    summary: dict[str, Any],
+    stats: Stats,
+    wall: float,
+    opts: DemoOptions,
+    file_sink: traces.JsonlFileSink,
 ) -> None:
     """Print the summary table."""
     result = summary
@@ -272,14 +279,19 @@ def report(
 
 
 async def _viewed(
-    server: Any, opts: DemoOptions, stats: Stats, sink: _InvariantSink, tracer: Any
+    server: TraceServer,
+    opts: DemoOptions,
+    stats: Stats,
+    sink: _InvariantSink,
+    tracer: traces.Tracer,
+    file_sink: traces.JsonlFileSink,
 ) -> dict[str, Any]:
     async with trio.open_nursery() as nursery:
         await nursery.start(server.serve)
         print(f"live viewer: {server.url}", flush=True)
         t0 = time.perf_counter()
         summary = await scenario(opts, stats, sink, tracer)
-        report(summary, stats, time.perf_counter() - t0, opts, tracer.sinks[0])
+        report(summary, stats, time.perf_counter() - t0, opts, file_sink)
         tracer.flush()
         print(f"\nthe viewer keeps serving at {server.url} (Ctrl-C to stop)", flush=True)
         await trio.sleep_forever()
@@ -297,8 +309,8 @@ def run_demo(opts: DemoOptions, view: dict[str, Any] | None = None) -> int:
     checker = _InvariantSink(stats)
     file_sink = traces.JsonlFileSink(opts.trace, header)
     counter = traces.MemorySink(maxlen=1)
-    server: Any = None
-    sinks: list[Any] = [file_sink, checker, counter]
+    server: TraceServer | None = None
+    sinks: list[traces.Sink] = [file_sink, checker, counter]
     if view is not None:
         from trioxide.traces.server import TraceServer
 
@@ -311,7 +323,9 @@ def run_demo(opts: DemoOptions, view: dict[str, Any] | None = None) -> int:
         summary = run_seeded(scenario, opts, stats, checker, tracer, seed=opts.seed)
     else:
         try:
-            summary = run_seeded(_viewed, server, opts, stats, checker, tracer, seed=opts.seed)
+            summary = run_seeded(
+                _viewed, server, opts, stats, checker, tracer, file_sink, seed=opts.seed
+            )
         except KeyboardInterrupt:
             pass
     tracer.close()

@@ -30,7 +30,8 @@ halting its zone and then removes the zone unprotected - the race of omicron #33
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import msgspec
@@ -38,7 +39,15 @@ import msgspec
 from trioxide.runtime import Actor, ActorRef, Terminated
 
 from .errors import NoSuchVmm, PropolisAlreadyRegistered, VmmTearingDown
-from .instance_runner import InstanceRunner, PutState, SledServices, Target, Terminate, VmmSpec
+from .instance_runner import (
+    InstanceRunner,
+    ManagerPort,
+    PutState,
+    SledServices,
+    Target,
+    Terminate,
+    VmmSpec,
+)
 
 __all__ = [
     "INVARIANTS",
@@ -48,6 +57,8 @@ __all__ = [
     "InstanceManager",
     "LegacyTicketDrop",
     "Lookup",
+    "ManagerInvariant",
+    "ManagerLink",
     "Register",
     "Registration",
     "ReleaseToken",
@@ -135,6 +146,21 @@ ManagerMsg = (
 
 
 @dataclass(frozen=True)
+class ManagerLink:
+    """The manager's side of ``ManagerPort``: what its runners call at the end of their
+    exit sequence. It tells the manager's own messages (``Deregister``,
+    ``LegacyTicketDrop``), which the manager handles first (priority 10)."""
+
+    manager: ActorRef
+
+    async def deregister(self, propolis_id: str, gen: int) -> None:
+        await self.manager.tell(Deregister(propolis_id, gen))
+
+    async def drop_legacy_ticket(self, instance_id: str, gen: int) -> None:
+        await self.manager.tell(LegacyTicketDrop(instance_id, gen))
+
+
+@dataclass(frozen=True)
 class Registration:
     propolis_id: str
     instance_id: str
@@ -165,7 +191,9 @@ class InstanceManager(Actor):
         self.stale_removals = 0
 
     async def on_start(self) -> None:
-        self.svc.manager = self.ref
+        # The runners this manager spawns report back through a port to it.
+        port: ManagerPort = ManagerLink(self.ref)
+        self.svc = replace(self.svc, manager=port)
 
     def priority(self, msg: Any) -> int:
         return 10 if isinstance(msg, Deregister | LegacyTicketDrop | Terminated) else 0
@@ -175,7 +203,8 @@ class InstanceManager(Actor):
     def _key(self, propolis_id: str, instance_id: str) -> str:
         return instance_id if self.legacy else propolis_id
 
-    def _find(self, propolis_id: str) -> Entry | None:
+    def find(self, propolis_id: str) -> Entry | None:
+        """The table entry of *propolis_id* (live or pinned by tokens), if any."""
         if not self.legacy:
             return self.table.get(propolis_id)
         for entry in self.table.values():
@@ -213,7 +242,7 @@ class InstanceManager(Actor):
     async def handle(self, msg: ManagerMsg) -> Any:
         match msg:
             case EnsureRegistered(pid, iid, spec, migration_id):
-                entry = self._find(pid) if not self.legacy else self.table.get(iid)
+                entry = self.find(pid) if not self.legacy else self.table.get(iid)
                 if entry is not None:
                     if entry.instance_id != iid:
                         raise PropolisAlreadyRegistered(pid, f"registered for {entry.instance_id}")
@@ -221,14 +250,14 @@ class InstanceManager(Actor):
                 entry = await self._create(pid, iid, spec, migration_id)
                 return self._registration(entry, True)
             case EnsureUnregistered(pid):
-                entry = self._find(pid)
+                entry = self.find(pid)
                 if entry is None or not entry.runner_alive:
                     return None
                 entry.terminating = True
                 await entry.runner.tell(Terminate(by_nexus=True))
                 return self._registration(entry, False)
             case Lookup(pid, gen):
-                entry = self._find(pid)
+                entry = self.find(pid)
                 if (
                     entry is None
                     or not entry.runner_alive
@@ -241,13 +270,13 @@ class InstanceManager(Actor):
             case StartVmm(token):
                 return await self._start(token)
             case ReleaseToken(token):
-                entry = self._find(token.propolis_id)
+                entry = self.find(token.propolis_id)
                 if entry is not None and entry.gen == token.gen:
                     entry.tokens.discard(token.saga_id)
                     self._maybe_remove(entry)
                 return None
             case Deregister(pid, gen):
-                entry = self._find(pid)
+                entry = self.find(pid)
                 if entry is None or entry.gen != gen:
                     self.stale_removals += 1  # a newer registration survives a stale removal
                     return None
@@ -263,7 +292,7 @@ class InstanceManager(Actor):
         return None
 
     async def _register(self, saga: str, pid: str, iid: str, spec: VmmSpec) -> StartToken:
-        entry = self._find(pid)
+        entry = self.find(pid)
         if self.legacy:
             if entry is None:
                 entry = self.table.get(iid)
@@ -284,7 +313,7 @@ class InstanceManager(Actor):
         return StartToken(saga, pid, entry.gen)
 
     async def _start(self, token: StartToken) -> None:
-        entry = self._find(token.propolis_id)
+        entry = self.find(token.propolis_id)
         if entry is None or entry.gen != token.gen or not entry.runner_alive:
             raise NoSuchVmm(token.propolis_id, f"generation {token.gen} is not registered")
         if not self.legacy and token.saga_id not in entry.tokens:
@@ -360,8 +389,10 @@ def all_saga_tokens_released(m: InstanceManager) -> bool:
     return all(not e.tokens for e in m.table.values())
 
 
+ManagerInvariant = Callable[[InstanceManager], bool]
+
 #: Checked after every handled message (``all_saga_tokens_released`` only at the end).
-INVARIANTS = (
+INVARIANTS: tuple[ManagerInvariant, ...] = (
     gen_in_table,
     one_start_token_per_saga,
     only_one_alive,

@@ -10,14 +10,13 @@ When Propolis answers ``NoInstance`` the monitor checks the zone: missing or not
 
 from __future__ import annotations
 
-from typing import Any
-
 import msgspec
 
 from trioxide.runtime import Actor, ActorGone, ActorRef
 
 from .propolis.state_driver import NoInstance, VmState
 from .sim.propolis_host import PropolisHandle
+from .sim.zones import SimZones
 
 __all__ = ["InstanceMonitor", "Observation"]
 
@@ -36,7 +35,9 @@ class _Nothing(msgspec.Struct, frozen=True):
 
 
 class InstanceMonitor(Actor):
-    def __init__(self, propolis: PropolisHandle, runner: ActorRef, zones: Any, zone: str) -> None:
+    def __init__(
+        self, propolis: PropolisHandle, runner: ActorRef, zones: SimZones, zone: str
+    ) -> None:
         self.propolis = propolis
         self.runner = runner
         self.zones = zones

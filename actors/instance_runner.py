@@ -33,7 +33,7 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import msgspec
 import trio
@@ -54,11 +54,11 @@ from .instance_monitor import InstanceMonitor, Observation
 from .propolis.crucible import Volume
 from .propolis.request_queue import RequestDenied
 from .propolis.state_driver import Reboot, Start, Stop
-from .reservoir import ReservoirUnavailable, wait_for_reservoir
-from .sim.hypervisor import InsufficientMemory
-from .sim.nexus import NexusError
+from .reservoir import ReservoirState, ReservoirUnavailable, wait_for_reservoir
+from .sim.hypervisor import InsufficientMemory, SimHypervisor
+from .sim.nexus import NexusError, SimNexus
 from .sim.propolis_host import Kill, LaunchPropolis, PropolisHandle
-from .sim.zones import ZoneError, propolis_zone_name
+from .sim.zones import SimZones, ZoneError, propolis_zone_name
 from .vmm_state import SledVmmState, VmmRuntimeState, from_propolis
 from .zone_cleanup import CleanupZone, WaitCleaned
 
@@ -66,6 +66,7 @@ __all__ = [
     "CurrentState",
     "InstanceRunner",
     "IssueSnapshot",
+    "ManagerPort",
     "MigrationRecord",
     "PutState",
     "RunnerConfig",
@@ -142,17 +143,35 @@ class RunnerConfig:
     legacy: bool = False  # the pre-#3325 teardown (tests only)
 
 
+class ManagerPort(Protocol):
+    """The runner's only view of the table that owns it (the instance manager).
+
+    The protocol flows one way: the manager knows the runner's messages, the runner knows
+    only this interface. The manager implements it by telling its *own* messages (it
+    hands a port to its runners through ``SledServices.manager``), so the runner module
+    never imports the manager's. Both methods raise ``ActorGone`` once the manager is gone.
+    """
+
+    async def deregister(self, propolis_id: str, gen: int) -> None:
+        """The end of the exit sequence: leave the table (compare-and-remove by *gen*)."""
+        ...
+
+    async def drop_legacy_ticket(self, instance_id: str, gen: int) -> None:
+        """Legacy mode: drop the runner's ticket (whatever generation holds the key)."""
+        ...
+
+
 @dataclass
 class SledServices:
     """The world a runner works in (assembled by the sled agent or a test)."""
 
-    zones: Any  # sim.zones.SimZones
+    zones: SimZones
     cleanup: ActorRef  # ZoneCleanup
-    nexus: Any  # sim.nexus.SimNexus
+    nexus: SimNexus
     propolis_host: ActorRef  # sim.propolis_host.PropolisHost
-    hypervisor: Any  # sim.hypervisor.SimHypervisor
-    reservoir: Watch[Any] | None = None
-    manager: ActorRef | None = None
+    hypervisor: SimHypervisor
+    reservoir: Watch[ReservoirState] | None = None
+    manager: ManagerPort | None = None  # set by the manager for the runners it spawns
     config: RunnerConfig = field(default_factory=RunnerConfig)
 
 
@@ -209,7 +228,7 @@ class InstanceRunner(Actor):
         self.vmm = VmmRuntimeState(SledVmmState.STARTING, 1, 0.0)
         self.zone: str | None = None
         self.propolis: PropolisHandle | None = None
-        self.monitor: ActorRef | None = None
+        self.monitor_ref: ActorRef | None = None  # the InstanceMonitor child
         self.grace_armed = False
         self.terminating = False
         self.done_with_zone = False  # True once nothing here touches the zone any more
@@ -349,7 +368,7 @@ class InstanceRunner(Actor):
         except (ZoneError, ReservoirUnavailable, InsufficientMemory) as exc:
             return f"setup failed: {exc}"
         self.propolis = handle
-        self.monitor = await self.spawn(
+        self.monitor_ref = await self.spawn(
             InstanceMonitor, handle, self.ref, svc.zones, self.zone_name, name="monitor"
         )
         if not migration_target:
@@ -437,19 +456,15 @@ class InstanceRunner(Actor):
         self.vmm = self.vmm.transition(state, trio.current_time())
 
     async def _deregister(self) -> None:
-        from .instance_manager import Deregister
-
         if self.svc.manager is not None:
             try:
-                await self.svc.manager.tell(Deregister(self.propolis_id, self.gen))
+                await self.svc.manager.deregister(self.propolis_id, self.gen)
             except ActorGone:
                 pass
 
     async def _legacy_teardown(self) -> None:
         """The pre-#3325 order: halt (slow), drop the ticket, then remove the zone
         unprotected - a new runner for the same id may already be starting."""
-        from .instance_manager import LegacyTicketDrop
-
         zones = self.svc.zones
         if self.zone is not None:
             try:
@@ -457,7 +472,7 @@ class InstanceRunner(Actor):
             except ZoneError:
                 pass
         if self.svc.manager is not None:
-            await self.svc.manager.tell(LegacyTicketDrop(self.instance_id, self.gen))
+            await self.svc.manager.drop_legacy_ticket(self.instance_id, self.gen)
         if self.zone is not None:
             try:
                 await zones.remove(self.zone)

@@ -9,10 +9,16 @@ from __future__ import annotations
 
 import trio
 
-from trioxide.runtime.testing import Exploration, SeededRun
+from trioxide.runtime.testing import Exploration, Invariant, SeededRun
 
 from .errors import InstanceGone, NoSuchVmm, VmmTearingDown
-from .instance_manager import INVARIANTS, InstanceManager, StartToken, all_saga_tokens_released
+from .instance_manager import (
+    INVARIANTS,
+    InstanceManager,
+    ManagerInvariant,
+    StartToken,
+    all_saga_tokens_released,
+)
 from .instance_runner import RunnerConfig
 from .sim.zones import SimZones
 from .sled_agent import SledAgent, SledAgentClient, SledConfig, SledWorld
@@ -65,10 +71,15 @@ async def saga_scenario(run: SeededRun, *, legacy_tickets: bool) -> None:
     await trio.sleep(30)  # let teardowns and cleanups finish
 
 
-def _manager_invariant(check):  # type: ignore[no-untyped-def]
+def _manager_invariant(check: ManagerInvariant) -> Invariant:
+    """*check* as an exploration invariant (holds trivially before the manager exists)."""
+
     def invariant(run: SeededRun) -> object:
         manager = run.state.get("manager")
-        return None if manager is None else check(manager)
+        if manager is None:
+            return None
+        assert isinstance(manager, InstanceManager)
+        return check(manager)
 
     invariant.__name__ = check.__name__
     invariant.__doc__ = check.__doc__

@@ -47,14 +47,18 @@ from .instance_runner import (
     Terminate,
     VmmSpec,
 )
-from .nexus_notifier import NexusNotifier, NotifierStatus
+from .nexus_notifier import NexusNotifier, NotifierStatistics, NotifierStatus
 from .propolis.crucible import ReplaceResult, Volume
 from .propolis.state_driver import ReplaceVcr
 from .reservoir import (
     GetReservoir,
     NotConfigured,
+    Percentage,
     ReservoirMode,
+    ReservoirState,
+    ReservoirStatus,
     SetReservoirSize,
+    SizeMiB,
     VmmReservoirManager,
 )
 from .sim.hypervisor import SimHypervisor
@@ -97,7 +101,7 @@ class SledAgent(Actor):
     def __init__(self, world: SledWorld, config: SledConfig) -> None:
         self.world = world
         self.config = config
-        self.reservoir_watch: Watch[Any] = Watch(NotConfigured(), name="reservoir")
+        self.reservoir_watch: Watch[ReservoirState] = Watch(NotConfigured(), name="reservoir")
         self.services: SledServices | None = None
         self.refs: dict[str, ActorRef] = {}
 
@@ -171,7 +175,8 @@ class SledAgentClient:
         reg: Registration = await self.manager.ask(
             EnsureRegistered(propolis_id, instance_id, spec or VmmSpec(), migration_id)
         )
-        return await self._ask_runner(reg, CurrentState())
+        state: VmmRuntimeState = await self._ask_runner(reg, CurrentState())
+        return state
 
     async def unregister(self, propolis_id: str) -> VmmRuntimeState | None:
         reg: Registration | None = await self.manager.ask(EnsureUnregistered(propolis_id))
@@ -200,7 +205,8 @@ class SledAgentClient:
 
     async def get_state(self, propolis_id: str) -> VmmRuntimeState:
         reg: Registration = await self.manager.ask(Lookup(propolis_id))
-        return await self._ask_runner(reg, CurrentState())
+        state: VmmRuntimeState = await self._ask_runner(reg, CurrentState())
+        return state
 
     async def replace_vcr(self, propolis_id: str, backend_id: str, vcr: Volume) -> ReplaceResult:
         reg: Registration = await self.manager.ask(Lookup(propolis_id))
@@ -211,15 +217,19 @@ class SledAgentClient:
         result: ReplaceResult = await propolis.driver.ask(ReplaceVcr(backend_id, vcr))
         return result
 
-    async def set_reservoir_size(self, mode: ReservoirMode) -> Any:
-        return await self.reservoir.ask(SetReservoirSize(mode))
+    async def set_reservoir_size(self, mode: SizeMiB | Percentage) -> ReservoirState:
+        """Start resizing the reservoir: ``Pending(target)``, or ``Ready`` if already there."""
+        state: ReservoirState = await self.reservoir.ask(SetReservoirSize(mode))
+        return state
 
-    async def reservoir_status(self) -> Any:
-        return await self.reservoir.ask(GetReservoir())
+    async def reservoir_status(self) -> ReservoirStatus:
+        status: ReservoirStatus = await self.reservoir.ask(GetReservoir())
+        return status
 
-    async def sled_info(self) -> Any:
-        """What the notifier knows and has told Nexus (``NotifierStatistics``)."""
-        return await self.notifier.ask(NotifierStatus())
+    async def sled_info(self) -> NotifierStatistics:
+        """What the notifier knows and has told Nexus."""
+        stats: NotifierStatistics = await self.notifier.ask(NotifierStatus())
+        return stats
 
     # -- start sagas (#3325 tokens) ---------------------------------------------------
 
@@ -237,7 +247,7 @@ class SledAgentClient:
     async def saga_release(self, token: StartToken) -> None:
         await self.manager.ask(ReleaseToken(token))
 
-    async def _ask_runner(self, reg: Registration, msg: Any) -> Any:
+    async def _ask_runner(self, reg: Registration, msg: CurrentState | PutState) -> Any:
         try:
             return await reg.runner.ask(msg)
         except ActorGone:

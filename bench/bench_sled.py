@@ -47,7 +47,7 @@ async def lifecycles(n: int, sink: traces.MemorySink) -> tuple[float, int]:
             while (await api.get_state(pid)).state is not SledVmmState.RUNNING:  # noqa: ASYNC110
                 await trio.sleep(1.0)
             await api.ensure_state(pid, Target.STOPPED)
-            while manager._find(pid) is not None:  # noqa: ASYNC110
+            while manager.find(pid) is not None:  # noqa: ASYNC110
                 await trio.sleep(1.0)
             done += 1
 

@@ -3,7 +3,7 @@
 Small core, explicit API. See ``docs/semantics.md`` for the guarantees.
 """
 
-from ._actor import Actor, RestartPolicy, TimerHandle
+from ._actor import HELPERS, Actor, TimerHandle
 from ._errors import (
     ActorGone,
     AskTimeout,
@@ -16,11 +16,13 @@ from ._errors import (
 )
 from ._mailbox import MailboxStatistics
 from ._messages import Admit, Completed, Interrupted, Terminated
-from ._ref import TELL_YIELD_EVERY, ActorRef, ActorStatistics
+from ._ref import TELL_YIELD_EVERY, ActorRef, ActorStatistics, Handles
 from ._runtime import ActorInfo, Runtime, open_runtime
+from ._supervision import Backoff, ChildSpec, RestartPolicy, SpawnOptions
 from ._watch import Watch, WatchStatistics
 
 __all__ = [
+    "HELPERS",
     "TELL_YIELD_EVERY",
     "Actor",
     "ActorGone",
@@ -29,7 +31,10 @@ __all__ = [
     "ActorStatistics",
     "Admit",
     "AskTimeout",
+    "Backoff",
+    "ChildSpec",
     "Completed",
+    "Handles",
     "Interrupted",
     "InvalidActor",
     "MailboxFull",
@@ -38,6 +43,7 @@ __all__ = [
     "Rejected",
     "RestartPolicy",
     "Runtime",
+    "SpawnOptions",
     "Terminated",
     "TimerHandle",
     "TrioxideError",

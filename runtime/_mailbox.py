@@ -38,12 +38,12 @@ class Envelope:
 
     __slots__ = ("asker", "deadline", "id", "mailbox", "msg", "state", "timeout")
 
-    def __init__(self, msg: Any, asker: Task | None, id: int) -> None:
+    def __init__(self, msg: Any, asker: Task | None, id: int, mailbox: Mailbox) -> None:
         self.msg = msg
         self.asker = asker
         self.id = id
         self.state = QUEUED
-        self.mailbox: Mailbox | None = None  # set by put()
+        self.mailbox = mailbox  # told when the asker withdraws
         # ``timeout``/``deadline`` are set only for timed asks (DeadlineQueue.add).
         self.timeout: float
         self.deadline: float
@@ -58,8 +58,7 @@ class Envelope:
         """
         if self.state == QUEUED:
             self.state = WITHDRAWN
-            if self.mailbox is not None:
-                self.mailbox.withdrawn()
+            self.mailbox.withdrawn()
         elif self.state == RUNNING:
             self.state = ABANDONED  # the handler runs on; its reply will be discarded
         return Abort.SUCCEEDED
@@ -178,15 +177,28 @@ class Mailbox:
 
     # -- put / pop --------------------------------------------------------------------
 
+    def try_put(self, item: Any, msg: Any) -> bool:
+        """The senders' fast path: put *item* (whose message is *msg*) at priority 0 if a
+        slot is free and no sender is waiting for one; otherwise change nothing and return
+        False (the caller then takes the general path: wait, admission, priority, put)."""
+        if self.count + self._reserved >= self.capacity or self._putters:
+            return False
+        q = self._q0
+        if q is None:
+            q = self._q0 = deque()
+        q.append(item)
+        self.count += 1
+        waiter = self._waiter
+        if waiter is not None and (self._want is None or isinstance(msg, self._want)):
+            self._waiter = None
+            reschedule(waiter)
+        return True
+
     def put(self, item: Any, priority: int = 0, *, reserved: bool = False) -> None:
         """Enqueue a bare message or an envelope (synchronous; capacity is the caller's)."""
         if reserved:
             self._reserved -= 1
-        if type(item) is Envelope:
-            item.mailbox = self
-            msg = item.msg
-        else:
-            msg = item
+        msg = item.msg if type(item) is Envelope else item
         if priority == 0:
             q = self._q0
             if q is None:

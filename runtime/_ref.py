@@ -1,40 +1,57 @@
-"""``ActorRef``: the only way to talk to an actor. Holds the hot paths ``tell`` and ``ask``."""
+"""``ActorRef``: the only way to talk to an actor. Holds the senders' paths ``tell`` and
+``ask``; the mailbox logic itself is ``Mailbox``'s (``try_put`` is the fast path)."""
 
 from __future__ import annotations
 
-from collections import deque
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Any, Final, Generic, Protocol, TypeVar
 
 import trio
-from trio.lowlevel import (
-    cancel_shielded_checkpoint,
-    checkpoint,
-    reschedule,
-    wait_task_rescheduled,
-)
+from trio.lowlevel import cancel_shielded_checkpoint, checkpoint, wait_task_rescheduled
+from typing_extensions import TypeVar as DefaultTypeVar
 
-from ._actor import emit_from_sender
-from ._context import current_cell
+from ._context import current_cell, current_sender
 from ._errors import ActorGone, AskTimeout, MailboxFull
 from ._mailbox import WITHDRAWN, Envelope
 from ._messages import Admit
 from ._trio_private import cancel_pending, uncancelled_task
 
 if TYPE_CHECKING:
-    from ._actor import Actor, ActorCell
+    from ._actor import Actor
+    from ._cell import ActorCell
     from ._mailbox import Mailbox
 
-__all__ = ["TELL_YIELD_EVERY", "ActorRef", "ActorStatistics"]
+__all__ = ["TELL_YIELD_EVERY", "ActorRef", "ActorStatistics", "Handles"]
 
 #: ``tell`` that does not block yields to the scheduler once every this many calls
 #: (per runtime; a task never runs more than this many tells without yielding).
 TELL_YIELD_EVERY: Final = 128
 
+#: The actor class behind a ref (``ActorRef[Counter]``); ``ActorRef`` alone means any actor.
+A_co = DefaultTypeVar("A_co", covariant=True, default=Any)
+M_contra = TypeVar("M_contra", contravariant=True)
+R_co = TypeVar("R_co", covariant=True)
+_M = TypeVar("_M")
+_R = TypeVar("_R")
+
+
+class Handles(Protocol[M_contra, R_co]):
+    """An actor whose ``handle`` takes ``M`` and returns ``R``: what a typed ref needs to
+    check a message's type and give an ask's reply its type."""
+
+    async def handle(self, msg: M_contra) -> R_co: ...
+
 
 @dataclass(frozen=True)
 class ActorStatistics:
-    """A snapshot of one actor (``ref.statistics()``)."""
+    """A snapshot of one actor (``ref.statistics()``).
+
+    ``queued``/``capacity``/``tasks_waiting_put`` describe the mailbox; ``handled`` counts
+    messages whose handler ran; ``rejected``/``ignored`` admission refusals (and
+    ``tell_nowait`` on a full mailbox); ``dropped`` messages answered by the drain hook;
+    ``unhandled`` sends refused for their type; ``restarts``/``failures`` the supervision
+    history; ``children`` live child actors.
+    """
 
     name: str
     path: str
@@ -52,9 +69,12 @@ class ActorStatistics:
     children: int
 
 
-class ActorRef:
+class ActorRef(Generic[A_co]):
     """A handle to an actor. Valid across restarts; after the final exit every send
-    raises ``ActorGone``. Compare and hash by identity."""
+    raises ``ActorGone``. Compare and hash by identity.
+
+    ``ActorRef[Counter]`` (what ``spawn(Counter)`` returns) lets a type checker check the
+    messages sent against ``Counter.handle``'s annotation and type an ask's reply."""
 
     __slots__ = ("__weakref__", "_cell")
 
@@ -88,7 +108,7 @@ class ActorRef:
 
     # -- sending ------------------------------------------------------------------
 
-    async def tell(self, msg: Any) -> None:
+    async def tell(self: ActorRef[Handles[_M, Any]], msg: _M) -> None:
         """Enqueue *msg*; waits while the mailbox is full (FIFO among waiting senders).
 
         Raises ``UnhandledMessage`` (type not accepted), the admission's exception
@@ -101,23 +121,11 @@ class ActorRef:
         if cancel_pending():
             await checkpoint()
         mb = cell.mailbox
-        if mb.count + mb._reserved < mb.capacity and not mb._putters:
-            if cell.plain:
-                # Fast path (Mailbox.put inlined, measured: tell is ~1.1 us in all): untraced,
-                # no admission or priority. Keep in sync with Mailbox.put.
-                q = mb._q0
-                if q is None:
-                    q = mb._q0 = deque()
-                q.append(msg)
-                mb.count += 1
-                waiter = mb._waiter
-                if waiter is not None and (mb._want is None or isinstance(msg, mb._want)):
-                    mb._waiter = None
-                    reschedule(waiter)
-            else:
+        if not (cell.plain and mb.try_put(msg, msg)):
+            if mb.has_space():
                 self._enqueue(cell, mb, msg, False, True)
-        else:
-            await self._tell_blocked(cell, mb, msg)
+            else:
+                await self._tell_blocked(cell, mb, msg)
         rt = cell.rt
         rt.tell_budget -= 1
         if rt.tell_budget <= 0:
@@ -151,24 +159,26 @@ class ActorRef:
         if tr is None:
             mb.put(msg, prio, reserved=reserved)
             return
-        env = Envelope(msg, None, rt.new_id())
-        emit_from_sender(tr, "send", cell.path, env.id, None, msg)
+        env = Envelope(msg, None, rt.new_id(), mb)
+        sender, cause = current_sender()
+        tr.send(cell.path, sender, cause, env.id, None, msg)
         mb.put(env, prio, reserved=reserved)
 
-    def tell_nowait(self, msg: Any) -> None:
+    def tell_nowait(self: ActorRef[Handles[_M, Any]], msg: _M) -> None:
         """Enqueue *msg* or raise ``MailboxFull`` at once (also ``UnhandledMessage``, the
         admission's exception, ``ActorGone``). Never yields."""
         cell = self._cell
         if not isinstance(msg, cell.accepts):
             cell.refuse_unhandled(msg)
         mb = cell.mailbox
-        if mb.count + mb._reserved >= mb.capacity or mb._putters:
+        if not mb.has_space():
             if mb.closed:
                 raise ActorGone(cell.path, cell.exit_reason)
             cell.rejected += 1
             tr = cell.rt.tracer
             if tr is not None:
-                emit_from_sender(tr, "admit", cell.path, None, None, msg, "full")
+                sender, cause = current_sender()
+                tr.admit(cell.path, sender, cause, msg, "full")
             raise MailboxFull(cell.path, mb.size, msg)
         self._enqueue(cell, mb, msg, False, True)
 
@@ -197,12 +207,15 @@ class ActorRef:
             cell.rejected += 1
             detail = f"reject: {decision.exc!r}"
         if tr is not None:
-            emit_from_sender(tr, "admit", cell.path, None, None, msg, detail)
+            sender, cause = current_sender()
+            tr.admit(cell.path, sender, cause, msg, detail)
         if decision.action != 1 and raise_reject:
             raise decision.exc  # type: ignore[misc]
         return decision.reply
 
-    async def ask(self, msg: Any, *, timeout: float | None = None) -> Any:
+    async def ask(
+        self: ActorRef[Handles[_M, _R]], msg: _M, *, timeout: float | None = None
+    ) -> _R:
         """Send *msg* and wait for the handler's return value.
 
         Ends with the reply, the handler's exception (the actor keeps running),
@@ -229,63 +242,61 @@ class ActorRef:
             if not timeout >= 0:
                 raise ValueError(f"ask timeout must be >= 0 or None, got {timeout!r}")
             deadline = rt.now() + timeout
-        reserved = False
-        if mb.count + mb._reserved >= mb.capacity or mb._putters:
-            if mb.closed:
-                raise ActorGone(cell.path, cell.exit_reason)
-            if timeout is None:
-                await mb.wait_space()
-            else:
-                with trio.move_on_at(deadline) as scope:
-                    await mb.wait_space()
-                if scope.cancelled_caught:
-                    raise AskTimeout(cell.path, msg, timeout)
-            if mb.closed:
-                raise ActorGone(cell.path, cell.exit_reason)
-            reserved = True
-        admit = cell.admit_fn
-        if admit is not None:
-            decision = admit(msg)
-            if decision.action:
-                if reserved:
-                    mb.release()
-                reply = self._refused(decision, msg, True)
-                await cancel_shielded_checkpoint()
-                return reply
         tr = rt.tracer
-        if tr is None:
-            env = Envelope(msg, task, 0)
+        if cell.admit_fn is None and cell.priority_fn is None and tr is None:
+            # The untraced fast path: no admission, no priority, nothing to record.
+            env = Envelope(msg, task, 0, mb)
+            if not mb.try_put(env, msg):
+                reserved = await self._wait_space_for_ask(cell, mb, msg, timeout, deadline)
+                mb.put(env, 0, reserved=reserved)
         else:
-            env = Envelope(msg, task, rt.new_id())
-            emit_from_sender(tr, "send", cell.path, env.id, env.id, msg)
-        if cell.priority_fn is None and mb._queues is None:
-            # Mailbox.put inlined for the single-level case: measured ~5% of an ask, and
-            # ask/ceiling is ~0.81 against a 0.8 target (bench/RESULTS.md). Keep in sync.
-            if reserved:
-                mb._reserved -= 1
-            env.mailbox = mb
-            q = mb._q0
-            if q is None:
-                q = mb._q0 = deque()
-            q.append(env)
-            mb.count += 1
-            waiter = mb._waiter
-            if waiter is not None and (mb._want is None or isinstance(msg, mb._want)):
-                mb._waiter = None
-                reschedule(waiter)
-        else:
+            reserved = False
+            if not mb.has_space():
+                reserved = await self._wait_space_for_ask(cell, mb, msg, timeout, deadline)
+            admit = cell.admit_fn
+            if admit is not None:
+                decision = admit(msg)
+                if decision.action:
+                    if reserved:
+                        mb.release()
+                    reply = self._refused(decision, msg, True)
+                    await cancel_shielded_checkpoint()
+                    return reply  # type: ignore[no-any-return]
+            if tr is None:
+                env = Envelope(msg, task, 0, mb)
+            else:
+                env = Envelope(msg, task, rt.new_id(), mb)
+                sender, cause = current_sender()
+                tr.send(cell.path, sender, cause, env.id, env.id, msg)
             prio = 0 if cell.priority_fn is None else cell.priority_fn(msg)
             mb.put(env, prio, reserved=reserved)
         if timeout is not None:
             rt.deadlines.add(env, timeout, deadline)
         try:
-            return await wait_task_rescheduled(env.abort)
+            return await wait_task_rescheduled(env.abort)  # type: ignore[no-any-return]
         except trio.Cancelled:
             # Our own cancellation withdrew (or abandoned) the request: trace it here, in
             # this task's turn, so that traces do not depend on Trio's abort order.
             if tr is not None and env.state >= WITHDRAWN:
                 cell.on_withdraw(env, "cancelled")
             raise
+
+    async def _wait_space_for_ask(
+        self, cell: ActorCell, mb: Mailbox, msg: Any, timeout: float | None, deadline: float
+    ) -> bool:
+        """Wait for a reserved slot (within the ask's deadline); True once reserved."""
+        if mb.closed:
+            raise ActorGone(cell.path, cell.exit_reason)
+        if timeout is None:
+            await mb.wait_space()
+        else:
+            with trio.move_on_at(deadline) as scope:
+                await mb.wait_space()
+            if scope.cancelled_caught:
+                raise AskTimeout(cell.path, msg, timeout)
+        if mb.closed:
+            raise ActorGone(cell.path, cell.exit_reason)
+        return True
 
     # -- lifecycle ---------------------------------------------------------------------
 
@@ -325,14 +336,14 @@ class ActorRef:
 
     def statistics(self) -> ActorStatistics:
         cell = self._cell
-        mb = cell.mailbox
+        mb = cell.mailbox.statistics()
         return ActorStatistics(
             name=cell.name,
             path=cell.path,
             state=cell.state,
-            queued=mb.count,
-            capacity=mb.size,
-            tasks_waiting_put=len(mb._putters) if mb._putters else 0,
+            queued=mb.queued,
+            capacity=mb.capacity,
+            tasks_waiting_put=mb.tasks_waiting_put,
             handled=cell.handled,
             rejected=cell.rejected,
             ignored=cell.ignored,

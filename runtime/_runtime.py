@@ -8,24 +8,32 @@ import re
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import outcome
 import trio
 from trio.lowlevel import reschedule
 
-from ._actor import HANDLER_BATCH, Actor, ActorCell, Backoff, RestartPolicy
+from ._actor import Actor
+from ._cell import ActorCell
 from ._context import current_runtime
 from ._deadlines import DeadlineQueue
 from ._errors import AskTimeout, InvalidActor
+from ._loop import HANDLER_BATCH
 from ._mailbox import ABANDONED, QUEUED, RUNNING, WITHDRAWN, Envelope
 from ._ref import TELL_YIELD_EVERY, ActorRef
+from ._supervision import SPAWN_OPTIONS, ChildSpec, SpawnOptions
 from ._trio_private import schedule_hooks
+
+if TYPE_CHECKING:
+    from typing import Unpack
+
+    from trioxide.traces import Recorder
 
 __all__ = ["ActorInfo", "Runtime", "open_runtime"]
 
-_RESTART_POLICIES = (None, "permanent", "transient", "temporary")
-_NAME_RE = re.compile(r"^[^/\s]+$")
+_NAME_RE = re.compile(r"[^/\s]+")
+_A = TypeVar("_A", bound=Actor)
 
 
 @dataclass(frozen=True)
@@ -45,7 +53,11 @@ class Runtime:
     """An actor system. Create it with ``open_runtime``; do not instantiate directly."""
 
     def __init__(
-        self, tracer: Any, name: str, seed: int | None = None, extra_yields: float = 0.0
+        self,
+        tracer: Recorder | None,
+        name: str,
+        seed: int | None = None,
+        extra_yields: float = 0.0,
     ) -> None:
         self.name = name
         self.tracer = tracer
@@ -57,7 +69,7 @@ class Runtime:
             raise ValueError(f"extra_yields must be a probability, got {extra_yields!r}")
         self._noise = random.Random(seed * 7919 + 1) if extra_yields and seed is not None else None
         self._log1m_p = math.log1p(-extra_yields) if 0 < extra_yields < 1 else 0.0
-        self._children: dict[str, ActorCell] = {}  # top-level actors, spawn order
+        self.top_level: dict[str, ActorCell] = {}  # top-level actors, spawn order
         self._nursery: trio.Nursery | None = None
         self._ids = 0
         self._auto_names: dict[str, int] = {}
@@ -67,7 +79,7 @@ class Runtime:
         self.now: Callable[[], float] = trio.current_time
 
     def __repr__(self) -> str:
-        return f"<Runtime {self.name} actors={len(self._children)}>"
+        return f"<Runtime {self.name} actors={len(self.top_level)}>"
 
     def next_tell_budget(self) -> int:
         """Tells until the next yield: ``TELL_YIELD_EVERY``, or a seeded geometric draw."""
@@ -88,59 +100,43 @@ class Runtime:
         self._ids += 1
         return self._ids
 
-    def cause_of(self, cell: ActorCell | None) -> int | None:
-        return cell.cause_id() if cell is not None else None
-
     async def spawn(
         self,
-        cls: type[Actor],
+        cls: type[_A],
         *args: Any,
         name: str | None = None,
-        mailbox_size: int = 1024,
-        restart: RestartPolicy | None = None,
-        max_restarts: int = 3,
-        within: float = 5.0,
-        backoff: Backoff = None,
-    ) -> ActorRef:
+        **options: Unpack[SpawnOptions],
+    ) -> ActorRef[_A]:
         """Create a top-level actor ``cls(*args)`` and return its ref after ``on_start``.
 
         * ``name``: unique among live siblings (default ``<class>-<n>``); the path is
           ``parent-path/name``.
-        * ``mailbox_size``: queued messages allowed (the one being handled not counted).
-        * ``restart``: ``None`` (default: never restarted, a failure escalates to the
-          parent), ``"permanent"``/``"transient"`` (restarted after an exception, up to
-          ``max_restarts`` within ``within`` seconds, then escalates), ``"temporary"``
-          (never restarted; a failure only reaches monitors as ``Terminated``).
-        * ``backoff``: seconds to wait before a restart, or ``fn(n) -> seconds``.
+        * ``options`` (``mailbox_size``, ``restart``, ``max_restarts``, ``within``,
+          ``backoff``): see ``ChildSpec``; all are validated here, before anything runs.
 
         An exception from ``on_start`` is raised here.
         """
-        return await self._spawn(
-            None, cls, args, name, mailbox_size, restart, max_restarts, within, backoff
-        )
+        return await self.spawn_child(None, cls, args, name, options)
 
-    async def _spawn(
+    async def spawn_child(
         self,
         parent: ActorCell | None,
-        cls: type[Actor],
+        cls: type[_A],
         args: tuple[Any, ...],
         name: str | None,
-        mailbox_size: int,
-        restart: RestartPolicy | None,
-        max_restarts: int,
-        within: float,
-        backoff: Backoff,
-    ) -> ActorRef:
+        options: SpawnOptions,
+    ) -> ActorRef[_A]:
+        """``spawn`` under *parent* (``None``: top level). Used by ``Actor.spawn`` too."""
         if not (isinstance(cls, type) and issubclass(cls, Actor)):
             raise InvalidActor(f"spawn needs an Actor subclass, got {cls!r}")
-        if restart not in _RESTART_POLICIES:
-            raise ValueError(f"restart must be one of {_RESTART_POLICIES}, got {restart!r}")
-        if not (isinstance(max_restarts, int) and max_restarts >= 0):
-            raise ValueError(f"max_restarts must be an int >= 0, got {max_restarts!r}")
-        if not within > 0:
-            raise ValueError(f"within must be > 0 seconds, got {within!r}")
+        unknown = set(options) - set(SPAWN_OPTIONS)
+        if unknown:
+            raise TypeError(
+                f"spawn got unknown option(s) {sorted(unknown)}; options are {list(SPAWN_OPTIONS)}"
+            )
+        spec = ChildSpec(**options)
         if parent is None:
-            nursery, siblings, prefix = self._nursery, self._children, ""
+            nursery, siblings, prefix = self._nursery, self.top_level, ""
             if nursery is None:
                 raise RuntimeError("the runtime is not open")
         else:
@@ -153,36 +149,20 @@ class Runtime:
             n = self._auto_names.get(base, 0) + 1
             self._auto_names[base] = n
             name = f"{base}-{n}"
-        elif not (isinstance(name, str) and _NAME_RE.match(name)):
+        elif not (isinstance(name, str) and _NAME_RE.fullmatch(name)):
             raise ValueError(
-                f"actor name must be a non-empty string without '/' or spaces, got {name!r}"
+                f"actor name must be a non-empty string without '/' or whitespace, got {name!r}"
             )
         if name in siblings:
             raise ValueError(f"an actor named {prefix + name!r} is already running")
-        cell = ActorCell(
-            self,
-            parent,
-            cls,
-            args,
-            name,
-            prefix + name,
-            mailbox_size,
-            restart,
-            max_restarts,
-            within,
-            backoff,
-        )
+        cell = ActorCell(self, parent, cls, args, name, prefix + name, spec)
         siblings[name] = cell
         tr = self.tracer
         if tr is not None:
-            tr.emit(
-                "spawn",
+            tr.spawn(
                 cell.path,
                 parent.path if parent else None,
-                None,
                 parent.cause_id() if parent else None,
-                None,
-                None,
                 cls.__qualname__,
             )
         await nursery.start(cell.main, name=cell.path)
@@ -190,10 +170,10 @@ class Runtime:
 
     def _expire(self, env: Envelope) -> None:
         """An ask's timeout passed (called by the deadline task)."""
-        owner = env.mailbox.owner if env.mailbox is not None else None
+        owner = env.mailbox.owner
         if env.state == QUEUED:
             env.state = WITHDRAWN
-            env.mailbox.withdrawn()  # type: ignore[union-attr]
+            env.mailbox.withdrawn()
         elif env.state == RUNNING:
             env.state = ABANDONED
         else:
@@ -217,18 +197,18 @@ class Runtime:
                 children=tuple(info(c) for c in cell.child_list()),
             )
 
-        return [info(c) for c in self._children.values()]
+        return [info(c) for c in self.top_level.values()]
 
     async def _stop_all(self, reason: object) -> None:
-        while self._children:
-            last = next(reversed(self._children.values()))
+        while self.top_level:
+            last = next(reversed(self.top_level.values()))
             await last.ref.stop(reason)
 
 
 @asynccontextmanager
 async def open_runtime(
     *,
-    tracer: Any = None,
+    tracer: Recorder | None = None,
     name: str = "root",
     seed: int | None = None,
     extra_yields: float = 0.0,
@@ -251,7 +231,7 @@ async def open_runtime(
     saved_schedule = None
     if seed is not None and not schedule_hooks.active:
         saved_schedule = schedule_hooks.install(random.Random(seed))
-    if tracer is not None and hasattr(tracer, "use_clock"):
+    if tracer is not None:
         tracer.use_clock(rt.now)
     token = current_runtime.set(rt)
     body_exc: BaseException | None = None
@@ -275,5 +255,5 @@ async def open_runtime(
         current_runtime.reset(token)
         if saved_schedule is not None:
             schedule_hooks.restore(saved_schedule)
-        if tracer is not None and hasattr(tracer, "flush"):
+        if tracer is not None:
             tracer.flush()

@@ -63,14 +63,9 @@ class Watch(Generic[T]):
             rt = current_runtime.get()
             if rt is not None and rt.tracer is not None:
                 cell = current_cell.get()
-                rt.tracer.emit(
-                    "watch_set",
+                rt.tracer.watch_set(
                     cell.path if cell else rt.name,
-                    None,
-                    None,
                     cell.cause_id() if cell else None,
-                    None,
-                    None,
                     f"{self.name} = {value!r:.200}",
                 )
 

@@ -4,31 +4,35 @@ This package never imports ``runtime`` or ``actors``.
 """
 
 from . import otel
-from ._event import KINDS, NO_PAYLOAD, SCHEMA_VERSION, TraceEvent, TraceHeader
+from ._event import KINDS, NO_PAYLOAD, OUTCOMES, SCHEMA_VERSION, TraceEvent, TraceHeader
 from ._reader import LineError, TraceFile, follow_trace, iter_trace, read_trace
 from ._sinks import JsonlFileSink, MemorySink, SinkStatistics
-from ._tracer import Sink, Tracer
+from ._tracer import Recorder, Sink, Tracer, describe, unwrap
 from .export import to_otlp, to_perfetto, write_otlp, write_perfetto
 
 __all__ = [
     "KINDS",
     "NO_PAYLOAD",
+    "OUTCOMES",
     "SCHEMA_VERSION",
     "JsonlFileSink",
     "LineError",
     "MemorySink",
+    "Recorder",
     "Sink",
     "SinkStatistics",
     "TraceEvent",
     "TraceFile",
     "TraceHeader",
     "Tracer",
+    "describe",
     "follow_trace",
     "iter_trace",
     "otel",
     "read_trace",
     "to_otlp",
     "to_perfetto",
+    "unwrap",
     "write_otlp",
     "write_perfetto",
 ]

@@ -9,35 +9,52 @@ from __future__ import annotations
 
 import msgspec
 
-__all__ = ["KINDS", "NO_PAYLOAD", "SCHEMA_VERSION", "TraceEvent", "TraceHeader"]
+__all__ = ["KINDS", "NO_PAYLOAD", "OUTCOMES", "SCHEMA_VERSION", "TraceEvent", "TraceHeader"]
 
 #: The ``payload`` of an event recorded without one.
 NO_PAYLOAD = msgspec.Raw()
 
-#: Bumped whenever a field changes meaning; readers refuse newer schemas.
-SCHEMA_VERSION = 1
+#: Bumped whenever a field changes meaning; readers refuse newer schemas and upgrade older
+#: ones (version 1 had no ``outcome``: it was spelled in ``detail`` as "ok" / "error: ...").
+SCHEMA_VERSION = 2
 
 #: Every ``kind`` the runtime emits, with what ``actor``/``peer`` mean for it.
 KINDS: dict[str, str] = {
     "spawn": "actor was created under peer (its parent); detail = class name",
     "start": "on_start completed; the actor takes messages",
-    "stop": "the actor finally exited; detail = reason",
-    "fail": "an incarnation ended with an exception; detail = repr of it",
+    "stop": "the actor finally exited; detail = reason; outcome ok, or error if the reason "
+    "is an exception",
+    "fail": "an incarnation ended with an exception; detail = description of it",
     "restart": "the supervisor re-created the actor; detail = restart count",
-    "send": "msg_id was enqueued to actor by peer (None = outside any actor); corr set for asks",
-    "admit": "admission decided ignore/reject for a message to actor; detail = decision",
+    "send": "msg_id was enqueued to actor by peer (None = outside any actor); corr set for "
+    "asks; detail 'system' for the runtime's own messages (Terminated)",
+    "admit": "admission decided ignore/reject for a message to actor, or the mailbox was "
+    "full; detail = ignore | reject: <error> | full",
     "unhandled": "a message of a type actor does not accept was refused at send time",
-    "receive": "actor took msg_id from its mailbox (handler slice begins)",
-    "handle": "actor's handler for msg_id finished (slice ends); detail = ok | error: ...",
-    "reply": "the ask corr was answered to peer; detail = value | error: ...",
-    "drop": "msg_id was answered by the drain hook or withdrawn; detail says which",
-    "timeout": "the ask corr timed out; detail 'timeout' (withdrawn while queued: never "
-    "handled) or 'timeout while running' (the handler runs on, its reply is discarded)",
-    "cancel": "an ask was cancelled by its caller (detail 'cancelled' or 'cancelled while "
-    "running', as for timeout), or a handler was cancelled by stop (detail 'error: ...')",
+    "receive": "actor took msg_id from its mailbox (handler slice begins); detail "
+    "'selective' or 'interrupt' when taken inside another handler (no slice of its own)",
+    "handle": "actor's handler for msg_id finished (slice ends); outcome ok | error | "
+    "cancelled (stop cancelled it); detail = the exception",
+    "reply": "the ask corr was answered to peer; outcome ok | error; detail = the exception",
+    "drop": "msg_id was still queued when actor exited: answered by its drain hook",
+    "timeout": "the ask corr timed out (outcome timeout); detail 'timeout' (withdrawn while "
+    "queued: never handled) or 'timeout while running' (the handler runs on, its reply is "
+    "discarded)",
+    "cancel": "the ask corr was cancelled by its caller (outcome cancelled); detail "
+    "'cancelled' (withdrawn while queued) or 'cancelled while running'",
     "task_start": "a child task of actor started; detail = task name",
-    "task_end": "a child task of actor ended; detail = task name and outcome",
+    "task_end": "a child task of actor ended; outcome ok | error | cancelled; detail = task "
+    "name and outcome",
     "watch_set": "a named Watch was set; actor = the setter (if any); detail = watch name",
+}
+
+#: The structured ``outcome`` of handler, ask and task events (``None`` on other kinds).
+#: Consumers read it instead of parsing ``detail``.
+OUTCOMES: dict[str, str] = {
+    "ok": "completed normally (a handler returned, an ask got its value, a task returned)",
+    "error": "ended with an exception (described in detail)",
+    "cancelled": "cancelled: a handler or task by stop or its scope, an ask by its caller",
+    "timeout": "an ask's timeout passed",
 }
 
 
@@ -62,6 +79,8 @@ class TraceEvent(msgspec.Struct, frozen=True, gc=False, omit_defaults=True):
     #: The message's msgspec JSON, kept undecoded; empty (``len(payload) == 0``) if none.
     payload: msgspec.Raw = NO_PAYLOAD
     detail: str | None = None
+    #: One of ``OUTCOMES`` on handle, reply, cancel, timeout, task_end, fail and stop events.
+    outcome: str | None = None
 
 
 class TraceHeader(msgspec.Struct, frozen=True):

@@ -40,6 +40,33 @@ class TraceFile:
     errors: list[LineError] = field(default_factory=list)
 
 
+def upgrade_v1(event: TraceEvent) -> TraceEvent:
+    """A schema-1 event in today's vocabulary: its outcome was spelled in ``detail``
+    ("ok", "value", "error: ..."), and a handler cancelled by stop was a ``cancel`` event
+    whose detail began with "error:"."""
+    detail = event.detail
+    kind = event.kind
+    if kind in ("handle", "reply", "task_end") and detail is not None:
+        name, sep, rest = detail.partition(": ") if kind == "task_end" else ("", "", detail)
+        if rest in ("ok", "value"):
+            return msgspec.structs.replace(
+                event, outcome="ok", detail=f"{name}: ok" if sep else None
+            )
+        if rest.startswith("error: "):
+            rest = rest[len("error: ") :]
+        outcome = "cancelled" if rest.startswith("Cancelled(") else "error"
+        return msgspec.structs.replace(
+            event, outcome=outcome, detail=f"{name}{sep}{rest}" if sep else rest
+        )
+    if kind == "cancel" and detail is not None and detail.startswith("error: "):
+        rest = detail[len("error: ") :]
+        outcome = "error" if "Cancelled()" not in rest else "cancelled"
+        return msgspec.structs.replace(event, kind="handle", outcome=outcome, detail=rest)
+    if kind in ("cancel", "timeout") and detail is not None:
+        return msgspec.structs.replace(event, outcome="cancelled" if kind == "cancel" else kind)
+    return event
+
+
 def _decode_header(line: bytes) -> TraceHeader:
     _mark_decoder.decode(line)  # the schema version must be present
     header = _header_decoder.decode(line)
@@ -56,12 +83,13 @@ def iter_trace(
     """Yield the events of *path*; undecodable lines are appended to *errors* and skipped."""
     with open(path, "rb") as f:
         first = f.readline()
-        _decode_header(first)
+        old = _decode_header(first).trioxide_trace < 2
         for lineno, line in enumerate(f, start=2):
             if not line.strip():
                 continue
             try:
-                yield _event_decoder.decode(line)
+                event = _event_decoder.decode(line)
+                yield upgrade_v1(event) if old else event
             except msgspec.DecodeError as exc:
                 if errors is not None:
                     errors.append(LineError(lineno, str(exc)))
@@ -90,6 +118,7 @@ async def follow_trace(
     Partial lines (a writer mid-flush) are held until their newline arrives.
     """
     p = Path(path)
+    old = False
     pending = b""
     lineno = 0
     offset = 0
@@ -104,12 +133,13 @@ async def follow_trace(
             for line in lines:
                 lineno += 1
                 if lineno == 1:
-                    _decode_header(line)
+                    old = _decode_header(line).trioxide_trace < 2
                     continue
                 if not line.strip():
                     continue
                 try:
-                    yield _event_decoder.decode(line)
+                    event = _event_decoder.decode(line)
+                    yield upgrade_v1(event) if old else event
                 except msgspec.DecodeError as exc:
                     if errors is not None:
                         errors.append(LineError(lineno, str(exc)))

@@ -1,4 +1,10 @@
-"""The :class:`Tracer` turns runtime steps into :class:`TraceEvent`s and hands them to sinks.
+"""How steps become trace events: the trace vocabulary's one home.
+
+:class:`Tracer` has one typed method per event kind (``send``, ``receive``, ``handle``,
+...): callers never assemble an event by position. Each method sets the event's structured
+``outcome`` (see ``OUTCOMES``) and describes exceptions with :func:`describe`, so that
+consumers (exporters, the OpenTelemetry sink, the viewer, the explorer) read fields, never
+free text. :class:`Recorder` is the protocol the runtime codes against.
 
 A tracer owns the global sequence counter. It never blocks: sinks are synchronous,
 bounded and non-blocking by contract (see :mod:`traces._sinks`).
@@ -14,7 +20,7 @@ import trio
 
 from ._event import NO_PAYLOAD, TraceEvent
 
-__all__ = ["Sink", "Tracer"]
+__all__ = ["Recorder", "Sink", "Tracer", "describe"]
 
 
 class Sink(Protocol):
@@ -23,6 +29,124 @@ class Sink(Protocol):
     def write(self, event: TraceEvent) -> None: ...
 
     def close(self) -> None: ...
+
+
+def describe(exc: BaseException) -> str:
+    """An exception for a trace detail, without memory addresses.
+
+    Trio's ``Cancelled`` repr names the cancelling task with its id, which would make
+    traces of the same seed differ between processes; groups are described member by
+    member.
+    """
+    if isinstance(exc, trio.Cancelled):
+        return "Cancelled()"
+    if isinstance(exc, BaseExceptionGroup):
+        inner = ", ".join(describe(e) for e in exc.exceptions)
+        return f"{type(exc).__name__}({exc.message!r}, [{inner}])"
+    return repr(exc)
+
+
+def unwrap(exc: BaseException) -> BaseException:
+    """The single exception inside (nested) one-element exception groups, else *exc*."""
+    while isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
+        exc = exc.exceptions[0]
+    return exc
+
+
+def _outcome_of(exc: BaseException | None) -> str:
+    """``ok``, ``cancelled`` (a ``Cancelled``, or a group of nothing else) or ``error``."""
+    if exc is None:
+        return "ok"
+    if isinstance(exc, BaseExceptionGroup):
+        _, rest = exc.split(trio.Cancelled)
+        return "cancelled" if rest is None else "error"
+    return "cancelled" if isinstance(exc, trio.Cancelled) else "error"
+
+
+def _reason_str(reason: object) -> str:
+    if isinstance(reason, str):
+        return reason
+    return describe(reason) if isinstance(reason, BaseException) else repr(reason)
+
+
+class Recorder(Protocol):
+    """What the runtime records: one method per event kind (``traces.KINDS``).
+
+    ``actor`` is the path of the actor the step is about; ``sender``/``asker`` the path of
+    the actor that caused it (``None`` outside any actor); ``cause`` the ``msg_id`` that
+    actor was handling; ``corr`` pairs an ask with its reply (the ask's ``msg_id``).
+    """
+
+    @property
+    def seq(self) -> int: ...
+
+    def spawn(self, actor: str, parent: str | None, cause: int | None, cls_name: str) -> None: ...
+
+    def start(self, actor: str) -> None: ...
+
+    def stop(self, actor: str, reason: object) -> None: ...
+
+    def fail(self, actor: str, exc: BaseException) -> None: ...
+
+    def restart(self, actor: str, count: int) -> None: ...
+
+    def send(
+        self,
+        actor: str,
+        sender: str | None,
+        cause: int | None,
+        msg_id: int,
+        corr: int | None,
+        msg: Any,
+        system: bool = False,
+    ) -> None: ...
+
+    def admit(
+        self, actor: str, sender: str | None, cause: int | None, msg: Any, decision: str
+    ) -> None: ...
+
+    def unhandled(
+        self, actor: str, sender: str | None, cause: int | None, msg: Any, accepted: str
+    ) -> None: ...
+
+    def receive(
+        self,
+        actor: str,
+        msg_id: int,
+        cause: int | None,
+        corr: int | None,
+        msg: Any,
+        taken: str | None = None,
+    ) -> None: ...
+
+    def handle(
+        self, actor: str, msg_id: int, corr: int | None, exc: BaseException | None
+    ) -> None: ...
+
+    def reply(
+        self,
+        actor: str,
+        asker: str | None,
+        cause: int | None,
+        corr: int,
+        error: BaseException | None,
+    ) -> None: ...
+
+    def ask_ended(
+        self, actor: str, asker: str | None, msg_id: int, msg: Any, why: str, running: bool
+    ) -> None: ...
+
+    def drop(self, actor: str, msg_id: int, corr: int | None, msg: Any) -> None: ...
+
+    def task_start(self, actor: str, cause: int | None, name: str) -> None: ...
+
+    def task_end(self, actor: str, name: str, exc: BaseException | None) -> None: ...
+
+    def watch_set(self, actor: str, cause: int | None, what: str) -> None: ...
+
+    def use_clock(self, clock: Callable[[], float]) -> None: ...
+
+    def flush(self) -> None: ...
 
 
 _encode = msgspec.json.Encoder().encode
@@ -82,7 +206,7 @@ class Tracer:
         for sink in self._sinks:
             sink.write(event)
 
-    def emit(
+    def _emit(
         self,
         kind: str,
         actor: str,
@@ -92,8 +216,12 @@ class Tracer:
         corr: int | None = None,
         msg: Any = None,
         detail: str | None = None,
+        outcome: str | None = None,
     ) -> None:
-        """Record one step. ``msg`` (optional) gives ``msg_type`` and, if enabled, ``payload``."""
+        """Build and write one event. ``msg`` gives ``msg_type`` and, if enabled, ``payload``.
+
+        Private on purpose: every kind has its typed method below.
+        """
         self._seq = seq = self._seq + 1
         msg_type = None
         payload = NO_PAYLOAD
@@ -107,9 +235,128 @@ class Tracer:
         self._write(
             TraceEvent(
                 seq, self._clock(), kind, actor, peer, msg_id, cause, corr, msg_type, payload,
-                detail,
+                detail, outcome,
             )
         )  # fmt: skip
+
+    # -- lifecycle ------------------------------------------------------------------------
+
+    def spawn(self, actor: str, parent: str | None, cause: int | None, cls_name: str) -> None:
+        """*actor* was created under *parent* (``None``: top level)."""
+        self._emit("spawn", actor, parent, None, cause, None, None, cls_name)
+
+    def start(self, actor: str) -> None:
+        """*actor*'s ``on_start`` completed; it takes messages."""
+        self._emit("start", actor)
+
+    def stop(self, actor: str, reason: object) -> None:
+        """*actor* finally exited with *reason* (outcome ``error`` for an exception)."""
+        outcome = "error" if isinstance(reason, BaseException) else "ok"
+        self._emit("stop", actor, None, None, None, None, None, _reason_str(reason), outcome)
+
+    def fail(self, actor: str, exc: BaseException) -> None:
+        """An incarnation of *actor* ended with *exc*."""
+        self._emit("fail", actor, None, None, None, None, None, describe(exc), "error")
+
+    def restart(self, actor: str, count: int) -> None:
+        """The supervisor re-created *actor* (its *count*-th restart)."""
+        self._emit("restart", actor, None, None, None, None, None, str(count))
+
+    # -- messages -------------------------------------------------------------------------
+
+    def send(
+        self,
+        actor: str,
+        sender: str | None,
+        cause: int | None,
+        msg_id: int,
+        corr: int | None,
+        msg: Any,
+        system: bool = False,
+    ) -> None:
+        """*msg* (``msg_id``) was enqueued to *actor*; ``corr`` is set for an ask."""
+        self._emit("send", actor, sender, msg_id, cause, corr, msg, "system" if system else None)
+
+    def admit(
+        self, actor: str, sender: str | None, cause: int | None, msg: Any, decision: str
+    ) -> None:
+        """Admission refused *msg* (``ignore`` / ``reject: ...``) or the mailbox was ``full``."""
+        self._emit("admit", actor, sender, None, cause, None, msg, decision)
+
+    def unhandled(
+        self, actor: str, sender: str | None, cause: int | None, msg: Any, accepted: str
+    ) -> None:
+        """*msg* was refused at send time: *actor* does not accept its type."""
+        self._emit("unhandled", actor, sender, None, cause, None, msg, f"accepts {accepted}")
+
+    def receive(
+        self,
+        actor: str,
+        msg_id: int,
+        cause: int | None,
+        corr: int | None,
+        msg: Any,
+        taken: str | None = None,
+    ) -> None:
+        """*actor* took ``msg_id``; *taken* (``selective``/``interrupt``) if inside a handler."""
+        self._emit("receive", actor, None, msg_id, cause, corr, msg, taken)
+
+    def handle(self, actor: str, msg_id: int, corr: int | None, exc: BaseException | None) -> None:
+        """The handler of ``msg_id`` ended: returned (*exc* ``None``), raised or was cancelled."""
+        if exc is None:
+            self._emit("handle", actor, None, msg_id, None, corr, None, None, "ok")
+        else:
+            exc = unwrap(exc)
+            self._emit("handle", actor, None, msg_id, None, corr, None, describe(exc),
+                       _outcome_of(exc))  # fmt: skip
+
+    def reply(
+        self,
+        actor: str,
+        asker: str | None,
+        cause: int | None,
+        corr: int,
+        error: BaseException | None,
+    ) -> None:
+        """The ask *corr* was answered with a value (*error* ``None``) or an exception."""
+        if error is None:
+            self._emit("reply", actor, asker, None, cause, corr, None, None, "ok")
+        else:
+            self._emit("reply", actor, asker, None, cause, corr, None, describe(error), "error")
+
+    def ask_ended(
+        self, actor: str, asker: str | None, msg_id: int, msg: Any, why: str, running: bool
+    ) -> None:
+        """The ask ``msg_id`` was given up by its caller: *why* is ``cancelled`` or ``timeout``;
+        *running*: its handler had started (it runs on, the reply is discarded)."""
+        kind = "cancel" if why == "cancelled" else "timeout"
+        detail = f"{why} while running" if running else why
+        self._emit(kind, actor, asker, msg_id, None, msg_id, msg, detail, why)
+
+    def drop(self, actor: str, msg_id: int, corr: int | None, msg: Any) -> None:
+        """``msg_id`` was still queued when *actor* exited (answered by its drain hook)."""
+        self._emit("drop", actor, None, msg_id, None, corr, msg, "drained")
+
+    # -- tasks and watches ----------------------------------------------------------------
+
+    def task_start(self, actor: str, cause: int | None, name: str) -> None:
+        """A child task *name* of *actor* started."""
+        self._emit("task_start", actor, None, None, cause, None, None, name)
+
+    def task_end(self, actor: str, name: str, exc: BaseException | None) -> None:
+        """The child task *name* of *actor* ended (*exc* ``None``: it returned)."""
+        if exc is None:
+            self._emit("task_end", actor, None, None, None, None, None, f"{name}: ok", "ok")
+        else:
+            exc = unwrap(exc)
+            self._emit("task_end", actor, None, None, None, None, None,
+                       f"{name}: {describe(exc)}", _outcome_of(exc))  # fmt: skip
+
+    def watch_set(self, actor: str, cause: int | None, what: str) -> None:
+        """A named ``Watch`` was set by *actor*; *what* is ``name = value``."""
+        self._emit("watch_set", actor, None, None, cause, None, None, what)
+
+    # -- sinks ----------------------------------------------------------------------------
 
     def flush(self) -> None:
         """Make everything emitted so far visible to readers (file sinks write through)."""

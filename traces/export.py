@@ -86,7 +86,7 @@ class _Message:
 
     send: int | None = None
     receive: int | None = None
-    end: int | None = None  # the handle (or a cancel "error: ...") that ended its handler
+    end: int | None = None  # the handle event that ended its handler
 
     def is_slice(self, events: list[TraceEvent]) -> bool:
         """Did the receive begin a handler of its own (rather than be taken by one)?"""
@@ -97,12 +97,6 @@ class _Message:
 
 def _ordered(events: Iterable[TraceEvent]) -> list[TraceEvent]:
     return sorted(events, key=lambda e: e.seq)
-
-
-def _ends_handler(event: TraceEvent) -> bool:
-    if event.kind == "handle":
-        return True
-    return event.kind == "cancel" and (event.detail or "").startswith("error:")
 
 
 def _messages(events: list[TraceEvent]) -> dict[int, _Message]:
@@ -121,7 +115,7 @@ def _messages(events: list[TraceEvent]) -> dict[int, _Message]:
             m = msgs.setdefault(mid, _Message())
             if m.receive is None:
                 m.receive = i
-        elif _ends_handler(e):
+        elif e.kind == "handle":
             found = msgs.get(mid)
             if found is not None and found.receive is not None and found.end is None:
                 found.end = i
@@ -180,7 +174,7 @@ def _event_args(e: TraceEvent) -> dict[str, Any]:
     t = _seconds(e.t)
     if t is not None:
         args["t"] = t
-    for key in ("peer", "msg_id", "cause", "corr", "msg_type", "detail"):
+    for key in ("peer", "msg_id", "cause", "corr", "msg_type", "detail", "outcome"):
         value = getattr(e, key)
         if value is not None:
             args[key] = value
@@ -264,8 +258,8 @@ def _slice(
         duration = _seconds(end.t - r.t)
         if duration is not None:
             args["duration_s"] = duration
-        if end.kind != "handle":
-            args["ended_by"] = end.kind
+        if end.outcome is not None:
+            args["outcome"] = end.outcome
         if end.detail is not None:
             args["detail"] = end.detail
     else:
@@ -286,8 +280,10 @@ def _slice(
         "tid": tid,
         "args": args,
     }
-    if end is not None and (end.detail or "").startswith("error:"):
+    if end is not None and end.outcome == "error":
         event["cname"] = "terrible"  # chrome://tracing's red
+    elif end is not None and end.outcome == "cancelled":
+        event["cname"] = "grey"
     return event
 
 
@@ -367,6 +363,8 @@ def to_perfetto(
                 anchor: dict[str, Any] = {"seq": e.seq, "corr": e.corr, "replier": e.actor}
                 if math.isfinite(e.t):
                     anchor["t"] = e.t
+                if e.outcome is not None:
+                    anchor["outcome"] = e.outcome
                 if e.detail is not None:
                     anchor["detail"] = e.detail
                 out.append(_instant("reply received", "reply", ts, asker, anchor))
@@ -598,12 +596,12 @@ def to_otlp(
             if m.end is not None:
                 end = evs[m.end]
                 span["endTimeUnixNano"] = _time(end.t)
-                if end.kind != "handle":
-                    attrs.append(_attr("trioxide.ended_by", end.kind))
+                if end.outcome is not None:
+                    attrs.append(_attr("trioxide.outcome", end.outcome))
                 if end.detail is not None:
                     attrs.append(_attr("trioxide.detail", end.detail))
-                    if end.detail.startswith("error:"):
-                        span["status"] = {"code": _STATUS_CODE_ERROR, "message": end.detail}
+                if end.outcome == "error":
+                    span["status"] = {"code": _STATUS_CODE_ERROR, "message": end.detail or ""}
             elif m.is_slice(evs):
                 span["endTimeUnixNano"] = _time(last_t)
                 attrs.append(_attr("trioxide.unfinished", True))

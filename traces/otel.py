@@ -67,6 +67,8 @@ class OtelSink:
             attrs["trioxide.peer"] = event.peer
         if event.detail is not None:
             attrs["trioxide.detail"] = event.detail
+        if event.outcome is not None:
+            attrs["trioxide.outcome"] = event.outcome
         return attrs
 
     def _start(
@@ -100,13 +102,10 @@ class OtelSink:
             span = self._start(event, "process", parent, trace.SpanKind.CONSUMER, ns, links)
             self.spans += 1
             self._remember(self._consumers, event.msg_id, span)
-        elif (
-            kind == "handle" or (kind == "cancel" and (event.detail or "").startswith("error:"))
-        ) and (event.msg_id is not None and event.msg_id in self._consumers):
+        elif kind == "handle" and event.msg_id is not None and event.msg_id in self._consumers:
             span = self._consumers.pop(event.msg_id)
-            detail = event.detail or ""
-            if detail.startswith("error:"):
-                span.set_status(trace.Status(trace.StatusCode.ERROR, detail[len("error: ") :]))
+            if event.outcome == "error":
+                span.set_status(trace.Status(trace.StatusCode.ERROR, event.detail or ""))
             span.end(end_time=ns)
         else:
             owner = self._consumers.get(event.cause) if event.cause is not None else None

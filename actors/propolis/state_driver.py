@@ -204,14 +204,14 @@ class StateDriver(Actor):
         vm: SimulatedVm,
         disks: dict[str, Volume],
         net: DownstairsNetwork,
-        monitor: StateMonitor,
+        state_monitor: StateMonitor,
         migration_target: bool = False,
         failing_backends: frozenset[str] = frozenset(),
     ) -> None:
         self.vm = vm
         self.disks = disks
         self.net = net
-        self.monitor = monitor
+        self.state_monitor = state_monitor
         self.migration_target = migration_target
         self.failing_backends = failing_backends
         self.queue = RequestQueue(auto_start=migration_target)
@@ -256,7 +256,7 @@ class StateDriver(Actor):
         return None  # queued state changes are dropped (their senders already returned)
 
     async def on_stop(self, reason: object) -> None:
-        self.monitor.close()
+        self.state_monitor.close()
 
     # -- handlers ---------------------------------------------------------------------
 
@@ -274,24 +274,24 @@ class StateDriver(Actor):
             case ReplaceVcr(backend_id, vcr):
                 return await self._replace_vcr(backend_id, vcr)
             case GuestHalted():
-                if self.monitor.current.state is VmState.RUNNING:
+                if self.state_monitor.current.state is VmState.RUNNING:
                     self.vm.pause_vcpus()
-                    self.monitor.publish(VmState.STOPPED)
+                    self.state_monitor.publish(VmState.STOPPED)
                     self.queue.stopped()
                     self._finish(VmState.DESTROYED, "guest halted")
             case GuestRebooted():
-                if self.monitor.current.state is VmState.RUNNING:
+                if self.state_monitor.current.state is VmState.RUNNING:
                     await self._reboot()
             case _MigrateIn():
                 await trio.sleep(self.vm.migrate_time)
                 self.vm.start_devices()
                 self.vm.resume_vcpus()
-                self.monitor.publish(VmState.RUNNING)
+                self.state_monitor.publish(VmState.RUNNING)
                 self.queue.start_completed(True)
         return None
 
     async def _start(self) -> None:
-        self.monitor.publish(VmState.STARTING)
+        self.state_monitor.publish(VmState.STARTING)
         try:
             self.vm.start_devices()
         except DeviceStartError:
@@ -309,12 +309,12 @@ class StateDriver(Actor):
         match result:
             case Completed():
                 self.vm.resume_vcpus()
-                self.monitor.publish(VmState.RUNNING)
+                self.state_monitor.publish(VmState.RUNNING)
                 self.queue.start_completed(True)
             case Interrupted():
                 # Stop while starting: no Stopping, no halt of half-started parts; the
                 # backend startup scope is already cancelled, and its stop() not called.
-                self.monitor.publish(VmState.STOPPED)
+                self.state_monitor.publish(VmState.STOPPED)
                 self.queue.stopped()
                 self._finish(VmState.DESTROYED, "stopped during startup")
 
@@ -324,29 +324,29 @@ class StateDriver(Actor):
             await ref.ask(Activate())
 
     async def _stop(self) -> None:
-        if self.monitor.current.state is VmState.CREATING:  # stopped before it ever started
-            self.monitor.publish(VmState.STOPPED)
+        if self.state_monitor.current.state is VmState.CREATING:  # stopped before it ever started
+            self.state_monitor.publish(VmState.STOPPED)
             self.queue.stop_completed()
             self._finish(VmState.DESTROYED, "stopped before start")
             return
-        self.monitor.publish(VmState.STOPPING)
+        self.state_monitor.publish(VmState.STOPPING)
         self.vm.pause_vcpus()
         await trio.sleep(self.vm.halt_time)
         for ref in self.backends.values():
             await ref.ask(Deactivate())
-        self.monitor.publish(VmState.STOPPED)
+        self.state_monitor.publish(VmState.STOPPED)
         self.queue.stop_completed()
         self._finish(VmState.DESTROYED, "stopped")
 
     async def _reboot(self) -> None:
-        self.monitor.publish(VmState.REBOOTING)
+        self.state_monitor.publish(VmState.REBOOTING)
         self.vm.pause_vcpus()
         await trio.sleep(self.vm.reset_time)
         self.vm.resume_vcpus()
-        self.monitor.publish(VmState.RUNNING)
+        self.state_monitor.publish(VmState.RUNNING)
 
     async def _migrate_out(self) -> None:
-        self.monitor.publish(VmState.MIGRATING)
+        self.state_monitor.publish(VmState.MIGRATING)
         await trio.sleep(self.vm.migrate_time)
         if self.vm.migrate_ok:
             self.vm.pause_vcpus()
@@ -354,7 +354,7 @@ class StateDriver(Actor):
             self._finish(VmState.DESTROYED, "migrated out")
         else:
             self.queue.migration_out_completed(False)
-            self.monitor.publish(VmState.RUNNING)
+            self.state_monitor.publish(VmState.RUNNING)
 
     async def _replace_vcr(self, backend_id: str, vcr: Volume) -> ReplaceResult:
         ref = self.backends.get(backend_id)
@@ -365,5 +365,5 @@ class StateDriver(Actor):
 
     def _finish(self, final: VmState, reason: str) -> None:
         """Publish the final state and exit: queued VCR requests are answered ``Gone``."""
-        self.monitor.publish(final)
+        self.state_monitor.publish(final)
         self.stop(reason)

@@ -387,11 +387,13 @@ def check_trace(
         reply = replies.get(mid, [])
         withdrawn = withdrawals.get(mid, [])
         if out.kind == "value":
-            assert [r.detail for r in reply] == ["value"]
+            assert [r.outcome for r in reply] == ["ok"]
         elif out.kind == "error":
-            assert len(reply) == 1 and reply[0].detail.startswith("error: HandlerError")
+            assert len(reply) == 1 and reply[0].outcome == "error"
+            assert reply[0].detail.startswith("HandlerError")
         elif out.kind == "gone":
-            assert len(reply) == 1 and reply[0].detail.startswith("error: ActorGone")
+            assert len(reply) == 1 and reply[0].outcome == "error"
+            assert reply[0].detail.startswith("ActorGone")
         elif out.kind == "timeout":
             assert [w.kind for w in withdrawn] == ["timeout"]
         elif out.kind == "cancelled":
@@ -402,7 +404,7 @@ def check_trace(
         tag_of[e.msg_id]
         for evs in by_id.values()
         for e in evs
-        if e.kind == "handle" and e.detail == "ok" and sends[e.msg_id].msg_type == "Note"
+        if e.kind == "handle" and e.outcome == "ok" and sends[e.msg_id].msg_type == "Note"
     )
     assert sorted(tag for log in logs for tag in log) == handled_notes
 

@@ -136,7 +136,7 @@ def test_demo_view_streams_the_live_run_to_a_client(tmp_path: Path) -> None:
 
     async def main() -> None:
         async with trio.open_nursery() as nursery:
-            nursery.start_soon(_viewed, server, opts, stats, checker, tracer)
+            nursery.start_soon(_viewed, server, opts, stats, checker, tracer, file_sink)
             while not listening():  # noqa: ASYNC110
                 await trio.sleep(0.001)
             # Far beyond the demo's own virtual length: no events would fail here, not hang.

@@ -49,7 +49,7 @@ class Sled:
         return inst
 
     def runner(self, pid: str) -> InstanceRunner:
-        entry = self.manager._find(pid)
+        entry = self.manager.find(pid)
         assert entry is not None
         inst = entry.runner.instance
         assert isinstance(inst, InstanceRunner)
@@ -113,7 +113,7 @@ async def test_2_destroyed_published_before_leaving_table_cleanup_outside_runner
     # In the window, GetState answers at once with the terminal state.
     state = await sled.api.get_state("p1")
     assert state.state is S.DESTROYED and trio.current_time() == t0
-    while sled.manager._find("p1") is not None:  # noqa: ASYNC110
+    while sled.manager.find("p1") is not None:  # noqa: ASYNC110
         await trio.sleep(0.1)
     left_table = trio.current_time()
     (t_destroyed,) = [
@@ -172,7 +172,7 @@ async def test_5_terminate_preempts_a_stuck_start(actor_runtime: Runtime) -> Non
     zones.hang_next("install")
     sled = await make_sled(actor_runtime, zones=zones)
     await sled.api.register("p1", "i1")
-    runner = sled.manager._find("p1")
+    runner = sled.manager.find("p1")
     assert runner is not None
     published_before = list(sled.nexus_states("p1"))
     outcome: list[object] = []
@@ -248,11 +248,11 @@ async def test_8_add_remove_add_survives_a_stale_removal(actor_runtime: Runtime)
     assert await sled.api.unregister("p1") is not None
     again = await sled.api.register("p1", "i1")
     assert again.state is S.STARTING
-    entry = sled.manager._find("p1")
+    entry = sled.manager.find("p1")
     assert entry is not None and entry.gen == 2
     await sled.api.manager.tell(Deregister("p1", 1))  # a stale removal arrives late
     await wait_all_tasks_blocked()
-    assert sled.manager._find("p1") is entry
+    assert sled.manager.find("p1") is entry
     assert sled.manager.stale_removals >= 1
     assert (await sled.api.get_state("p1")).state is S.STARTING
 

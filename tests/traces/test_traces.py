@@ -84,7 +84,7 @@ async def test_tracer_seq_is_monotonic_and_t_is_the_trio_clock(autojump_clock: M
     assert tracer.seq == 0 and tracer.sinks == (a, b)
     for i in range(5):
         await trio.sleep(0.5)
-        tracer.emit("send", "x", msg_id=i)
+        tracer.send("x", None, None, i, None, None)
     assert [e.seq for e in a.events] == [1, 2, 3, 4, 5]
     assert tracer.seq == 5
     assert [e.t for e in a.events] == [0.5, 1.0, 1.5, 2.0, 2.5]  # virtual time
@@ -95,25 +95,27 @@ def test_tracer_custom_clock_and_fields() -> None:
     ticks = iter([10.0, 20.0])
     sink = traces.MemorySink()
     tracer = traces.Tracer(sink, clock=lambda: next(ticks))
-    tracer.emit("reply", "srv", "cli", None, 7, 3, None, "value")
-    tracer.emit("stop", "srv")
+    tracer.reply("srv", "cli", 7, 3, None)
+    tracer.stop("srv", ValueError("x"))
     first, second = sink.events
     assert first == traces.TraceEvent(
-        1, 10.0, "reply", "srv", peer="cli", cause=7, corr=3, detail="value"
+        1, 10.0, "reply", "srv", peer="cli", cause=7, corr=3, outcome="ok"
     )
-    assert second == traces.TraceEvent(2, 20.0, "stop", "srv")
+    assert second == traces.TraceEvent(
+        2, 20.0, "stop", "srv", detail="ValueError('x')", outcome="error"
+    )
 
 
 def test_tracer_payloads_off_by_default() -> None:
     sink = traces.MemorySink()
-    traces.Tracer(sink, clock=lambda: 0.0).emit("send", "a", msg=Ping(1))
+    traces.Tracer(sink, clock=lambda: 0.0).send("a", None, None, 1, None, Ping(1))
     (e,) = sink.events
     assert e.msg_type == "Ping" and len(e.payload) == 0
 
 
 def test_tracer_payloads_on() -> None:
     sink = traces.MemorySink()
-    traces.Tracer(sink, payloads=True, clock=lambda: 0.0).emit("send", "a", msg=Ping(1))
+    traces.Tracer(sink, payloads=True, clock=lambda: 0.0).send("a", None, None, 1, None, Ping(1))
     (e,) = sink.events
     assert len(e.payload) > 0
     assert msgspec.json.decode(e.payload, type=Ping) == Ping(1)
@@ -130,9 +132,9 @@ def test_tracer_redact_replaces_or_removes_the_payload() -> None:
         return msgspec.structs.replace(msg, secret="***")
 
     tracer = traces.Tracer(sink, payloads=True, redact=redact, clock=lambda: 0.0)
-    tracer.emit("send", "a", msg=Ping(1))
-    tracer.emit("send", "a", msg=Ping(-1))
-    tracer.emit("stop", "a")  # no message: redact not called
+    tracer.send("a", None, None, 1, None, Ping(1))
+    tracer.send("a", None, None, 2, None, Ping(-1))
+    tracer.stop("a", "done")  # no message: redact not called
     kept, removed, _ = sink.events
     assert seen == [Ping(1), Ping(-1)]
     assert len(kept.payload) > 0
@@ -147,7 +149,7 @@ def test_tracer_redact_is_not_called_without_payloads() -> None:
         raise AssertionError("redact called although payloads are off")
 
     sink = traces.MemorySink()
-    traces.Tracer(sink, redact=redact, clock=lambda: 0.0).emit("send", "a", msg=Ping(1))
+    traces.Tracer(sink, redact=redact, clock=lambda: 0.0).send("a", None, None, 1, None, Ping(1))
     assert len(sink.events[0].payload) == 0
 
 
@@ -157,7 +159,7 @@ def test_tracer_payload_falls_back_to_repr() -> None:
             return "<opaque>"
 
     sink = traces.MemorySink()
-    traces.Tracer(sink, payloads=True, clock=lambda: 0.0).emit("send", "a", msg=Opaque())
+    traces.Tracer(sink, payloads=True, clock=lambda: 0.0).send("a", None, None, 1, None, Opaque())
     (e,) = sink.events
     assert e.msg_type == "Opaque"
     assert len(e.payload) > 0 and msgspec.json.decode(e.payload) == "<opaque>"
@@ -167,10 +169,10 @@ def test_tracer_close_closes_every_sink(tmp_path: Path) -> None:
     mem = traces.MemorySink()
     file_sink = traces.JsonlFileSink(tmp_path / "t.jsonl")
     tracer = traces.Tracer(mem, file_sink, clock=lambda: 0.0)
-    tracer.emit("start", "a")
+    tracer.start("a")
     tracer.close()
     assert traces.read_trace(tmp_path / "t.jsonl").events == mem.events
-    tracer.emit("stop", "a")  # after close: counted as dropped, never raised
+    tracer.stop("a", "late")  # after close: counted as dropped, never raised
     assert file_sink.dropped == 1
 
 
@@ -548,7 +550,7 @@ async def test_runtime_trace_file_has_every_kind(tmp_path: Path, autojump_clock:
 
     # Ask/reply pairing: corr of a reply is the ask's msg_id; peer is the asker.
     reply2 = one("reply", corr=ask2.msg_id)
-    assert reply2.actor == "worker" and reply2.peer == "boss" and reply2.detail == "value"
+    assert reply2.actor == "worker" and reply2.peer == "boss" and reply2.outcome == "ok"
     assert reply2.cause == ask2.msg_id
     kick_reply = one("reply", corr=kick.msg_id)
     assert kick_reply.actor == "boss" and kick_reply.peer is None
@@ -572,8 +574,8 @@ async def test_runtime_trace_file_has_every_kind(tmp_path: Path, autojump_clock:
     timeout = one("timeout", corr=slow10.msg_id)
     assert timeout.t == slow10.t + 1.0
     assert one("receive", msg_id=slow10.msg_id).seq < timeout.seq
-    stop_cancel = one("cancel", msg_id=slow10.msg_id, corr=None)
-    assert stop_cancel.detail.startswith("error: ")
+    stop_cancel = one("handle", msg_id=slow10.msg_id)
+    assert stop_cancel.outcome == "cancelled" and stop_cancel.detail == "Cancelled()"
 
     # The ask withdrawn while queued: a cancel event, never received.
     withdrawn = one("cancel", detail="cancelled")
@@ -608,3 +610,30 @@ async def test_leaving_open_runtime_flushes_the_trace_file(
         assert [e.kind for e in traces.read_trace(path).events] == ["spawn", "start", "stop"]
     finally:
         tracer.close()
+
+
+def test_a_schema_1_file_is_read_in_todays_vocabulary(tmp_path: Path) -> None:
+    """Version 1 spelled the outcome in ``detail``; the reader upgrades it (outcome field,
+    and a handler cancelled by stop becomes a ``handle`` with outcome ``cancelled``)."""
+    path = tmp_path / "v1.jsonl"
+    lines = [
+        '{"trioxide_trace":1}',
+        '{"seq":1,"t":0.0,"kind":"handle","actor":"a","msg_id":1,"detail":"ok"}',
+        '{"seq":2,"t":0.0,"kind":"handle","actor":"a","msg_id":2,"detail":"error: KeyError(1)"}',
+        '{"seq":3,"t":0.0,"kind":"reply","actor":"a","corr":2,"detail":"value"}',
+        '{"seq":4,"t":0.0,"kind":"cancel","actor":"a","msg_id":3,"detail":"error: Cancelled()"}',
+        '{"seq":5,"t":0.0,"kind":"cancel","actor":"a","msg_id":4,"detail":"cancelled"}',
+        '{"seq":6,"t":0.0,"kind":"task_end","actor":"a","detail":"pub: ok"}',
+        '{"seq":7,"t":0.0,"kind":"timeout","actor":"a","msg_id":5,"detail":"timeout"}',
+    ]
+    path.write_text("\n".join(lines) + "\n")
+    got = [(e.kind, e.outcome, e.detail) for e in traces.read_trace(path).events]
+    assert got == [
+        ("handle", "ok", None),
+        ("handle", "error", "KeyError(1)"),
+        ("reply", "ok", None),
+        ("handle", "cancelled", "Cancelled()"),
+        ("cancel", "cancelled", "cancelled"),
+        ("task_end", "ok", "pub: ok"),
+        ("timeout", "timeout", "timeout"),
+    ]

@@ -22,6 +22,9 @@
     '#ff9166', '#82aaff', '#e5c07b', '#5ee0ff', '#f78c6c',
   ];
   const TELL_COLOR = '#7d8da3';
+  const CANCELLED_COLOR = '#8c8c8c';
+  // A finished handler slice's style by its structured outcome (trace field `outcome`).
+  const SLICE_STYLE = { ok: 0, error: 1, cancelled: 3 };
   const SEL_COLOR = '#ffffff';
   // Event kinds drawn as marks on the actor's lifeline (send/receive/handle/reply are
   // arrows and slices). shape + color; `major` marks are drawn last and larger.
@@ -163,10 +166,9 @@
         break;
       }
       case 'cancel': {
-        // "error: ..." = the running handler was cancelled by stop: its slice ends here.
+        // An ask given up by its caller (the handler, if running, runs on).
         const m = ev.msg_id != null ? msg(ev.msg_id) : (ev.corr != null ? msg(ev.corr) : null);
         ev.m = m;
-        if (m && m.slice && ev.detail && ev.detail.startsWith('error')) endSlice(m.slice, ev);
         break;
       }
       case 'reply': {
@@ -754,11 +756,12 @@
 
   function drawSlices(c, lo, hi, lim, lastIdx, W, H) {
     const evs = S.events;
-    const paths = [new Path2D(), new Path2D(), new Path2D()]; // ok, error, still running
+    // By the handler's outcome: ok, error, still running, cancelled.
+    const paths = [new Path2D(), new Path2D(), new Path2D(), new Path2D()];
     // Slices of one row are merged while they overlap on screen (zoomed out, thousands of
     // slices collapse into a few rectangles).
-    const cur = new Map(); // row * 3 + style -> [x1, x2, y]
-    const flush = (key, st) => paths[key % 3].rect(st[0], st[2] - 4, Math.max(2, st[1] - st[0]), 8);
+    const cur = new Map(); // row * 4 + style -> [x1, x2, y]
+    const flush = (key, st) => paths[key % 4].rect(st[0], st[2] - 4, Math.max(2, st[1] - st[0]), 8);
     const xEnd = lastIdx >= 0 ? xOf(evs[lastIdx]) : 0;
     const add = (s) => {
       const r = s.r;
@@ -772,8 +775,8 @@
       if (x2 < -2 || x1 > W + 2) return;
       const xa = Math.max(-2, x1);
       const xb = Math.max(xa + 2, Math.min(W + 2, x2));
-      const style = !done ? 2 : (s.h.detail && s.h.detail !== 'ok' ? 1 : 0);
-      const key = row * 3 + style;
+      const style = !done ? 2 : (SLICE_STYLE[s.h.outcome] || 0);
+      const key = row * 4 + style;
       const st = cur.get(key);
       if (st && xa <= st[1] + 1) {
         if (xb > st[1]) st[1] = xb;
@@ -799,6 +802,8 @@
     c.fill(paths[1]);
     c.fillStyle = '#c9a227';
     c.fill(paths[2]);
+    c.fillStyle = CANCELLED_COLOR;
+    c.fill(paths[3]);
     c.globalAlpha = 1;
   }
 
@@ -1253,7 +1258,7 @@
     const type = evType(ev);
     box.append(el('h3', { text: `seq ${ev.seq} · ${ev.kind}${type ? ` · ${type}` : ''}` }));
     const table = el('table');
-    const fields = ['seq', 't', 'kind', 'actor', 'peer', 'msg_id', 'cause', 'corr', 'msg_type', 'detail'];
+    const fields = ['seq', 't', 'kind', 'actor', 'peer', 'msg_id', 'cause', 'corr', 'msg_type', 'outcome', 'detail'];
     for (const f of fields) {
       let v = ev[f];
       let cell;
@@ -1281,9 +1286,9 @@
       row('sent', seqLink(m.send));
       row('received', seqLink(m.receive), m.send && m.receive ? `  queued ${fmtDur(m.receive.t - m.send.t)}` : '');
       const end = m.handle || (m.slice && m.slice.h);
-      row(m.handle || !end ? 'handled' : `ended (${end.kind})`, seqLink(end), end ? `  ${end.detail || ''}` : '',
+      row(!end || end.outcome === 'ok' ? 'handled' : `ended (${end.outcome})`, seqLink(end), end ? `  ${end.detail || ''}` : '',
         m.receive && end ? `  in ${fmtDur(end.t - m.receive.t)}` : '');
-      if (m.replies) row('replies', ...m.replies.flatMap((r) => [seqLink(r), ` ${r.detail || ''} `]));
+      if (m.replies) row('replies', ...m.replies.flatMap((r) => [seqLink(r), ` ${r.outcome || ''} ${r.detail || ''} `]));
       box.append(t2);
     }
 
@@ -1628,6 +1633,7 @@
     item('pending', '#c9a227', 'sent, not received (yet)');
     item('slice', '#2f8fb0', 'handler slice (receive → handle)');
     item('slice', '#d9434b', 'handler ended with an error');
+    item('slice', CANCELLED_COLOR, 'handler cancelled (e.g. by stop)');
     item('slice', '#c9a227', 'handler still running');
     item('triDown', ADMIT_COLORS.reject, 'admit: reject');
     item('triDown', ADMIT_COLORS.full, 'admit: full');

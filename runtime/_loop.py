@@ -1,0 +1,311 @@
+"""The message loop and dispatch: how one actor takes and handles its messages.
+
+``run(cell)`` is the loop of one incarnation; ``dispatch`` handles one queued item (an
+envelope: an ask, a traced tell, a runtime message; or a bare untraced tell). Selective
+``receive`` and ``serve_until`` take messages from inside a handler, and ``reply``/
+``answer`` deliver an ask's result. The loop leaves when a stop is requested.
+
+This module is the one place where hot-path inlining is allowed (see the fenced block in
+``run``): every other module calls the functions it inlines. ``bench/`` measures it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any, Final
+
+import outcome
+import trio
+from trio.lowlevel import reschedule
+
+from ._context import task_actor, task_name
+from ._errors import ActorGone
+from ._mailbox import DONE, QUEUED, RUNNING, Envelope, message_of
+from ._messages import Completed, Interrupted
+
+if TYPE_CHECKING:
+    from ._cell import ActorCell
+
+__all__ = [
+    "BARE",
+    "HANDLER_BATCH",
+    "NOT_STOPPING",
+    "answer",
+    "dispatch",
+    "receive",
+    "reply",
+    "run",
+    "serve_until",
+]
+
+#: ``ActorCell.stopping`` while no stop was requested (the loop runs while it is this).
+NOT_STOPPING: Final = object()
+
+#: The actor loop yields to the scheduler after this many handled messages in a row
+#: (handlers that never block would otherwise starve other tasks).
+HANDLER_BATCH: Final = 64
+
+
+class _BareCurrent:
+    """``ActorCell.current`` while an untraced tell is handled (no envelope exists)."""
+
+    __slots__ = ()
+    msg = None
+    asker = None
+    id = None
+    state = DONE
+
+
+BARE: Any = _BareCurrent()
+
+
+async def run(cell: ActorCell) -> None:
+    """Handle messages until a stop is requested (the caller owns the loop's cancel scope)."""
+    mb = cell.mailbox
+    handle = cell.handle_fn
+    assert handle is not None
+    pop = mb.pop
+    path = cell.path
+    untraced = cell.rt.tracer is None
+    n = 0
+    batch = cell.rt.next_handler_batch()
+    while cell.stopping is NOT_STOPPING:
+        item = pop()
+        if item is None:
+            await mb.wait_put()
+            continue
+        # ---- hot path (inlined dispatch; keep in step with dispatch() below) -------------
+        # Untraced asks and tells are handled here without the calls dispatch() makes:
+        # measured, this is what makes an untraced tell ~10x a raw Trio channel
+        # (bench/RESULTS.md). Traced items and everything else go through dispatch().
+        if type(item) is Envelope:
+            if untraced and item.asker is not None:
+                cell.current = item
+                if item.state == QUEUED:
+                    item.state = RUNNING
+                try:
+                    result = await handle(item.msg)
+                except Exception as exc:
+                    item.answer(outcome.Error(exc))
+                    _finish_taken(cell, exc)
+                except BaseException as exc:
+                    item.answer(outcome.Error(ActorGone(path, cell.why(exc))))
+                    _finish_taken(cell, exc)
+                    raise
+                else:
+                    if item.state <= RUNNING:  # Envelope.answer inlined
+                        item.state = DONE
+                        reschedule(item.asker, outcome.Value(result))
+                    if cell.taken is not None:
+                        _finish_taken(cell, None)
+                finally:
+                    cell.current = None
+                    cell.handled += 1
+            else:
+                await dispatch(cell, item)
+        else:
+            cell.current = BARE
+            try:
+                await handle(item)
+            except BaseException as exc:
+                _finish_taken(cell, exc)
+                raise
+            finally:
+                cell.current = None
+                cell.handled += 1
+            if cell.taken is not None:
+                _finish_taken(cell, None)
+        # ---- end of hot path -------------------------------------------------------------
+        n += 1
+        if n >= batch:
+            n = 0
+            batch = cell.rt.next_handler_batch()
+            await trio.lowlevel.checkpoint()
+
+
+async def dispatch(cell: ActorCell, item: Any) -> None:
+    """Handle one queued item: an envelope (ask or traced tell) or a bare message.
+
+    The general path (``run`` inlines the untraced cases); also used for the messages a
+    ``serve_until`` serves, which nest inside the current handler."""
+    prev, prev_taken = cell.current, cell.taken
+    cell.taken = None
+    try:
+        if type(item) is Envelope:
+            await _dispatch_envelope(cell, item)
+            return
+        cell.current = BARE
+        try:
+            await cell.handle_fn(item)  # type: ignore[misc]
+        except BaseException as exc:
+            _finish_taken(cell, exc)
+            raise
+        if cell.taken is not None:
+            _finish_taken(cell, None)
+    finally:
+        cell.current = prev
+        cell.taken = prev_taken
+        cell.handled += 1
+
+
+async def _dispatch_envelope(cell: ActorCell, env: Envelope) -> None:
+    cell.current = env
+    tr = cell.rt.tracer
+    asker = env.asker
+    corr = env.id if asker is not None else None
+    if tr is not None:
+        tr.receive(cell.path, env.id, None, corr, env.msg)
+    try:
+        if asker is None:
+            await cell.handle_fn(env.msg)  # type: ignore[misc]
+        else:
+            if env.state == QUEUED:
+                env.state = RUNNING
+            try:
+                result = await cell.handle_fn(env.msg)  # type: ignore[misc]
+            except Exception as exc:
+                answer(cell, env, outcome.Error(exc))
+                if tr is not None:
+                    tr.handle(cell.path, env.id, corr, exc)
+                _finish_taken(cell, exc)
+                return
+            answer(cell, env, outcome.Value(result))
+        if tr is not None:
+            tr.handle(cell.path, env.id, corr, None)
+        if cell.taken is not None:
+            _finish_taken(cell, None)
+    except BaseException as exc:
+        if asker is not None:
+            answer(cell, env, outcome.Error(ActorGone(cell.path, cell.why(exc))))
+        if tr is not None:
+            tr.handle(cell.path, env.id, corr, exc)
+        _finish_taken(cell, exc)
+        raise
+
+
+def answer(cell: ActorCell, env: Envelope, result: outcome.Outcome[Any]) -> None:
+    """Deliver *result* to *env*'s asker (if it still waits) and trace the reply."""
+    if env.answer(result):
+        tr = cell.rt.tracer
+        if tr is not None:
+            error = result.error if isinstance(result, outcome.Error) else None
+            tr.reply(cell.path, task_actor(env.asker), cell.cause_id(), env.id, error)
+
+
+def _finish_taken(cell: ActorCell, exc: BaseException | None) -> None:
+    """Asks taken by receive()/Interrupted and not answered get None (or the error)."""
+    taken = cell.taken
+    if not taken:
+        return
+    cell.taken = None
+    for item in taken:
+        if type(item) is not Envelope or item.asker is None:
+            continue
+        if exc is None:
+            answer(cell, item, outcome.Value(None))
+        elif isinstance(exc, Exception):
+            answer(cell, item, outcome.Error(exc))
+        else:
+            answer(cell, item, outcome.Error(ActorGone(cell.path, cell.why(exc))))
+
+
+def reply(cell: ActorCell, msg: Any, value: Any, error: BaseException | None) -> bool:
+    """``Actor.reply``: answer the ask that carried *msg* (current or taken)."""
+    result: outcome.Outcome[Any] = (
+        outcome.Error(error) if error is not None else outcome.Value(value)
+    )
+    env = cell.current
+    if env is not None and env.msg is msg and env.asker is not None:
+        if env.state == QUEUED:
+            env.state = RUNNING
+        before: int = env.state
+        answer(cell, env, result)
+        return before == RUNNING
+    for item in cell.taken or ():
+        if type(item) is Envelope and item.msg is msg and item.asker is not None:
+            before = item.state
+            answer(cell, item, result)
+            return before == RUNNING
+    return False
+
+
+# -- selective receive and serve_until ---------------------------------------------------
+
+
+def _take(cell: ActorCell, item: Any, why: str) -> Any:
+    """Record *item* as taken by the current handler; return its message."""
+    if cell.taken is None:
+        cell.taken = []
+    cell.taken.append(item)
+    if type(item) is not Envelope:
+        return item
+    if item.asker is not None and item.state == QUEUED:
+        item.state = RUNNING
+    tr = cell.rt.tracer
+    if tr is not None:
+        corr = item.id if item.asker else None
+        tr.receive(cell.path, item.id, cell.cause_id(), corr, item.msg, why)
+    return item.msg
+
+
+async def _park(cell: ActorCell, want: tuple[type, ...]) -> None:
+    if cell.stopping is not NOT_STOPPING and cell.loop_scope is not None:
+        cell.loop_scope.cancel()
+    cell.waiting = True
+    try:
+        await cell.mailbox.wait_put(want)
+    finally:
+        cell.waiting = False
+
+
+async def receive(cell: ActorCell, want: tuple[type, ...]) -> Any:
+    """``Actor.receive``: the first queued message of *want*, waiting for one."""
+    while True:
+        item = cell.mailbox.take(want)
+        if item is not None:
+            msg = _take(cell, item, "selective")
+            await trio.lowlevel.checkpoint()
+            return msg
+        await _park(cell, want)
+
+
+async def serve_until(
+    cell: ActorCell,
+    fn: Callable[..., Awaitable[Any]],
+    args: tuple[Any, ...],
+    serve: tuple[type, ...],
+    interrupt: tuple[type, ...],
+) -> Completed[Any] | Interrupted:
+    """``Actor.serve_until``: run *fn* in a child scope while serving *serve* messages."""
+    want = serve + interrupt
+    box: list[Any] = []
+    mb = cell.mailbox
+
+    async def run_fn() -> None:
+        value = await fn(*args)
+        box.append(value)
+        mb.wake()
+
+    tname = task_name(fn, None)
+    try:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(cell.run_task, run_fn, (), tname, name=f"{cell.path}:{tname}")
+            while True:
+                if box:
+                    return Completed(box[0])
+                item = mb.take(want) if want else None
+                if item is None:
+                    await _park(cell, want or (type(None),))
+                    continue
+                msg = message_of(item)
+                if interrupt and isinstance(msg, interrupt):
+                    nursery.cancel_scope.cancel()
+                    return Interrupted(_take(cell, item, "interrupt"))
+                await dispatch(cell, item)
+    except BaseExceptionGroup as group:
+        # Our own nursery wraps what fn (or a served handler) raised: give the caller
+        # the exception itself, as the docstring promises.
+        if len(group.exceptions) == 1:
+            raise group.exceptions[0] from None
+        raise
+    raise AssertionError("unreachable")  # pragma: no cover
