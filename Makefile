@@ -21,7 +21,7 @@ lint: $(STAMP)
 	$(BIN)/ruff check src runtime traces actors tests bench examples
 
 typecheck: $(STAMP)
-	$(BIN)/mypy -p trioxide.runtime -p trioxide.traces
+	$(BIN)/mypy -p trioxide
 
 pytest: $(STAMP)
 	$(BIN)/pytest

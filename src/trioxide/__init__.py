@@ -12,6 +12,7 @@
 """
 
 from .runtime import (
+    HELPERS,
     TELL_YIELD_EVERY,
     Actor,
     ActorGone,
@@ -20,7 +21,10 @@ from .runtime import (
     ActorStatistics,
     Admit,
     AskTimeout,
+    Backoff,
+    ChildSpec,
     Completed,
+    Handles,
     Interrupted,
     InvalidActor,
     MailboxFull,
@@ -29,6 +33,7 @@ from .runtime import (
     Rejected,
     RestartPolicy,
     Runtime,
+    SpawnOptions,
     Terminated,
     TimerHandle,
     TrioxideError,
@@ -39,6 +44,7 @@ from .runtime import (
 )
 
 __all__ = [
+    "HELPERS",
     "TELL_YIELD_EVERY",
     "Actor",
     "ActorGone",
@@ -47,7 +53,10 @@ __all__ = [
     "ActorStatistics",
     "Admit",
     "AskTimeout",
+    "Backoff",
+    "ChildSpec",
     "Completed",
+    "Handles",
     "Interrupted",
     "InvalidActor",
     "MailboxFull",
@@ -56,6 +65,7 @@ __all__ = [
     "Rejected",
     "RestartPolicy",
     "Runtime",
+    "SpawnOptions",
     "Terminated",
     "TimerHandle",
     "TrioxideError",
