@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, Final
 
 import outcome
 import trio
-from trio.lowlevel import reschedule
+from trio.lowlevel import reschedule, wait_task_rescheduled
 
 from ._context import task_actor, task_name
 from ._errors import ActorGone
@@ -64,21 +64,24 @@ async def run(cell: ActorCell) -> None:
     mb = cell.mailbox
     handle = cell.handle_fn
     assert handle is not None
-    pop = mb.pop
     path = cell.path
+    task = cell.task
+    assert task is not None
     untraced = cell.rt.tracer is None
+    not_stopping, bare, envelope = NOT_STOPPING, BARE, Envelope  # locals: read per message
     n = 0
     batch = cell.rt.next_handler_batch()
-    while cell.stopping is NOT_STOPPING:
-        item = pop()
-        if item is None:
-            await mb.wait_put()
+    while cell.stopping is not_stopping:
+        # ready and pop are the level-0 deque and its popleft in the common state.
+        if not mb.ready:
+            await wait_task_rescheduled(mb.parking(task, None))  # Mailbox.wait_put
             continue
+        item = mb.pop()
         # ---- hot path (inlined dispatch; keep in step with dispatch() below) -------------
         # Untraced asks and tells are handled here without the calls dispatch() makes:
         # measured, this is what makes an untraced tell ~10x a raw Trio channel
         # (bench/RESULTS.md). Traced items and everything else go through dispatch().
-        if type(item) is Envelope:
+        if type(item) is envelope:
             if untraced and item.asker is not None:
                 cell.current = item
                 if item.state == QUEUED:
@@ -104,7 +107,7 @@ async def run(cell: ActorCell) -> None:
             else:
                 await dispatch(cell, item)
         else:
-            cell.current = BARE
+            cell.current = bare
             try:
                 await handle(item)
             except BaseException as exc:

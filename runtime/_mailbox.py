@@ -5,6 +5,13 @@ Hot-path rules (see docs/semantics.md):
 * a queued item is either a **bare message** (an untraced ``tell``: no allocation beyond
   the message itself) or an ``Envelope`` (asks, traced messages, runtime messages);
 * ``put`` and ``pop`` are synchronous and O(1) (one deque per priority level in use);
+* ``pop`` is an attribute that is, in the common state (one priority level in use, no
+  withdrawn envelope, no blocked sender), the level-0 deque's own ``popleft``: taking a
+  message costs a C call, no Python frame. Every state change that leaves the common state
+  switches it to the general ``_pop_slow`` and back (``_retune``), so the queue's
+  rules live here only;
+* the queued count is derived (deque lengths, minus withdrawn envelopes still in them),
+  so a fast ``pop`` needs no bookkeeping;
 * a withdrawn envelope (an ask whose caller was cancelled or timed out while it was
   queued) stays in its deque but no longer counts; ``pop`` skips it;
 * the actor task parks only when it has nothing to do, and ``put`` wakes it only if it is
@@ -17,6 +24,7 @@ Hot-path rules (see docs/semantics.md):
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Callable, Sized
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -88,25 +96,47 @@ class MailboxStatistics:
     closed: bool
 
 
+class _LiveCount:
+    """``Mailbox.ready`` outside the common state: the live count, computed."""
+
+    __slots__ = ("_mailbox",)
+
+    def __init__(self, mailbox: Mailbox) -> None:
+        self._mailbox = mailbox
+
+    def __len__(self) -> int:
+        return self._mailbox.count
+
+
 class Mailbox:
     """Queued messages of one actor: bounded, FIFO within a priority, higher priority first.
 
     ``capacity`` counts queued messages only (not the one being handled). The runtime's
     system messages (``Terminated``) may exceed it: they are never lost.
+
+    ``pop()`` takes the next live item (highest priority, then FIFO) and raises
+    ``IndexError`` when there is none; ``ready`` is truthy while there is one. In the
+    common state both are the level-0 deque's own (its ``popleft``, the deque itself), so
+    the actor loop pays no Python call to take a message (``_retune`` keeps them right).
     """
 
     __slots__ = (
         "_levels",
+        "_limit",
+        "_live",
+        "_n_other",
         "_putters",
         "_q0",
         "_queues",
         "_reserved",
         "_waiter",
         "_want",
+        "_withdrawn",
         "capacity",
         "closed",
-        "count",
         "owner",
+        "pop",
+        "ready",
         "size",
     )
 
@@ -115,16 +145,30 @@ class Mailbox:
             raise ValueError(f"mailbox_size must be a positive int, got {capacity!r}")
         self.capacity = capacity  # becomes 0 when closed, so senders take the slow path
         self.size = capacity
-        self.count = 0  # live (non-withdrawn) queued items
         self.closed = False
         self._q0: deque[Any] | None = None  # priority 0, created on first put
         self._queues: dict[int, deque[Any]] | None = None  # other levels, if ever used
         self._levels: list[int] | None = None  # all levels in use, highest first
+        self._n_other = 0  # items in the deques of levels other than 0
+        self._withdrawn = 0  # withdrawn envelopes still sitting in a deque
         self._waiter: Task | None = None  # the actor task, parked
         self._want: tuple[type, ...] | None = None  # what a parked receive() waits for
         self._putters: deque[Task] | None = None  # senders blocked on a full mailbox
         self._reserved = 0  # slots handed to woken putters, not yet used
         self.owner: Any = None  # the ActorCell (told about withdrawals, for tracing)
+        self.pop: Callable[[], Any] = self._pop_slow
+        self.ready: Sized = ()  # nothing queued yet (and nothing allocated)
+        self._live: _LiveCount | None = None
+        self._limit = capacity  # senders may add while len(level-0 deque) < this (_retune)
+
+    def _count(self) -> int:
+        q = self._q0
+        return (len(q) if q is not None else 0) + self._n_other - self._withdrawn
+
+    @property
+    def count(self) -> int:
+        """Live (non-withdrawn) queued items."""
+        return self._count()
 
     def __len__(self) -> int:
         return self.count
@@ -138,10 +182,32 @@ class Mailbox:
             closed=self.closed,
         )
 
+    def _retune(self) -> None:
+        """Re-derive the fast paths after any change of levels, withdrawals, blocked
+        senders, reservations or capacity: ``pop``/``queued`` are the level-0 deque's own
+        methods when that is all it takes, and ``_limit`` is the level-0 length below which
+        ``try_put`` may admit (0 while a sender waits: it goes first)."""
+        q = self._q0
+        putters = self._putters
+        if q is not None and not self._n_other and not self._withdrawn and not putters:
+            self.pop = q.popleft
+            self.ready = q
+        else:
+            self.pop = self._pop_slow
+            live = self._live
+            if live is None:
+                live = self._live = _LiveCount(self)
+            self.ready = live
+        self._limit = (
+            0 if putters else self.capacity - self._n_other + self._withdrawn - self._reserved
+        )
+
     # -- space ------------------------------------------------------------------------
 
     def has_space(self) -> bool:
-        return self.count + self._reserved < self.capacity and not self._putters
+        """Whether a sender may put now (a free slot, and no blocked sender ahead of it)."""
+        q = self._q0
+        return (len(q) if q is not None else 0) < self._limit
 
     async def wait_space(self) -> None:
         """Park until a slot is reserved for the caller (FIFO among waiters).
@@ -155,12 +221,14 @@ class Mailbox:
         if putters is None:
             putters = self._putters = deque()
         putters.append(task)
+        self._retune()  # a pop must now hand the freed slot on
 
         def abort(_: object) -> Abort:
             try:
                 putters.remove(task)
             except ValueError:  # pragma: no cover - already woken
                 pass
+            self._retune()
             return Abort.SUCCEEDED
 
         await wait_task_rescheduled(abort)
@@ -168,12 +236,15 @@ class Mailbox:
     def release(self) -> None:
         """Give back a reserved slot that will not be used."""
         self._reserved -= 1
+        self._retune()
         self._wake_putter()
 
     def _wake_putter(self) -> None:
-        if self._putters and self.count + self._reserved < self.capacity:
+        putters = self._putters
+        if putters and self.count + self._reserved < self.capacity:
             self._reserved += 1
-            reschedule(self._putters.popleft())
+            reschedule(putters.popleft())
+            self._retune()
 
     # -- put / pop --------------------------------------------------------------------
 
@@ -181,13 +252,12 @@ class Mailbox:
         """The senders' fast path: put *item* (whose message is *msg*) at priority 0 if a
         slot is free and no sender is waiting for one; otherwise change nothing and return
         False (the caller then takes the general path: wait, admission, priority, put)."""
-        if self.count + self._reserved >= self.capacity or self._putters:
-            return False
         q = self._q0
         if q is None:
-            q = self._q0 = deque()
+            q = self._new_q0()
+        if len(q) >= self._limit:
+            return False
         q.append(item)
-        self.count += 1
         waiter = self._waiter
         if waiter is not None and (self._want is None or isinstance(msg, self._want)):
             self._waiter = None
@@ -196,28 +266,36 @@ class Mailbox:
 
     def put(self, item: Any, priority: int = 0, *, reserved: bool = False) -> None:
         """Enqueue a bare message or an envelope (synchronous; capacity is the caller's)."""
-        if reserved:
-            self._reserved -= 1
         msg = item.msg if type(item) is Envelope else item
         if priority == 0:
             q = self._q0
             if q is None:
-                q = self._q0 = deque()
+                q = self._new_q0()
+            q.append(item)
         else:
-            q = self._level(priority)
-        q.append(item)
-        self.count += 1
+            self._level(priority).append(item)
+            self._n_other += 1
+        if reserved or priority:
+            if reserved:
+                self._reserved -= 1
+            self._retune()
         waiter = self._waiter
         if waiter is not None and (self._want is None or isinstance(msg, self._want)):
             self._waiter = None
             reschedule(waiter)
 
+    def _new_q0(self) -> deque[Any]:
+        q = self._q0 = deque()
+        if self._queues is not None:
+            self._queues[0] = q
+        self._retune()
+        return q
+
     def _level(self, priority: int) -> deque[Any]:
         queues = self._queues
         if queues is None:
-            if self._q0 is None:
-                self._q0 = deque()
-            queues = self._queues = {0: self._q0}
+            q0 = self._q0 if self._q0 is not None else self._new_q0()
+            queues = self._queues = {0: q0}
             self._levels = [0]
         q = queues.get(priority)
         if q is None:
@@ -228,43 +306,34 @@ class Mailbox:
             levels.sort(reverse=True)
         return q
 
-    def _deques(self) -> list[deque[Any]]:
-        """The deques in delivery order (highest priority first)."""
+    def _deques(self) -> list[tuple[int, deque[Any]]]:
+        """The (level, deque) pairs in delivery order (highest priority first)."""
         if self._queues is not None:
             assert self._levels is not None
-            return [self._queues[level] for level in self._levels]
-        return [self._q0] if self._q0 is not None else []
+            return [(level, self._queues[level]) for level in self._levels]
+        return [(0, self._q0)] if self._q0 is not None else []
 
-    def pop(self) -> Any:
-        """Take the next live item (highest priority, then FIFO), or ``None``."""
-        if self.count == 0:
-            return None
-        if self._queues is None:
-            q = self._q0
-            assert q is not None
+    def _pop_slow(self) -> Any:
+        """``pop`` outside the common state: levels, withdrawn envelopes, blocked senders."""
+        for level, q in self._deques():
             while q:
                 item = q.popleft()
-                if type(item) is not Envelope or item.state != WITHDRAWN:
-                    self.count -= 1
-                    if self._putters:
-                        self._wake_putter()
-                    return item
-            return None  # pragma: no cover - count said otherwise
-        for q in self._deques():
-            while q:
-                item = q.popleft()
-                if type(item) is not Envelope or item.state != WITHDRAWN:
-                    self.count -= 1
-                    if self._putters:
-                        self._wake_putter()
-                    return item
-        return None  # pragma: no cover
+                if level:
+                    self._n_other -= 1
+                if type(item) is Envelope and item.state == WITHDRAWN:
+                    self._withdrawn -= 1
+                    continue
+                if self._putters:
+                    self._wake_putter()
+                self._retune()
+                return item
+        self._retune()
+        raise IndexError("pop from an empty mailbox")
 
     def take(self, types: tuple[type, ...]) -> Any:
-        """Selective receive: remove the first live item whose message is one of *types*."""
-        if self.count == 0:
-            return None
-        for q in self._deques():
+        """Selective receive: remove the first live item whose message is one of *types*
+        (``None`` if there is none)."""
+        for level, q in self._deques():
             for i, item in enumerate(q):
                 if type(item) is Envelope:
                     if item.state == WITHDRAWN or not isinstance(item.msg, types):
@@ -272,7 +341,9 @@ class Mailbox:
                 elif not isinstance(item, types):
                     continue
                 del q[i]
-                self.count -= 1
+                if level:
+                    self._n_other -= 1
+                    self._retune()
                 if self._putters:
                     self._wake_putter()
                 return item
@@ -280,19 +351,22 @@ class Mailbox:
 
     def withdrawn(self) -> None:
         """An envelope still in a deque was abandoned by its asker (it stays, skipped)."""
-        self.count -= 1
+        self._withdrawn += 1
+        self._retune()
         if self._putters:
             self._wake_putter()
 
     def drain(self) -> list[Any]:
         """Remove and return every live item, in delivery order."""
         out: list[Any] = []
-        for q in self._deques():
+        for _, q in self._deques():
             while q:
                 item = q.popleft()
                 if type(item) is not Envelope or item.state != WITHDRAWN:
                     out.append(item)
-        self.count = 0
+        self._n_other = 0
+        self._withdrawn = 0
+        self._retune()
         return out
 
     # -- the receiver side -----------------------------------------------------------
@@ -304,9 +378,14 @@ class Mailbox:
 
     async def wait_put(self, want: tuple[type, ...] | None = None) -> None:
         """Park the actor task until a (matching) message is put or ``wake()`` is called."""
-        self._waiter = current_task()
+        await wait_task_rescheduled(self.parking(current_task(), want))
+
+    def parking(self, task: Task, want: tuple[type, ...] | None) -> Callable[[Any], Abort]:
+        """Record *task* as the receiver about to park (``wait_put`` without its coroutine
+        frame, for the actor loop); returns the abort callback to park with."""
+        self._waiter = task
         self._want = want
-        await wait_task_rescheduled(self.abort_wait)
+        return self.abort_wait
 
     def wake(self) -> None:
         """Wake the parked actor task, if any (stop requests, serve_until completion)."""
@@ -322,4 +401,5 @@ class Mailbox:
         putters = list(self._putters) if self._putters else []
         if self._putters:
             self._putters.clear()
+        self._retune()
         return putters

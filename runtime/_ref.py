@@ -247,7 +247,9 @@ class ActorRef(Generic[A_co]):
             # The untraced fast path: no admission, no priority, nothing to record.
             env = Envelope(msg, task, 0, mb)
             if not mb.try_put(env, msg):
-                reserved = await self._wait_space_for_ask(cell, mb, msg, timeout, deadline)
+                reserved = False
+                if not mb.has_space():
+                    reserved = await self._wait_space_for_ask(cell, mb, msg, timeout, deadline)
                 mb.put(env, 0, reserved=reserved)
         else:
             reserved = False

@@ -27,23 +27,14 @@ from trioxide.traces.export import (
     write_perfetto,
 )
 
+from .conftest import Ask2, Boss, Kick, Slow
+
 # -- a small scenario exercising every shape of handler --------------------------------
-
-
-class Ask2(msgspec.Struct, frozen=True):
-    n: int
-
-
-class Kick(msgspec.Struct, frozen=True):
-    pass
+# (Ask2, Kick, Slow and Boss are shared with test_traces: see conftest.py)
 
 
 class Boom(msgspec.Struct, frozen=True):
     pass
-
-
-class Slow(msgspec.Struct, frozen=True):
-    seconds: float
 
 
 class Pick(msgspec.Struct, frozen=True):
@@ -82,15 +73,6 @@ class Worker(runtime.Actor):
                     self.reply(result.msg, "halted")
                 return "interrupted"
         return None
-
-
-class Boss(runtime.Actor):
-    def __init__(self, worker: runtime.ActorRef) -> None:
-        self.worker = worker
-
-    async def handle(self, msg: Kick) -> int:
-        await self.worker.tell(Ask2(1))
-        return int(await self.worker.ask(Ask2(2)))
 
 
 async def scenario(tracer: traces.Tracer) -> None:

@@ -24,6 +24,8 @@ import trio_websocket
 from trioxide import traces
 from trioxide.traces.server import TraceServer
 
+from .conftest import run_traced_scenario
+
 GUARD = 30  # seconds before a hung test fails (never reached by a passing test)
 
 
@@ -251,8 +253,6 @@ async def test_sink_written_from_another_thread() -> None:
 async def test_live_runtime_in_its_own_thread_and_virtual_clock() -> None:
     # The way a CLI shows a running simulation: the runtime runs under MockClock in a worker
     # thread; the server (real clock) streams what its tracer writes.
-    from tests.traces.test_traces import run_traced_scenario
-
     server = TraceServer()
     mem = traces.MemorySink()
     tracer = traces.Tracer(server.sink, mem, payloads=True)
