@@ -72,7 +72,6 @@ class ActorCell:
         "spec",
         "start_status",
         "state",
-        "stop_grace",
         "stopping",
         "taken",
         "task",
@@ -120,7 +119,6 @@ class ActorCell:
         self.exited_event: trio.Event | None = None
         self.exit_reason: object = None
         self.stopping: object = NOT_STOPPING
-        self.stop_grace: float | None = None
         # The message being handled: an Envelope, or _loop.BARE for an untraced tell.
         self.current: Any = None
         self.taken: list[Any] | None = None  # items taken by receive()/Interrupted
@@ -386,8 +384,6 @@ class ActorCell:
                 scope.cancel()
             elif grace is not None:
                 scope.deadline = min(scope.deadline, trio.current_time() + grace)
-        if grace is not None:
-            self.stop_grace = grace if self.stop_grace is None else min(self.stop_grace, grace)
 
     def why(self, exc: BaseException) -> object:
         """The reason an asker is told when the incarnation handling its ask ends."""

@@ -64,14 +64,12 @@ async def run(cell: ActorCell) -> None:
     mb = cell.mailbox
     handle = cell.handle_fn
     assert handle is not None
-    path = cell.path
     task = cell.task
     assert task is not None
     untraced = cell.rt.tracer is None
-    not_stopping, bare, envelope = NOT_STOPPING, BARE, Envelope  # locals: read per message
     n = 0
     batch = cell.rt.next_handler_batch()
-    while cell.stopping is not_stopping:
+    while cell.stopping is NOT_STOPPING:
         # ready and pop are the level-0 deque and its popleft in the common state.
         if not mb.ready:
             await wait_task_rescheduled(mb.parking(task, None))  # Mailbox.wait_put
@@ -81,7 +79,7 @@ async def run(cell: ActorCell) -> None:
         # Untraced asks and tells are handled here without the calls dispatch() makes:
         # measured, this is what makes an untraced tell ~10x a raw Trio channel
         # (bench/RESULTS.md). Traced items and everything else go through dispatch().
-        if type(item) is envelope:
+        if type(item) is Envelope:
             if untraced and item.asker is not None:
                 cell.current = item
                 if item.state == QUEUED:
@@ -92,7 +90,7 @@ async def run(cell: ActorCell) -> None:
                     item.answer(outcome.Error(exc))
                     _finish_taken(cell, exc)
                 except BaseException as exc:
-                    item.answer(outcome.Error(ActorGone(path, cell.why(exc))))
+                    item.answer(outcome.Error(ActorGone(cell.path, cell.why(exc))))
                     _finish_taken(cell, exc)
                     raise
                 else:
@@ -107,7 +105,7 @@ async def run(cell: ActorCell) -> None:
             else:
                 await dispatch(cell, item)
         else:
-            cell.current = bare
+            cell.current = BARE
             try:
                 await handle(item)
             except BaseException as exc:

@@ -96,6 +96,12 @@ class MailboxStatistics:
     closed: bool
 
 
+def _pop_empty() -> Any:
+    """``Mailbox.pop`` before anything was ever queued (shared: an idle actor allocates
+    nothing for it)."""
+    raise IndexError("pop from an empty mailbox")
+
+
 class _LiveCount:
     """``Mailbox.ready`` outside the common state: the live count, computed."""
 
@@ -121,9 +127,7 @@ class Mailbox:
     """
 
     __slots__ = (
-        "_levels",
         "_limit",
-        "_live",
         "_n_other",
         "_putters",
         "_q0",
@@ -132,7 +136,6 @@ class Mailbox:
         "_waiter",
         "_want",
         "_withdrawn",
-        "capacity",
         "closed",
         "owner",
         "pop",
@@ -143,12 +146,11 @@ class Mailbox:
     def __init__(self, capacity: int) -> None:
         if not isinstance(capacity, int) or isinstance(capacity, bool) or capacity < 1:
             raise ValueError(f"mailbox_size must be a positive int, got {capacity!r}")
-        self.capacity = capacity  # becomes 0 when closed, so senders take the slow path
         self.size = capacity
         self.closed = False
         self._q0: deque[Any] | None = None  # priority 0, created on first put
-        self._queues: dict[int, deque[Any]] | None = None  # other levels, if ever used
-        self._levels: list[int] | None = None  # all levels in use, highest first
+        # Every level, highest first, once a level other than 0 was used.
+        self._queues: dict[int, deque[Any]] | None = None
         self._n_other = 0  # items in the deques of levels other than 0
         self._withdrawn = 0  # withdrawn envelopes still sitting in a deque
         self._waiter: Task | None = None  # the actor task, parked
@@ -156,9 +158,8 @@ class Mailbox:
         self._putters: deque[Task] | None = None  # senders blocked on a full mailbox
         self._reserved = 0  # slots handed to woken putters, not yet used
         self.owner: Any = None  # the ActorCell (told about withdrawals, for tracing)
-        self.pop: Callable[[], Any] = self._pop_slow
-        self.ready: Sized = ()  # nothing queued yet (and nothing allocated)
-        self._live: _LiveCount | None = None
+        self.pop: Callable[[], Any] = _pop_empty  # nothing queued yet (and nothing allocated)
+        self.ready: Sized = ()
         self._limit = capacity  # senders may add while len(level-0 deque) < this (_retune)
 
     def _count(self) -> int:
@@ -184,22 +185,25 @@ class Mailbox:
 
     def _retune(self) -> None:
         """Re-derive the fast paths after any change of levels, withdrawals, blocked
-        senders, reservations or capacity: ``pop``/``queued`` are the level-0 deque's own
+        senders, reservations or closing: ``pop``/``ready`` are the level-0 deque's own
         methods when that is all it takes, and ``_limit`` is the level-0 length below which
         ``try_put`` may admit (0 while a sender waits: it goes first)."""
         q = self._q0
         putters = self._putters
-        if q is not None and not self._n_other and not self._withdrawn and not putters:
+        if q is None and not putters:
+            self.pop = _pop_empty  # never used: nothing was ever queued
+            self.ready = ()
+        elif q is not None and not self._n_other and not self._withdrawn and not putters:
             self.pop = q.popleft
             self.ready = q
         else:
             self.pop = self._pop_slow
-            live = self._live
-            if live is None:
-                live = self._live = _LiveCount(self)
-            self.ready = live
+            if type(self.ready) is not _LiveCount:
+                self.ready = _LiveCount(self)
         self._limit = (
-            0 if putters else self.capacity - self._n_other + self._withdrawn - self._reserved
+            0
+            if putters or self.closed
+            else self.size - self._n_other + self._withdrawn - self._reserved
         )
 
     # -- space ------------------------------------------------------------------------
@@ -241,7 +245,7 @@ class Mailbox:
 
     def _wake_putter(self) -> None:
         putters = self._putters
-        if putters and self.count + self._reserved < self.capacity:
+        if putters and self.count + self._reserved < self.size and not self.closed:
             self._reserved += 1
             reschedule(putters.popleft())
             self._retune()
@@ -296,21 +300,16 @@ class Mailbox:
         if queues is None:
             q0 = self._q0 if self._q0 is not None else self._new_q0()
             queues = self._queues = {0: q0}
-            self._levels = [0]
         q = queues.get(priority)
         if q is None:
-            q = queues[priority] = deque()
-            levels = self._levels
-            assert levels is not None
-            levels.append(priority)
-            levels.sort(reverse=True)
+            q = deque()
+            self._queues = dict(sorted({**queues, priority: q}.items(), reverse=True))
         return q
 
     def _deques(self) -> list[tuple[int, deque[Any]]]:
         """The (level, deque) pairs in delivery order (highest priority first)."""
         if self._queues is not None:
-            assert self._levels is not None
-            return [(level, self._queues[level]) for level in self._levels]
+            return list(self._queues.items())
         return [(0, self._q0)] if self._q0 is not None else []
 
     def _pop_slow(self) -> Any:
@@ -397,7 +396,6 @@ class Mailbox:
     def close(self) -> list[Task]:
         """Refuse further puts; return the blocked senders (to be woken with an error)."""
         self.closed = True
-        self.capacity = 0
         putters = list(self._putters) if self._putters else []
         if self._putters:
             self._putters.clear()

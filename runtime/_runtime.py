@@ -34,6 +34,7 @@ __all__ = ["ActorInfo", "Runtime", "open_runtime"]
 
 _NAME_RE = re.compile(r"[^/\s]+")
 _A = TypeVar("_A", bound=Actor)
+_DEFAULT_SPEC = ChildSpec()  # shared by every actor spawned without options (it is frozen)
 
 
 @dataclass(frozen=True)
@@ -134,7 +135,7 @@ class Runtime:
             raise TypeError(
                 f"spawn got unknown option(s) {sorted(unknown)}; options are {list(SPAWN_OPTIONS)}"
             )
-        spec = ChildSpec(**options)
+        spec = ChildSpec(**options) if options else _DEFAULT_SPEC
         if parent is None:
             nursery, siblings, prefix = self._nursery, self.top_level, ""
             if nursery is None:
