@@ -1,8 +1,8 @@
 """The #3325 exploration: concurrent start sagas with retries plus a terminator, against
 one VMM id, under the start-token design or the legacy ticket design.
 
-    trioxide explore actors.sagas:tokens --seeds 1000   # never violates an invariant
-    trioxide explore actors.sagas:legacy --seeds 1000   # OnlyOneAlive fails on some seeds
+    trioxide explore trioxide.actors.sagas:tokens --seeds 1000   # never violates an invariant
+    trioxide explore trioxide.actors.sagas:legacy --seeds 1000   # OnlyOneAlive fails on some seeds
 """
 
 from __future__ import annotations

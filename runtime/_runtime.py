@@ -217,7 +217,7 @@ async def open_runtime(
     """Open an actor runtime that lives as long as the ``async with`` block.
 
     ``seed``: make Trio's scheduling a function of the seed for the block's duration (unless
-    an outer ``runtime.testing.seeded_scheduler`` already did), so that the same seed gives
+    an outer ``trioxide.testing.seeded_scheduler`` already did), so that the same seed gives
     the same interleaving and a byte-identical trace. ``extra_yields`` (needs ``seed``): the
     probability of an extra scheduling point at each send and after each handled message,
     to widen the interleavings a seed explores.

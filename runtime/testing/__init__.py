@@ -6,7 +6,7 @@
 * ``explore``/``replay``: hunt races across many seeds with invariants checked after
   every handled message, then reproduce the first violation exactly;
 * ``TestProbe``: an actor to assert on what others send it;
-* the pytest plugin (``runtime.testing._plugin``, auto-loaded): fixtures
+* the pytest plugin (``trioxide.runtime.testing._plugin``, auto-loaded): fixtures
   ``actor_runtime``, ``probe``, ``trace_sink``, ``trioxide_seed`` and the options
   ``--trioxide-seed``/``--trace-dir``;
 * ``seeds()``: a Hypothesis strategy for seeds, to let Hypothesis shrink a command list

@@ -2,7 +2,7 @@
 ``trio.run``, so a failure shrinks to a minimal command sequence (issue 3).
 
 The pattern: build the scenario from the drawn commands, run it with
-``runtime.testing.replay(scenario, seed, invariants=...)``, and let Hypothesis minimise
+``trioxide.testing.replay(scenario, seed, invariants=...)``, and let Hypothesis minimise
 ``(commands, seed)``. Because the run is a pure function of both, every shrink step is
 reproducible - no flaky shrinking.
 """
