@@ -87,11 +87,18 @@ def message_of(item: Any) -> Any:
 
 @dataclass(frozen=True)
 class MailboxStatistics:
-    """A snapshot of a mailbox (Trio style)."""
+    """A snapshot of a mailbox (Trio style).
+
+    ``queued``: live messages waiting (the one being handled not counted); ``capacity``:
+    ``mailbox_size``; ``tasks_waiting_put``: senders blocked on a full mailbox;
+    ``reserved``: slots handed to woken senders and not yet used; ``receiver_waiting``:
+    the actor is parked for a message; ``closed``: the actor has finally exited.
+    """
 
     queued: int
     capacity: int
     tasks_waiting_put: int
+    reserved: int
     receiver_waiting: bool
     closed: bool
 
@@ -179,6 +186,7 @@ class Mailbox:
             queued=self.count,
             capacity=self.size,
             tasks_waiting_put=len(self._putters) if self._putters else 0,
+            reserved=self._reserved,
             receiver_waiting=self._waiter is not None,
             closed=self.closed,
         )

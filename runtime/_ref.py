@@ -46,7 +46,8 @@ class Handles(Protocol[M_contra, R_co]):
 class ActorStatistics:
     """A snapshot of one actor (``ref.statistics()``).
 
-    ``queued``/``capacity``/``tasks_waiting_put`` describe the mailbox; ``handled`` counts
+    ``queued``/``capacity``/``tasks_waiting_put``/``reserved`` describe the mailbox (see
+    ``MailboxStatistics``); ``handled`` counts
     messages whose handler ran; ``rejected``/``ignored`` admission refusals (and
     ``tell_nowait`` on a full mailbox); ``dropped`` messages answered by the drain hook;
     ``unhandled`` sends refused for their type; ``restarts``/``failures`` the supervision
@@ -59,6 +60,7 @@ class ActorStatistics:
     queued: int
     capacity: int
     tasks_waiting_put: int
+    reserved: int
     handled: int
     rejected: int
     ignored: int
@@ -346,6 +348,7 @@ class ActorRef(Generic[A_co]):
             queued=mb.queued,
             capacity=mb.capacity,
             tasks_waiting_put=mb.tasks_waiting_put,
+            reserved=mb.reserved,
             handled=cell.handled,
             rejected=cell.rejected,
             ignored=cell.ignored,
