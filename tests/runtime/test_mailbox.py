@@ -254,7 +254,12 @@ async def test_close_returns_the_blocked_senders_in_order(autojump_clock: MockCl
         assert blocked == waiting
         assert mb.closed and not mb.has_space()
         assert mb.statistics() == MailboxStatistics(
-            queued=1, capacity=1, tasks_waiting_put=0, receiver_waiting=False, closed=True
+            queued=1,
+            capacity=1,
+            tasks_waiting_put=0,
+            reserved=0,
+            receiver_waiting=False,
+            closed=True,
         )
         assert mb.close() == []  # nothing left to return
         for task in blocked:  # what the runtime does: they wake, see closed, give up
@@ -556,7 +561,7 @@ async def test_a_cancelled_receiver_is_no_longer_waiting(autojump_clock: MockClo
 def test_statistics() -> None:
     mb = Mailbox(3)
     assert mb.statistics() == MailboxStatistics(
-        queued=0, capacity=3, tasks_waiting_put=0, receiver_waiting=False, closed=False
+        queued=0, capacity=3, tasks_waiting_put=0, reserved=0, receiver_waiting=False, closed=False
     )
     mb.put(A(1))
     mb.put(A(2), 1)
@@ -564,7 +569,7 @@ def test_statistics() -> None:
     mb.close()
     # capacity is the configured size, also once closed.
     assert mb.statistics() == MailboxStatistics(
-        queued=2, capacity=3, tasks_waiting_put=0, receiver_waiting=False, closed=True
+        queued=2, capacity=3, tasks_waiting_put=0, reserved=0, receiver_waiting=False, closed=True
     )
 
 
