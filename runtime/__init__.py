@@ -6,6 +6,7 @@ Small core, explicit API. See ``docs/semantics.md`` for the guarantees.
 from ._actor import HELPERS, Actor, TimerHandle
 from ._errors import (
     ActorGone,
+    AskDeadlock,
     AskTimeout,
     InvalidActor,
     MailboxFull,
@@ -30,6 +31,7 @@ __all__ = [
     "ActorRef",
     "ActorStatistics",
     "Admit",
+    "AskDeadlock",
     "AskTimeout",
     "Backoff",
     "ChildSpec",

@@ -12,6 +12,7 @@ actor's own state can never silently hide the runtime's API.
 from __future__ import annotations
 
 import inspect
+import math
 import types
 import typing
 from collections.abc import Awaitable, Callable
@@ -189,13 +190,15 @@ class Actor:
     @_helper
     def send_after(self, delay: float, msg: Any) -> TimerHandle:
         """Tell *msg* to this actor after *delay* seconds (Trio clock). Cancelled with the actor."""
+        if not (isinstance(delay, int | float) and 0 <= delay < math.inf):
+            raise ValueError(f"send_after delay must be finite seconds >= 0, got {delay!r}")
         return self._actor_cell.start_timer(delay, None, msg)
 
     @_helper
     def send_every(self, period: float, msg: Any) -> TimerHandle:
         """Tell *msg* to this actor every *period* seconds, drift-free, until cancelled."""
-        if not period > 0:
-            raise ValueError(f"send_every period must be > 0, got {period!r}")
+        if not (isinstance(period, int | float) and 0 < period < math.inf):
+            raise ValueError(f"send_every period must be finite seconds > 0, got {period!r}")
         return self._actor_cell.start_timer(period, period, msg)
 
     @_helper
@@ -211,17 +214,21 @@ class Actor:
         """Inside a handler: take the first queued message of *types* (any if none given),
         leaving the others queued in order. Waits if there is none yet.
 
-        Raises ``ReceiveTimeout`` after *timeout* seconds. A cancel point for ``stop()``.
-        If the message is an ask, answer it with ``self.reply(msg, value)``.
+        Raises ``ReceiveTimeout`` after *timeout* seconds (a matching message already
+        queued is returned even with ``timeout=0``). A cancel point: cancellation is
+        checked before taking, and a message taken is always returned, never lost. After
+        ``stop()`` was asked for it takes nothing: the handler is cancelled instead. If the
+        message is an ask, answer it with ``self.reply(msg, value)``.
         """
         cell = self._actor_cell
         cell.require_handler("receive")
-        want = types or (object,)
-        if timeout is None:
-            return await _loop.receive(cell, want)
-        with trio.move_on_after(timeout):
-            return await _loop.receive(cell, want)
-        raise ReceiveTimeout(cell.path, types, timeout)
+        if timeout is not None and not timeout >= 0:
+            raise ValueError(f"receive timeout must be >= 0 or None, got {timeout!r}")
+        msg = await _loop.receive(cell, types or (object,), timeout)
+        if msg is _loop.TIMED_OUT:
+            assert timeout is not None
+            raise ReceiveTimeout(cell.path, types, timeout)
+        return msg
 
     @_helper
     async def serve_until(

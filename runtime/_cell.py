@@ -11,6 +11,7 @@ is still queued, and tells the watchers (``Terminated``).
 
 from __future__ import annotations
 
+import math
 import typing
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
@@ -24,7 +25,7 @@ from trioxide.traces import unwrap
 from . import _loop
 from ._actor import Actor, TimerHandle, accepted_types
 from ._context import current_cell, current_sender, task_actor, task_name
-from ._errors import ActorGone, UnhandledMessage
+from ._errors import ActorGone, AskDeadlock, UnhandledMessage
 from ._loop import NOT_STOPPING
 from ._mailbox import DONE, WITHDRAWN, Envelope, Mailbox, message_of
 from ._messages import Admit, Terminated
@@ -72,11 +73,13 @@ class ActorCell:
         "spec",
         "start_status",
         "state",
+        "stop_deadline",
         "stopping",
         "taken",
         "task",
         "unhandled",
         "waiting",
+        "waiting_on",
         "watchers",
     )
 
@@ -119,10 +122,14 @@ class ActorCell:
         self.exited_event: trio.Event | None = None
         self.exit_reason: object = None
         self.stopping: object = NOT_STOPPING
+        self.stop_deadline = math.inf  # handlers are cancelled then (stop's grace)
         # The message being handled: an Envelope, or _loop.BARE for an untraced tell.
         self.current: Any = None
         self.taken: list[Any] | None = None  # items taken by receive()/Interrupted
         self.waiting = False  # the handler is parked in receive()/serve_until()
+        # The actor this one's own task is blocked on (an ask, a spawn's on_start, a stop
+        # waiting for the exit): the edges of the wait-for graph AskDeadlock walks.
+        self.waiting_on: ActorCell | None = None
         self.admit_fn: Callable[[Any], Admit] | None = None
         self.priority_fn: Callable[[Any], int] | None = None
         self.handle_fn: Callable[[Any], Awaitable[Any]] | None = None
@@ -165,6 +172,18 @@ class ActorCell:
         """The ``msg_id`` being handled (``None`` between messages or if untraced)."""
         env = self.current
         return env.id if env is not None else None
+
+    def wait_on(self, target: ActorCell) -> None:
+        """Record that this actor's own task now waits on *target*; raise ``AskDeadlock``
+        instead if *target* already waits (through a chain of actors) on this one."""
+        chain = [self.path]
+        c: ActorCell | None = target
+        while c is not None:
+            chain.append(c.path)
+            if c is self:
+                raise AskDeadlock(tuple(chain))
+            c = c.waiting_on
+        self.waiting_on = target
 
     def child_list(self) -> list[ActorCell]:
         return list(self.children.values()) if self.children else []
@@ -275,14 +294,17 @@ class ActorCell:
                     del status
                 with trio.CancelScope() as scope:
                     self.loop_scope = scope
-                    await _loop.run(self)
+                    try:
+                        await _loop.run(self)
+                    except _loop.ServedTellFailed as failed:
+                        raise failed.error from None  # a served tell raised: we fail
                 self.loop_scope = None
                 # Graceful stop: drain, stop children (reverse start order), cancel tasks.
                 self.state = "stopping"
                 stop_reason = self.stopping
                 self._close_and_drain(stop_reason)
                 for child in reversed(self.child_list()):
-                    await child.ref.stop(stop_reason)
+                    await child.ref.stop(stop_reason, grace=self.remaining_grace())
                 nursery.cancel_scope.cancel()
         except BaseException as exc:
             ended = exc
@@ -371,10 +393,15 @@ class ActorCell:
     # -- stop, exit and drain ----------------------------------------------------------
 
     def request_stop(self, reason: object, grace: float | None) -> None:
+        """Ask for a graceful stop: the loop takes no further message; the running
+        handler is cancelled at once if parked in receive/serve_until, else after *grace*
+        seconds (the earliest deadline of every stop asked for so far)."""
         if self.state == "exited":
             return
         if self.stopping is NOT_STOPPING:
             self.stopping = reason
+        if grace is not None:
+            self.stop_deadline = min(self.stop_deadline, trio.current_time() + grace)
         if self.backoff_scope is not None:
             self.backoff_scope.cancel()
         self.mailbox.wake()
@@ -382,11 +409,19 @@ class ActorCell:
         if scope is not None and self.current is not None:
             if grace == 0 or self.waiting:
                 scope.cancel()
-            elif grace is not None:
-                scope.deadline = min(scope.deadline, trio.current_time() + grace)
+            else:
+                scope.deadline = min(scope.deadline, self.stop_deadline)
+
+    def remaining_grace(self) -> float | None:
+        """The grace left before this actor's stop deadline (children inherit it)."""
+        if self.stop_deadline == math.inf:
+            return None
+        return max(0.0, self.stop_deadline - trio.current_time())
 
     def why(self, exc: BaseException) -> object:
         """The reason an asker is told when the incarnation handling its ask ends."""
+        if type(exc) is _loop.ServedTellFailed:
+            return exc.error
         if self.stopping is not NOT_STOPPING:
             return self.stopping
         return unwrap(exc)
@@ -420,7 +455,10 @@ class ActorCell:
                 item.state = DONE
 
     def _finalize(self, reason: object) -> None:
-        if self.exit_reason is None or not self.mailbox.closed:
+        # An exception that ended the last incarnation is the exit reason even when a
+        # stop had already closed the mailbox (on_stop raised, a task or child failed
+        # during the graceful stop): errors are never replaced by the stop's reason.
+        if isinstance(reason, BaseException) or self.exit_reason is None or not self.mailbox.closed:
             self.exit_reason = reason
         self._close_and_drain(self.exit_reason)
         self.state = "exited"
@@ -457,7 +495,14 @@ class ActorCell:
         tr = self.rt.tracer
         if tr is not None:
             tr.send(self.path, None, None, env.id, None, msg, system=True)
-        prio = self.priority_fn(msg) if self.priority_fn is not None else 0
+        prio = 0
+        if self.priority_fn is not None:
+            try:
+                prio = self.priority_fn(msg)
+            except Exception:
+                prio = 0  # a system message is never lost to a faulty priority hook
+            if type(prio) is not int:
+                prio = 0
         mb.put(env, prio)
 
     def on_withdraw(self, env: Envelope, why: str) -> None:

@@ -8,6 +8,7 @@ import trio
 
 __all__ = [
     "ActorGone",
+    "AskDeadlock",
     "AskTimeout",
     "InvalidActor",
     "MailboxFull",
@@ -67,6 +68,23 @@ class AskTimeout(TrioxideError, TimeoutError):
         return (
             f"ask {type(self.msg).__name__} to {self.actor!r} got no reply within {self.timeout} s"
         )
+
+
+class AskDeadlock(TrioxideError, RuntimeError):
+    """An ask would close a cycle of actors each waiting on the next (an ask, a spawn's
+    ``on_start``, or a ``stop`` that waits for the exit), so it can never be answered.
+
+    Raised at once in the asker, instead of hanging; nothing was sent. ``cycle`` is the
+    actor paths in waiting order, starting and ending with the asker.
+    """
+
+    def __init__(self, cycle: tuple[str, ...]) -> None:
+        super().__init__(cycle)
+        self.cycle = cycle
+
+    def __str__(self) -> str:
+        chain = " -> ".join(repr(p) for p in self.cycle)
+        return f"ask would deadlock: {chain} (each waits on the next)"
 
 
 class ReceiveTimeout(TrioxideError, TimeoutError):

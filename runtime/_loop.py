@@ -11,6 +11,7 @@ This module is the one place where hot-path inlining is allowed (see the fenced 
 
 from __future__ import annotations
 
+import math
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, Final
 
@@ -30,6 +31,7 @@ __all__ = [
     "BARE",
     "HANDLER_BATCH",
     "NOT_STOPPING",
+    "ServedTellFailed",
     "answer",
     "dispatch",
     "receive",
@@ -124,11 +126,24 @@ async def run(cell: ActorCell) -> None:
             await trio.lowlevel.checkpoint()
 
 
-async def dispatch(cell: ActorCell, item: Any) -> None:
+class ServedTellFailed(BaseException):
+    """A tell served by ``serve_until`` raised: the actor must fail, even though the
+    handler that called ``serve_until`` may be serving an ask (whose asker must not get
+    the tell's error) and may catch ``Exception``. A ``BaseException``, so it passes
+    through that handler; the incarnation fails with ``error`` (``ActorCell._incarnation``)
+    and the outer asker gets ``ActorGone(path, error)``."""
+
+    def __init__(self, error: Exception) -> None:
+        super().__init__(error)
+        self.error = error
+
+
+async def dispatch(cell: ActorCell, item: Any, *, served: bool = False) -> None:
     """Handle one queued item: an envelope (ask or traced tell) or a bare message.
 
     The general path (``run`` inlines the untraced cases); also used for the messages a
-    ``serve_until`` serves, which nest inside the current handler."""
+    ``serve_until`` serves (*served*), which nest inside the current handler: a served
+    tell that raises becomes ``ServedTellFailed`` (an ask's error went to its asker)."""
     prev, prev_taken = cell.current, cell.taken
     cell.taken = None
     try:
@@ -143,6 +158,10 @@ async def dispatch(cell: ActorCell, item: Any) -> None:
             raise
         if cell.taken is not None:
             _finish_taken(cell, None)
+    except Exception as exc:
+        if served:
+            raise ServedTellFailed(exc) from exc
+        raise
     finally:
         cell.current = prev
         cell.taken = prev_taken
@@ -179,7 +198,7 @@ async def _dispatch_envelope(cell: ActorCell, env: Envelope) -> None:
         if asker is not None:
             answer(cell, env, outcome.Error(ActorGone(cell.path, cell.why(exc))))
         if tr is not None:
-            tr.handle(cell.path, env.id, corr, exc)
+            tr.handle(cell.path, env.id, corr, exc.error if type(exc) is ServedTellFailed else exc)
         _finish_taken(cell, exc)
         raise
 
@@ -249,9 +268,16 @@ def _take(cell: ActorCell, item: Any, why: str) -> Any:
     return item.msg
 
 
-async def _park(cell: ActorCell, want: tuple[type, ...]) -> None:
+async def _stop_point(cell: ActorCell) -> None:
+    """Where a handler taking messages itself (receive, serve_until) meets a stop: once a
+    stop was asked for, no queued message is taken; the handler is cancelled instead (the
+    messages stay queued and are drained)."""
     if cell.stopping is not NOT_STOPPING and cell.loop_scope is not None:
         cell.loop_scope.cancel()
+    await trio.lowlevel.checkpoint_if_cancelled()
+
+
+async def _park(cell: ActorCell, want: tuple[type, ...]) -> None:
     cell.waiting = True
     try:
         await cell.mailbox.wait_put(want)
@@ -259,15 +285,33 @@ async def _park(cell: ActorCell, want: tuple[type, ...]) -> None:
         cell.waiting = False
 
 
-async def receive(cell: ActorCell, want: tuple[type, ...]) -> Any:
-    """``Actor.receive``: the first queued message of *want*, waiting for one."""
-    while True:
-        item = cell.mailbox.take(want)
-        if item is not None:
-            msg = _take(cell, item, "selective")
-            await trio.lowlevel.checkpoint()
-            return msg
-        await _park(cell, want)
+async def receive(cell: ActorCell, want: tuple[type, ...], timeout: float | None) -> Any:
+    """``Actor.receive``: the first queued message of *want*, waiting up to *timeout*.
+
+    Like Trio's channels: a cancellation is checked before anything is taken, and a
+    message once taken is returned (the yield after taking is shielded), so a cancelled
+    receive never loses a message. A matching message already queued is returned even
+    with ``timeout=0``; the timeout only bounds the wait. Returns ``None`` on timeout
+    (the caller raises ``ReceiveTimeout``)."""
+    await _stop_point(cell)
+    mb = cell.mailbox
+    item = mb.take(want)
+    if item is not None:
+        msg = _take(cell, item, "selective")
+        await trio.lowlevel.cancel_shielded_checkpoint()
+        return msg
+    with trio.move_on_after(math.inf if timeout is None else timeout):
+        while True:
+            await _park(cell, want)
+            await _stop_point(cell)  # woken by a stop, or a put racing with one
+            item = mb.take(want)
+            if item is not None:
+                return _take(cell, item, "selective")
+    return TIMED_OUT
+
+
+#: ``receive``'s result when its timeout passed (distinct from any message).
+TIMED_OUT: Any = object()
 
 
 async def serve_until(
@@ -294,6 +338,7 @@ async def serve_until(
             while True:
                 if box:
                     return Completed(box[0])
+                await _stop_point(cell)
                 item = mb.take(want) if want else None
                 if item is None:
                     await _park(cell, want or (type(None),))
@@ -302,7 +347,7 @@ async def serve_until(
                 if interrupt and isinstance(msg, interrupt):
                     nursery.cancel_scope.cancel()
                     return Interrupted(_take(cell, item, "interrupt"))
-                await dispatch(cell, item)
+                await dispatch(cell, item, served=True)
     except BaseExceptionGroup as group:
         # Our own nursery wraps what fn (or a served handler) raised: give the caller
         # the exception itself, as the docstring promises.

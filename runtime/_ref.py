@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from threading import get_ident
 from typing import TYPE_CHECKING, Any, Final, Generic, Protocol, TypeVar
 
 import trio
@@ -147,15 +148,9 @@ class ActorRef(Generic[A_co]):
         self, cell: ActorCell, mb: Mailbox, msg: Any, reserved: bool, raise_reject: bool
     ) -> None:
         """Admission, priority, tracing and put, for a sender that has its slot."""
-        admit = cell.admit_fn
-        if admit is not None:
-            decision = admit(msg)
-            if decision.action:
-                if reserved:
-                    mb.release()
-                self._refused(decision, msg, raise_reject)
-                return
-        prio = 0 if cell.priority_fn is None else cell.priority_fn(msg)
+        prio = self._admit(cell, mb, msg, reserved, raise_reject)
+        if type(prio) is not int:
+            return  # refused (ignored, or rejected without raising)
         rt = cell.rt
         tr = rt.tracer
         if tr is None:
@@ -166,10 +161,58 @@ class ActorRef(Generic[A_co]):
         tr.send(cell.path, sender, cause, env.id, None, msg)
         mb.put(env, prio, reserved=reserved)
 
+    def _admit(
+        self, cell: ActorCell, mb: Mailbox, msg: Any, reserved: bool, raise_reject: bool
+    ) -> int | Admit:
+        """Run the actor's ``admit`` and ``priority`` hooks for *msg*: its priority, or the
+        refusing ``Admit`` if admission ignored it (or rejected it and *raise_reject* is
+        false; with it true a rejection raises its exception here).
+
+        Whatever the hooks do - refuse, raise, return the wrong type - a slot reserved for
+        this sender is given back, so it never leaks; their own exceptions (and
+        ``TypeError`` for a wrong return type) go to the sender."""
+        try:
+            admit = cell.admit_fn
+            if admit is not None:
+                decision = admit(msg)
+                if type(decision) is not Admit:
+                    raise TypeError(
+                        f"{cell.path!r}: admit({type(msg).__name__}) returned {decision!r}; "
+                        "it must return Admit.ENQUEUE, Admit.ignore(...) or Admit.reject(...)"
+                    )
+                if decision.action:
+                    if reserved:
+                        reserved = False
+                        mb.release()
+                    self._refused(decision, msg, raise_reject)
+                    return decision
+            if cell.priority_fn is None:
+                return 0
+            prio = cell.priority_fn(msg)
+            if type(prio) is not int:
+                raise TypeError(
+                    f"{cell.path!r}: priority({type(msg).__name__}) returned {prio!r}; "
+                    "priorities are ints"
+                )
+            return prio
+        except BaseException:
+            if reserved:
+                mb.release()
+            raise
+
     def tell_nowait(self: ActorRef[Handles[_M, Any]], msg: _M) -> None:
         """Enqueue *msg* or raise ``MailboxFull`` at once (also ``UnhandledMessage``, the
-        admission's exception, ``ActorGone``). Never yields."""
+        admission's exception, ``ActorGone``). Never yields.
+
+        Only from the runtime's own thread (``RuntimeError`` otherwise, before anything is
+        touched); from another thread use ``trio.from_thread.run_sync(ref.tell_nowait, m)``.
+        """
         cell = self._cell
+        if get_ident() != cell.rt.thread:
+            raise RuntimeError(
+                f"tell_nowait to {cell.path!r} from a thread the runtime does not run in; "
+                "use trio.from_thread.run_sync(ref.tell_nowait, msg)"
+            )
         if not isinstance(msg, cell.accepts):
             cell.refuse_unhandled(msg)
         mb = cell.mailbox
@@ -199,7 +242,7 @@ class ActorRef(Generic[A_co]):
             raise ActorGone(cell.path, cell.exit_reason)
         self._enqueue(cell, mb, msg, True, raise_reject)
 
-    def _refused(self, decision: Admit, msg: Any, raise_reject: bool) -> Any:
+    def _refused(self, decision: Admit, msg: Any, raise_reject: bool) -> None:
         cell = self._cell
         tr = cell.rt.tracer
         if decision.action == 1:
@@ -213,7 +256,6 @@ class ActorRef(Generic[A_co]):
             tr.admit(cell.path, sender, cause, msg, detail)
         if decision.action != 1 and raise_reject:
             raise decision.exc  # type: ignore[misc]
-        return decision.reply
 
     async def ask(
         self: ActorRef[Handles[_M, _R]], msg: _M, *, timeout: float | None = None
@@ -223,8 +265,10 @@ class ActorRef(Generic[A_co]):
         Ends with the reply, the handler's exception (the actor keeps running),
         ``AskTimeout`` after *timeout* seconds (mailbox wait included; a running handler
         is not cancelled, its reply is discarded), ``ActorGone``, ``UnhandledMessage``,
-        the admission's exception, or the caller's own cancellation (which withdraws a
-        still-queued request: the actor never handles it). Never hangs otherwise.
+        the admission's exception, ``AskDeadlock`` (the ask would close a cycle of actors
+        waiting on each other: raised at once, nothing sent), or the caller's own
+        cancellation (which withdraws a still-queued request: the actor never handles it).
+        Never hangs otherwise.
         """
         cell = self._cell
         if not isinstance(msg, cell.accepts):
@@ -233,57 +277,62 @@ class ActorRef(Generic[A_co]):
         if task is None:
             await checkpoint()  # raises Cancelled
             raise AssertionError("unreachable")  # pragma: no cover
-        if task is cell.task and cell.current is not None:
-            raise RuntimeError(
-                f"{cell.path!r} asked itself from its own handler; that would deadlock"
-            )
-        mb = cell.mailbox
-        rt = cell.rt
         deadline = 0.0
+        rt = cell.rt
         if timeout is not None:
             if not timeout >= 0:
                 raise ValueError(f"ask timeout must be >= 0 or None, got {timeout!r}")
             deadline = rt.now() + timeout
-        tr = rt.tracer
-        if cell.admit_fn is None and cell.priority_fn is None and tr is None:
-            # The untraced fast path: no admission, no priority, nothing to record.
-            env = Envelope(msg, task, 0, mb)
-            if not mb.try_put(env, msg):
+        if cell.mailbox.closed:
+            raise ActorGone(cell.path, cell.exit_reason)
+        # An actor asking from its own task (handler or on_start) waits on the target:
+        # record the edge, refusing the ask if it would close a cycle (AskDeadlock).
+        waiter = current_cell.get()
+        if waiter is not None and waiter.task is task:
+            waiter.wait_on(cell)
+        else:
+            waiter = None
+        try:
+            mb = cell.mailbox
+            tr = rt.tracer
+            if cell.admit_fn is None and cell.priority_fn is None and tr is None:
+                # The untraced fast path: no admission, no priority, nothing to record.
+                env = Envelope(msg, task, 0, mb)
+                if not mb.try_put(env, msg):
+                    reserved = False
+                    if not mb.has_space():
+                        reserved = await self._wait_space_for_ask(
+                            cell, mb, msg, timeout, deadline
+                        )
+                    mb.put(env, 0, reserved=reserved)
+            else:
                 reserved = False
                 if not mb.has_space():
                     reserved = await self._wait_space_for_ask(cell, mb, msg, timeout, deadline)
-                mb.put(env, 0, reserved=reserved)
-        else:
-            reserved = False
-            if not mb.has_space():
-                reserved = await self._wait_space_for_ask(cell, mb, msg, timeout, deadline)
-            admit = cell.admit_fn
-            if admit is not None:
-                decision = admit(msg)
-                if decision.action:
-                    if reserved:
-                        mb.release()
-                    reply = self._refused(decision, msg, True)
+                prio = self._admit(cell, mb, msg, reserved, True)
+                if type(prio) is not int:  # ignored: the asker gets the reply at once
                     await cancel_shielded_checkpoint()
-                    return reply  # type: ignore[no-any-return]
-            if tr is None:
-                env = Envelope(msg, task, 0, mb)
-            else:
-                env = Envelope(msg, task, rt.new_id(), mb)
-                sender, cause = current_sender()
-                tr.send(cell.path, sender, cause, env.id, env.id, msg)
-            prio = 0 if cell.priority_fn is None else cell.priority_fn(msg)
-            mb.put(env, prio, reserved=reserved)
-        if timeout is not None:
-            rt.deadlines.add(env, timeout, deadline)
-        try:
-            return await wait_task_rescheduled(env.abort)  # type: ignore[no-any-return]
-        except trio.Cancelled:
-            # Our own cancellation withdrew (or abandoned) the request: trace it here, in
-            # this task's turn, so that traces do not depend on Trio's abort order.
-            if tr is not None and env.state >= WITHDRAWN:
-                cell.on_withdraw(env, "cancelled")
-            raise
+                    return prio.reply  # type: ignore[union-attr,no-any-return]
+                if tr is None:
+                    env = Envelope(msg, task, 0, mb)
+                else:
+                    env = Envelope(msg, task, rt.new_id(), mb)
+                    sender, cause = current_sender()
+                    tr.send(cell.path, sender, cause, env.id, env.id, msg)
+                mb.put(env, prio, reserved=reserved)
+            if timeout is not None:
+                rt.deadlines.add(env, timeout, deadline)
+            try:
+                return await wait_task_rescheduled(env.abort)  # type: ignore[no-any-return]
+            except trio.Cancelled:
+                # Our own cancellation withdrew (or abandoned) the request: trace it here,
+                # in this task's turn, so that traces do not depend on Trio's abort order.
+                if tr is not None and env.state >= WITHDRAWN:
+                    cell.on_withdraw(env, "cancelled")
+                raise
+        finally:
+            if waiter is not None:
+                waiter.waiting_on = None
 
     async def _wait_space_for_ask(
         self, cell: ActorCell, mb: Mailbox, msg: Any, timeout: float | None, deadline: float
@@ -320,7 +369,18 @@ class ActorRef(Generic[A_co]):
         if cell.state != "exited":
             cell.request_stop(reason, grace)
             if not self._caller_is_inside():
-                await cell.wait_exited()
+                # An actor's own task waiting for the exit is a wait-for edge (AskDeadlock
+                # for the target's handler if it then asks this actor).
+                waiter = current_cell.get()
+                if waiter is not None and waiter.task is trio.lowlevel.current_task():
+                    waiter.waiting_on = cell
+                else:
+                    waiter = None
+                try:
+                    await cell.wait_exited()
+                finally:
+                    if waiter is not None:
+                        waiter.waiting_on = None
                 return
         await checkpoint()
 

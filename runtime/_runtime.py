@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import random
 import re
+import threading
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -16,7 +17,7 @@ from trio.lowlevel import reschedule
 
 from ._actor import Actor
 from ._cell import ActorCell
-from ._context import current_runtime
+from ._context import current_cell, current_runtime
 from ._deadlines import DeadlineQueue
 from ._errors import AskTimeout, InvalidActor
 from ._loop import HANDLER_BATCH
@@ -62,6 +63,8 @@ class Runtime:
     ) -> None:
         self.name = name
         self.tracer = tracer
+        #: The thread the runtime runs in (``tell_nowait`` refuses other threads).
+        self.thread = threading.get_ident()
         self.seed = seed
         # Seeded scheduling noise (exploration): extra yields at send and receive points.
         if extra_yields and seed is None:
@@ -166,7 +169,18 @@ class Runtime:
                 parent.cause_id() if parent else None,
                 cls.__qualname__,
             )
-        await nursery.start(cell.main, name=cell.path)
+        # A spawning actor's own task waits for the child's on_start: a wait-for edge, so
+        # that the child asking its spawner from on_start is an AskDeadlock, not a hang.
+        spawner = current_cell.get()
+        if spawner is not None and spawner.task is trio.lowlevel.current_task():
+            spawner.waiting_on = cell
+        else:
+            spawner = None
+        try:
+            await nursery.start(cell.main, name=cell.path)
+        finally:
+            if spawner is not None:
+                spawner.waiting_on = None
         return cell.ref
 
     def _expire(self, env: Envelope) -> None:

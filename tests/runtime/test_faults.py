@@ -1,0 +1,615 @@
+"""Regression tests for the guarantees that broke under faults (issue 10), each the
+smallest deterministic case of one class the fault fuzzer found. Where tracing could
+matter, a test runs both untraced (the inlined fast paths) and traced."""
+
+from __future__ import annotations
+
+import math
+import threading
+from typing import Any
+
+import msgspec
+import pytest
+import trio
+import trio.testing
+
+import trioxide
+from trioxide import (
+    Actor,
+    ActorGone,
+    Admit,
+    AskDeadlock,
+    Completed,
+    Interrupted,
+    Runtime,
+    Terminated,
+    open_runtime,
+)
+from trioxide import traces as tx
+
+
+class Item(msgspec.Struct, frozen=True):
+    n: int
+
+
+class Boom(msgspec.Struct, frozen=True):
+    pass
+
+
+class Go(msgspec.Struct, frozen=True):
+    seconds: float = 0.0
+
+
+class Watch_(msgspec.Struct, frozen=True):
+    target: Any
+
+
+TRACED = pytest.mark.parametrize("traced", [False, True], ids=["untraced", "traced"])
+
+
+def tracer(traced: bool) -> tx.Tracer | None:
+    return tx.Tracer(tx.MemorySink()) if traced else None
+
+
+class Watcher(Actor):
+    """Monitors refs it is told about and keeps every Terminated it gets."""
+
+    def __init__(self) -> None:
+        self.got: list[Terminated] = []
+
+    async def handle(self, msg: Watch_ | Terminated) -> None:
+        if isinstance(msg, Watch_):
+            self.monitor(msg.target)
+        else:
+            self.got.append(msg)
+
+
+async def watch(rt: Runtime, ref: trioxide.ActorRef) -> Watcher:
+    w = await rt.spawn(Watcher)
+    await w.ask(Watch_(ref))
+    inst = w.instance
+    assert isinstance(inst, Watcher)
+    return inst
+
+
+# -- 1. an exception during a stop is the exit reason ----------------------------------------
+
+
+class StopRaises(Actor):
+    async def handle(self, msg: Go) -> None:
+        await trio.sleep(msg.seconds)
+
+    async def on_stop(self, reason: object) -> None:
+        raise KeyError("on_stop failed")
+
+
+@TRACED
+async def test_on_stop_raising_during_a_graceful_stop_is_the_exit_reason(
+    trioxide_seed: int, autojump_clock: trio.abc.Clock, traced: bool
+) -> None:
+    async with open_runtime(tracer=tracer(traced), seed=trioxide_seed) as rt:
+        ref = await rt.spawn(StopRaises, restart="transient")
+        watcher = await watch(rt, ref)
+        await ref.stop("done")  # supervised: ends with the error, no restart, no escalation
+        await trio.testing.wait_all_tasks_blocked()
+        assert isinstance(ref.exit_reason, KeyError)
+        assert [t.reason for t in watcher.got] == [ref.exit_reason]
+        assert ref.statistics().restarts == 0
+
+
+class TaskCrashesDuringStop(Actor):
+    async def on_start(self) -> None:
+        self.start_soon(self.crash_when_cancelled)
+
+    async def crash_when_cancelled(self) -> None:
+        try:
+            await trio.sleep_forever()
+        finally:  # the graceful stop cancels the tasks after draining the mailbox
+            raise ValueError("task crashed while the actor stopped")
+
+    async def handle(self, msg: Go) -> None:
+        await trio.sleep(msg.seconds)
+
+
+@TRACED
+async def test_a_task_crash_during_the_graceful_stop_is_the_exit_reason(
+    trioxide_seed: int, autojump_clock: trio.abc.Clock, traced: bool
+) -> None:
+    async with open_runtime(tracer=tracer(traced), seed=trioxide_seed) as rt:
+        ref = await rt.spawn(TaskCrashesDuringStop, restart="permanent")
+        watcher = await watch(rt, ref)
+        await ref.tell(Go(5))
+        await ref.tell(Go(5))  # queued: drained by the stop
+        await trio.sleep(0.5)
+        await ref.stop("done")
+        assert isinstance(ref.exit_reason, ValueError)
+        await trio.testing.wait_all_tasks_blocked()
+        assert [t.reason for t in watcher.got] == [ref.exit_reason]
+
+
+class FailingChild(Actor):
+    async def handle(self, msg: Go) -> None:
+        await trio.sleep(msg.seconds)
+
+    async def on_stop(self, reason: object) -> None:
+        raise OSError("child failed while stopping")
+
+
+class Parent(Actor):
+    def __init__(self) -> None:
+        self.child: trioxide.ActorRef | None = None
+
+    async def on_start(self) -> None:
+        self.child = await self.spawn(FailingChild, name="child")  # unsupervised child
+
+    async def handle(self, msg: Go) -> None:
+        pass
+
+
+async def test_a_child_escalating_during_the_parents_stop_is_the_parents_exit_reason(
+    trioxide_seed: int,
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    async with open_runtime(seed=trioxide_seed) as rt:
+        parent = await rt.spawn(Parent, restart="transient")
+        await parent.stop("done")
+        assert isinstance(parent.exit_reason, OSError)
+
+
+# -- 2. a tell served inside an ask's serve_until that raises fails the actor ----------------
+
+
+class Server(Actor):
+    async def handle(self, msg: Go | Boom) -> str:
+        if isinstance(msg, Boom):
+            raise ValueError("the served tell failed")
+        result = await self.serve_until(trio.sleep, msg.seconds, serve=(Boom,))
+        assert isinstance(result, Completed)
+        return "completed"
+
+
+@TRACED
+async def test_a_served_tell_that_raises_fails_the_actor_not_the_outer_asker(
+    trioxide_seed: int, autojump_clock: trio.abc.Clock, traced: bool
+) -> None:
+    async with open_runtime(tracer=tracer(traced), seed=trioxide_seed) as rt:
+        ref = await rt.spawn(Server, restart="transient")
+        async with trio.open_nursery() as nursery:
+            outcome: list[BaseException] = []
+
+            async def asker() -> None:
+                try:
+                    await ref.ask(Go(10), timeout=100)
+                except Exception as exc:
+                    outcome.append(exc)
+
+            nursery.start_soon(asker)
+            await trio.sleep(1)
+            await ref.tell(Boom())
+        (gone,) = outcome
+        assert isinstance(gone, ActorGone) and isinstance(gone.reason, ValueError)
+        stats = ref.statistics()
+        assert stats.failures == 1 and stats.restarts == 1  # the actor failed, restarted
+        assert await ref.ask(Go(0)) == "completed"
+
+
+# -- 3. a message taken by receive() is never lost -------------------------------------------
+
+
+class Receiver(Actor):
+    def __init__(self) -> None:
+        self.taken: list[Item] = []
+        self.drained: list[Any] = []
+
+    async def handle(self, msg: Go | Item) -> Any:
+        if isinstance(msg, Item):
+            self.taken.append(msg)
+            return None
+        if msg.seconds == -1:  # receive with timeout 0
+            got = await self.receive(Item, timeout=0)
+            self.taken.append(got)
+            return got
+        if msg.seconds > 100:  # just nap
+            await trio.sleep(msg.seconds - 100)
+            return None
+        if msg.seconds == -2:  # receive inside an already-cancelled scope
+            with trio.CancelScope() as scope:
+                scope.cancel()
+                self.taken.append(await self.receive(Item))
+            return "cancelled"
+        got = await self.receive(Item)
+        self.taken.append(got)
+        return got
+
+    def drain(self, msg: Any) -> Any:
+        self.drained.append(msg)
+        return super().drain(msg)
+
+
+@TRACED
+async def test_receive_with_timeout_0_returns_a_queued_message(
+    trioxide_seed: int, autojump_clock: trio.abc.Clock, traced: bool
+) -> None:
+    async with open_runtime(tracer=tracer(traced), seed=trioxide_seed) as rt:
+        ref = await rt.spawn(Receiver, mailbox_size=4)
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(ref.tell, Go(5))  # occupies the handler first
+            await trio.testing.wait_all_tasks_blocked()
+            result: list[Any] = []
+
+            async def ask() -> None:
+                result.append(await ref.ask(Go(-1)))
+
+            nursery.start_soon(ask)
+            await trio.testing.wait_all_tasks_blocked()
+            await ref.tell(Item(1))
+            await ref.tell(Item(2))  # unblocks the Go(5) handler's receive
+        assert result == [Item(1)] or result == [Item(2)]
+        assert sorted(i.n for i in ref.instance.taken) == [1, 2]  # type: ignore[union-attr]
+
+
+@TRACED
+async def test_a_cancelled_receive_takes_nothing(
+    trioxide_seed: int, autojump_clock: trio.abc.Clock, traced: bool
+) -> None:
+    async with open_runtime(tracer=tracer(traced), seed=trioxide_seed) as rt:
+        ref = await rt.spawn(Receiver, mailbox_size=4)
+        inst = ref.instance
+        assert isinstance(inst, Receiver)
+        await ref.tell(Go(101))  # the handler naps 1 s...
+        await ref.tell(Go(-2))  # ...so this and
+        await ref.tell(Item(1))  # this queue behind it, in this order
+        await trio.sleep(2)
+        # Go(-2)'s receive, in a cancelled scope, took nothing: Item(1) was then handled.
+        assert inst.taken == [Item(1)] and inst.drained == []
+
+
+@TRACED
+async def test_tell_nowait_then_stop_grace_0_on_a_parked_receive_drains_the_message(
+    trioxide_seed: int, autojump_clock: trio.abc.Clock, traced: bool
+) -> None:
+    async with open_runtime(tracer=tracer(traced), seed=trioxide_seed) as rt:
+        ref = await rt.spawn(Receiver, mailbox_size=4)
+        inst = ref.instance
+        assert isinstance(inst, Receiver)
+        await ref.tell(Go(0))  # parks in receive(Item)
+        await trio.testing.wait_all_tasks_blocked()
+        ref.tell_nowait(Item(9))  # wakes the receiver...
+        await ref.stop(grace=0)  # ...but the stop comes first: nothing more is taken
+        assert inst.taken + inst.drained == [Item(9)]
+
+
+# -- 4. no queued message is handled after stop() --------------------------------------------
+
+
+class Looper(Actor):
+    def __init__(self) -> None:
+        self.seen: list[int] = []
+        self.drained: list[int] = []
+
+    async def handle(self, msg: Go | Item) -> None:
+        if isinstance(msg, Item):
+            self.seen.append(msg.n)
+            await trio.sleep(1)
+            return
+        if msg.seconds == 0:  # loop on receive, busy between receives
+            while True:
+                got = await self.receive(Item)
+                self.seen.append(got.n)
+                await trio.sleep(1)
+        else:  # serve Items while a long operation runs
+            await self.serve_until(trio.sleep, 1000, serve=(Item,))
+
+    def drain(self, msg: Any) -> Any:
+        if isinstance(msg, Item):
+            self.drained.append(msg.n)
+        return super().drain(msg)
+
+
+@TRACED
+@pytest.mark.parametrize("mode", [0.0, 1.0], ids=["receive-loop", "serve_until"])
+async def test_no_queued_message_is_taken_after_stop(
+    trioxide_seed: int, autojump_clock: trio.abc.Clock, traced: bool, mode: float
+) -> None:
+    async with open_runtime(tracer=tracer(traced), seed=trioxide_seed) as rt:
+        ref = await rt.spawn(Looper, mailbox_size=16)
+        inst = ref.instance
+        assert isinstance(inst, Looper)
+        await ref.tell(Go(mode))
+        for n in range(6):
+            await ref.tell(Item(n))
+        await trio.sleep(1.5)  # busy with the second Item
+        assert inst.seen == [0, 1]
+        await ref.stop("enough")  # the running Item finishes; no further Item is taken
+        assert inst.seen == [0, 1]
+        assert inst.drained == [2, 3, 4, 5]
+
+
+# -- 5. stop's grace bounds the children too -------------------------------------------------
+
+
+class Busy(Actor):
+    async def handle(self, msg: Go) -> None:
+        await trio.sleep(msg.seconds)
+
+
+class Family(Actor):
+    async def on_start(self) -> None:
+        self.kid = await self.spawn(Busy, name="kid")
+
+    async def handle(self, msg: Go) -> None:
+        await self.kid.tell(msg)
+
+
+@TRACED
+@pytest.mark.parametrize("grace", [0.0, 5.0])
+async def test_children_inherit_the_remaining_grace(
+    trioxide_seed: int, autojump_clock: trio.abc.Clock, traced: bool, grace: float
+) -> None:
+    async with open_runtime(tracer=tracer(traced), seed=trioxide_seed) as rt:
+        ref = await rt.spawn(Family)
+        await ref.tell(Go(999))
+        await trio.testing.wait_all_tasks_blocked()
+        t0 = trio.current_time()
+        await ref.stop(grace=grace)
+        assert trio.current_time() - t0 == grace  # not 999
+
+
+# -- 6. a raising admit() or priority() leaks no slot ---------------------------------------
+
+
+class Picky(Actor):
+    def admit(self, msg: Any) -> Admit:
+        if isinstance(msg, Item) and msg.n < 0:
+            raise LookupError("admit failed")
+        return Admit.ENQUEUE
+
+    def priority(self, msg: Any) -> int:
+        if isinstance(msg, Item) and msg.n == 99:
+            raise ArithmeticError("priority failed")
+        return 0
+
+    async def handle(self, msg: Go | Item) -> None:
+        if isinstance(msg, Go):
+            await trio.sleep(msg.seconds)
+
+
+@TRACED
+@pytest.mark.parametrize(("bad", "error"), [(-1, LookupError), (99, ArithmeticError)])
+async def test_a_raising_admission_hook_gives_the_reserved_slot_back(
+    trioxide_seed: int,
+    autojump_clock: trio.abc.Clock,
+    traced: bool,
+    bad: int,
+    error: type[Exception],
+) -> None:
+    async with open_runtime(tracer=tracer(traced), seed=trioxide_seed) as rt:
+        ref = await rt.spawn(Picky, mailbox_size=1)
+        await ref.tell(Go(10))  # handled at once: the handler is busy
+        await trio.testing.wait_all_tasks_blocked()
+        await ref.tell(Go(0))  # fills the mailbox
+        errors: list[BaseException] = []
+
+        async def blocked_sender() -> None:
+            try:
+                await ref.tell(Item(bad))  # waits for a slot, then the hook raises
+            except Exception as exc:
+                errors.append(exc)
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(blocked_sender)
+            await trio.testing.wait_all_tasks_blocked()
+        assert [type(e) for e in errors] == [error]
+        assert ref.statistics().reserved == 0
+        with trio.fail_after(100):  # virtual: these would block forever on a leaked slot
+            for n in range(3):
+                await ref.tell(Item(n))
+        assert ref.statistics().queued <= 1
+
+
+# -- 7. tell_nowait from a foreign thread ----------------------------------------------------
+
+
+async def test_tell_nowait_from_another_thread_is_refused_before_touching_anything(
+    trioxide_seed: int,
+) -> None:
+    async with open_runtime(seed=trioxide_seed) as rt:
+        ref = await rt.spawn(Receiver, mailbox_size=4)
+        with pytest.raises(RuntimeError, match=r"trio\.from_thread\.run_sync"):
+            await trio.to_thread.run_sync(ref.tell_nowait, Item(1))
+        assert ref.statistics().queued == 0
+
+        def from_thread() -> None:  # the supported way
+            assert threading.current_thread() is not threading.main_thread()
+            trio.from_thread.run_sync(ref.tell_nowait, Item(2))
+
+        await trio.to_thread.run_sync(from_thread)
+        await trio.testing.wait_all_tasks_blocked()
+        inst = ref.instance
+        assert isinstance(inst, Receiver) and inst.taken == [Item(2)]
+    # The runtime exited normally: nothing wedged.
+
+
+# -- 8. deadlocks are errors, not hangs ------------------------------------------------------
+
+
+class AskSelfOnStart(Actor):
+    async def on_start(self) -> None:
+        await self.ref.ask(Go())
+
+    async def handle(self, msg: Go) -> None:
+        pass
+
+
+async def test_asking_itself_from_on_start_fails_spawn_with_ask_deadlock(
+    trioxide_seed: int,
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    async with open_runtime(seed=trioxide_seed) as rt:
+        with pytest.raises(AskDeadlock) as info:
+            await rt.spawn(AskSelfOnStart, name="narcissus")
+        assert info.value.cycle == ("narcissus", "narcissus")
+        assert rt.actors() == []
+
+
+class Peer(Actor):
+    def __init__(self) -> None:
+        self.other: trioxide.ActorRef | None = None
+        self.errors: list[BaseException] = []
+
+    async def handle(self, msg: Watch_ | Go) -> str:
+        if isinstance(msg, Watch_):
+            self.other = msg.target
+            return "ok"
+        assert self.other is not None
+        try:
+            return "via " + await self.other.ask(Go(msg.seconds - 1))
+        except AskDeadlock as exc:
+            self.errors.append(exc)
+            return "deadlock"
+
+
+@TRACED
+@pytest.mark.parametrize("n", [2, 3])
+async def test_an_ask_cycle_fails_the_ask_that_closes_it(
+    trioxide_seed: int, autojump_clock: trio.abc.Clock, traced: bool, n: int
+) -> None:
+    async with open_runtime(tracer=tracer(traced), seed=trioxide_seed) as rt:
+        peers = [await rt.spawn(Peer, name=f"p{i}") for i in range(n)]
+        for i, p in enumerate(peers):
+            await p.ask(Watch_(peers[(i + 1) % n]))
+        with trio.fail_after(10):
+            answer = await peers[0].ask(Go(10))
+        assert answer == "via " * (n - 1) + "deadlock"
+        last = peers[n - 1].instance
+        assert isinstance(last, Peer)
+        (err,) = last.errors
+        assert isinstance(err, AskDeadlock)
+        assert err.cycle == (f"p{n - 1}", *(f"p{i}" for i in range(n)))
+        assert all(p.alive for p in peers)  # the actors keep running
+
+
+class AskParentOnStart(Actor):
+    def __init__(self, parent: trioxide.ActorRef) -> None:
+        self.parent = parent
+
+    async def on_start(self) -> None:
+        await self.parent.ask(Go())
+
+    async def handle(self, msg: Go) -> None:
+        pass
+
+
+class Spawner(Actor):
+    async def handle(self, msg: Go) -> str:
+        try:
+            await self.spawn(AskParentOnStart, self.ref, name="child")
+        except AskDeadlock as exc:
+            return " -> ".join(exc.cycle)
+        return "spawned"
+
+
+async def test_a_child_asking_its_spawner_from_on_start_is_a_deadlock(
+    trioxide_seed: int,
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    async with open_runtime(seed=trioxide_seed) as rt:
+        ref = await rt.spawn(Spawner, name="parent")
+        with trio.fail_after(10):
+            assert await ref.ask(Go()) == "parent/child -> parent -> parent/child"
+
+
+# -- 9. bad arguments get typed errors naming the value --------------------------------------
+
+
+class Timers(Actor):
+    async def handle(self, msg: Go) -> str:
+        for call in (
+            lambda: self.send_after(math.nan, Go()),
+            lambda: self.send_after(-1, Go()),
+            lambda: self.send_every(math.inf, Go()),
+        ):
+            try:
+                call()
+            except ValueError as exc:
+                assert "nan" in str(exc) or "-1" in str(exc) or "inf" in str(exc)
+            else:
+                return "accepted"
+        with pytest.raises(TypeError, match="ActorRef"):
+            self.monitor("str")  # type: ignore[arg-type]
+        return "refused"
+
+
+async def test_timer_and_monitor_arguments_are_checked(
+    trioxide_seed: int, autojump_clock: trio.abc.Clock
+) -> None:
+    async with open_runtime(seed=trioxide_seed) as rt:
+        ref = await rt.spawn(Timers)
+        assert await ref.ask(Go()) == "refused"
+
+
+class BadHooks(Actor):
+    def admit(self, msg: Any) -> Admit:
+        return None if isinstance(msg, Item) and msg.n == 1 else Admit.ENQUEUE  # type: ignore[return-value]
+
+    def priority(self, msg: Any) -> int:
+        return "high" if isinstance(msg, Item) and msg.n == 2 else 0  # type: ignore[return-value]
+
+    async def handle(self, msg: Item | Go) -> str:
+        return "handled"
+
+
+@TRACED
+async def test_hooks_returning_the_wrong_type_raise_to_the_sender_every_time(
+    trioxide_seed: int, autojump_clock: trio.abc.Clock, traced: bool
+) -> None:
+    async with open_runtime(tracer=tracer(traced), seed=trioxide_seed) as rt:
+        ref = await rt.spawn(BadHooks, name="hooks")
+        for _ in range(2):  # the second identical send is refused too
+            with pytest.raises(TypeError, match=r"'hooks': admit\(Item\) returned None"):
+                await ref.tell(Item(1))
+            with pytest.raises(TypeError, match=r"priority\(Item\) returned 'high'"):
+                await ref.ask(Item(2))
+        assert await ref.ask(Go()) == "handled"  # the actor keeps running
+        assert ref.statistics().reserved == 0
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "fragment"),
+    [
+        ({"backoff": "soon"}, "'soon'"),
+        ({"name": "worker\n"}, r"'worker\\n'"),
+        ({"within": math.nan}, "nan"),
+    ],
+)
+async def test_bad_spawn_arguments_name_the_value(
+    actor_runtime: Runtime, kwargs: dict[str, Any], fragment: str
+) -> None:
+    with pytest.raises(ValueError, match=fragment):
+        await actor_runtime.spawn(Busy, **kwargs)
+    assert actor_runtime.actors() == []
+
+
+async def test_interrupted_is_still_returned_for_an_interrupt_message(
+    trioxide_seed: int,
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    class Stopper(Actor):
+        async def handle(self, msg: Go | Boom) -> str:
+            if isinstance(msg, Boom):
+                return "boom"
+            result = await self.serve_until(trio.sleep, 100, interrupt=(Boom,))
+            return "interrupted" if isinstance(result, Interrupted) else "completed"
+
+    async with open_runtime(seed=trioxide_seed) as rt:
+        ref = await rt.spawn(Stopper)
+        async with trio.open_nursery() as nursery:
+            got: list[str] = []
+
+            async def ask() -> None:
+                got.append(await ref.ask(Go()))
+
+            nursery.start_soon(ask)
+            await trio.sleep(1)
+            await ref.tell(Boom())
+        assert got == ["interrupted"]
