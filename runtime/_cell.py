@@ -237,8 +237,7 @@ class ActorCell:
                         raise
                     await self._backoff()
                     if self.stopping is not NOT_STOPPING:
-                        reason = self.stopping
-                        return
+                        return  # stopped while waiting to restart: ends with the failure
                     self.restarts += 1
                     if tr is not None:
                         tr.restart(self.path, self.restarts)
@@ -296,8 +295,11 @@ class ActorCell:
                     self.loop_scope = scope
                     try:
                         await _loop.run(self)
-                    except _loop.ServedTellFailed as failed:
-                        raise failed.error from None  # a served tell raised: we fail
+                    except BaseException as exc:
+                        converted = _loop.unwrap_served(exc)
+                        if converted is exc:
+                            raise
+                        raise converted from None  # a served tell raised: we fail
                 self.loop_scope = None
                 # Graceful stop: drain, stop children (reverse start order), cancel tasks.
                 self.state = "stopping"
@@ -402,6 +404,13 @@ class ActorCell:
             self.stopping = reason
         if grace is not None:
             self.stop_deadline = min(self.stop_deadline, trio.current_time() + grace)
+            if self.state == "stopping":
+                # Already stopping its children (each waited with the grace of its time):
+                # the children being stopped get the tighter remaining grace too.
+                remaining = self.remaining_grace()
+                for child in self.child_list():
+                    if child.stopping is not NOT_STOPPING:
+                        child.request_stop(child.stopping, remaining)
         if self.backoff_scope is not None:
             self.backoff_scope.cancel()
         self.mailbox.wake()
@@ -432,7 +441,8 @@ class ActorCell:
         if not mb.closed:
             self.exit_reason = reason
             for task in mb.close():
-                reschedule(task)  # blocked senders wake, see closed, raise ActorGone
+                # Blocked senders wake with no slot, see closed, raise ActorGone.
+                reschedule(task, outcome.Value(False))
         inst = self.instance or self.last_instance
         tr = self.rt.tracer
         for item in mb.drain():

@@ -38,6 +38,7 @@ __all__ = [
     "reply",
     "run",
     "serve_until",
+    "unwrap_served",
 ]
 
 #: ``ActorCell.stopping`` while no stop was requested (the loop runs while it is this).
@@ -136,6 +137,18 @@ class ServedTellFailed(BaseException):
     def __init__(self, error: Exception) -> None:
         super().__init__(error)
         self.error = error
+
+
+def unwrap_served(exc: BaseException) -> BaseException:
+    """*exc* with every ``ServedTellFailed`` in it replaced by the tell's own error (also
+    inside exception groups, when it raced another failure)."""
+    if type(exc) is ServedTellFailed:
+        return exc.error
+    if isinstance(exc, BaseExceptionGroup):
+        inner = [unwrap_served(e) for e in exc.exceptions]
+        if any(a is not b for a, b in zip(inner, exc.exceptions, strict=True)):
+            return BaseExceptionGroup(exc.message, inner)
+    return exc
 
 
 async def dispatch(cell: ActorCell, item: Any, *, served: bool = False) -> None:
@@ -310,6 +323,8 @@ async def receive(cell: ActorCell, want: tuple[type, ...], timeout: float | None
     return TIMED_OUT
 
 
+_NOTHING: Any = object()
+
 #: ``receive``'s result when its timeout passed (distinct from any message).
 TIMED_OUT: Any = object()
 
@@ -332,6 +347,7 @@ async def serve_until(
         mb.wake()
 
     tname = task_name(fn, None)
+    interrupting: Any = _NOTHING
     try:
         async with trio.open_nursery() as nursery:
             nursery.start_soon(cell.run_task, run_fn, (), tname, name=f"{cell.path}:{tname}")
@@ -339,19 +355,29 @@ async def serve_until(
                 if box:
                     return Completed(box[0])
                 await _stop_point(cell)
-                item = mb.take(want) if want else None
+                item = mb.first(want) if want else None
                 if item is None:
                     await _park(cell, want or (type(None),))
                     continue
-                msg = message_of(item)
-                if interrupt and isinstance(msg, interrupt):
+                if interrupt and isinstance(message_of(item), interrupt):
+                    # Cancel fn and wait for it to finish before taking a tell: a
+                    # cancellation arriving meanwhile then leaves it queued, never lost.
+                    # An ask is taken now (its asker can no longer withdraw it; if we are
+                    # cancelled, it is answered when the handler ends, like any taken ask).
+                    if type(item) is Envelope and item.asker is not None:
+                        interrupting = _take(cell, mb.take(interrupt), "interrupt")
                     nursery.cancel_scope.cancel()
-                    return Interrupted(_take(cell, item, "interrupt"))
-                await dispatch(cell, item, served=True)
+                    break
+                await dispatch(cell, mb.take(want), served=True)
     except BaseExceptionGroup as group:
         # Our own nursery wraps what fn (or a served handler) raised: give the caller
         # the exception itself, as the docstring promises.
         if len(group.exceptions) == 1:
             raise group.exceptions[0] from None
         raise
-    raise AssertionError("unreachable")  # pragma: no cover
+    if interrupting is not _NOTHING:
+        return Interrupted(interrupting)
+    await _stop_point(cell)
+    taken = mb.take(interrupt)
+    assert taken is not None  # a queued tell; only this task takes messages
+    return Interrupted(_take(cell, taken, "interrupt"))

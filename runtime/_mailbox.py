@@ -221,12 +221,14 @@ class Mailbox:
         q = self._q0
         return (len(q) if q is not None else 0) < self._limit
 
-    async def wait_space(self) -> None:
+    async def wait_space(self) -> bool:
         """Park until a slot is reserved for the caller (FIFO among waiters).
 
-        Returns with one slot reserved; the caller must ``put(..., reserved=True)`` or
-        ``release()`` it (unless the mailbox closed meanwhile). Raises ``Cancelled``
-        (nothing reserved) if cancelled first.
+        Returns True with one slot reserved: the caller must ``put(..., reserved=True)``
+        or ``release()`` it - also if it finds the mailbox closed by then. Returns False
+        if it was woken because the mailbox closed (``close()``'s waiters get
+        ``outcome.Value(False)``): nothing reserved. Raises ``Cancelled`` (nothing
+        reserved) if cancelled first.
         """
         task = current_task()
         putters = self._putters
@@ -243,7 +245,8 @@ class Mailbox:
             self._retune()
             return Abort.SUCCEEDED
 
-        await wait_task_rescheduled(abort)
+        reserved: bool = await wait_task_rescheduled(abort)
+        return reserved
 
     def release(self) -> None:
         """Give back a reserved slot that will not be used."""
@@ -255,7 +258,7 @@ class Mailbox:
         putters = self._putters
         if putters and self.count + self._reserved < self.size and not self.closed:
             self._reserved += 1
-            reschedule(putters.popleft())
+            reschedule(putters.popleft(), outcome.Value(True))
             self._retune()
 
     # -- put / pop --------------------------------------------------------------------
@@ -337,6 +340,17 @@ class Mailbox:
         self._retune()
         raise IndexError("pop from an empty mailbox")
 
+    def first(self, types: tuple[type, ...]) -> Any:
+        """The first live item whose message is one of *types*, left queued (``None``)."""
+        for _, q in self._deques():
+            for item in q:
+                if type(item) is Envelope:
+                    if item.state != WITHDRAWN and isinstance(item.msg, types):
+                        return item
+                elif isinstance(item, types):
+                    return item
+        return None
+
     def take(self, types: tuple[type, ...]) -> Any:
         """Selective receive: remove the first live item whose message is one of *types*
         (``None`` if there is none)."""
@@ -402,7 +416,8 @@ class Mailbox:
             reschedule(waiter)
 
     def close(self) -> list[Task]:
-        """Refuse further puts; return the blocked senders (to be woken with an error)."""
+        """Refuse further puts; return the blocked senders, to be woken with
+        ``outcome.Value(False)`` (``wait_space`` returns False: nothing reserved)."""
         self.closed = True
         putters = list(self._putters) if self._putters else []
         if self._putters:

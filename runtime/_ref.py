@@ -139,10 +139,17 @@ class ActorRef(Generic[A_co]):
         """``tell`` when the mailbox is full (or closed): wait for a reserved slot."""
         if mb.closed:
             raise ActorGone(cell.path, cell.exit_reason)
-        await mb.wait_space()
-        if mb.closed:
-            raise ActorGone(cell.path, cell.exit_reason)
+        self._check_still_open(cell, mb, await mb.wait_space())
         self._enqueue(cell, mb, msg, True, True)
+
+    @staticmethod
+    def _check_still_open(cell: ActorCell, mb: Mailbox, reserved: bool) -> None:
+        """After a wait for space: ``ActorGone`` if the mailbox closed meanwhile (giving
+        back a slot reserved just before the close, so none leaks)."""
+        if mb.closed:
+            if reserved:
+                mb.release()
+            raise ActorGone(cell.path, cell.exit_reason)
 
     def _enqueue(
         self, cell: ActorCell, mb: Mailbox, msg: Any, reserved: bool, raise_reject: bool
@@ -237,9 +244,7 @@ class ActorRef(Generic[A_co]):
             return
         if mb.closed:
             raise ActorGone(cell.path, cell.exit_reason)
-        await mb.wait_space()
-        if mb.closed:
-            raise ActorGone(cell.path, cell.exit_reason)
+        self._check_still_open(cell, mb, await mb.wait_space())
         self._enqueue(cell, mb, msg, True, raise_reject)
 
     def _refused(self, decision: Admit, msg: Any, raise_reject: bool) -> None:
@@ -340,15 +345,15 @@ class ActorRef(Generic[A_co]):
         """Wait for a reserved slot (within the ask's deadline); True once reserved."""
         if mb.closed:
             raise ActorGone(cell.path, cell.exit_reason)
+        reserved = False
         if timeout is None:
-            await mb.wait_space()
+            reserved = await mb.wait_space()
         else:
             with trio.move_on_at(deadline) as scope:
-                await mb.wait_space()
+                reserved = await mb.wait_space()
             if scope.cancelled_caught:
                 raise AskTimeout(cell.path, msg, timeout)
-        if mb.closed:
-            raise ActorGone(cell.path, cell.exit_reason)
+        self._check_still_open(cell, mb, reserved)
         return True
 
     # -- lifecycle ---------------------------------------------------------------------

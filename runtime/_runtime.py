@@ -253,16 +253,26 @@ async def open_runtime(
     try:
         async with trio.open_nursery() as system:
             system.start_soon(rt.deadlines.run, name=f"{name}:ask-deadlines")
-            async with trio.open_nursery() as root:
-                rt._nursery = root
-                try:
-                    yield rt
-                except BaseException as exc:
-                    body_exc = exc
-                    root.cancel_scope.cancel()
-                else:
-                    await rt._stop_all("runtime exit")
-                rt._nursery = None
+            try:
+                async with trio.open_nursery() as root:
+                    rt._nursery = root
+                    try:
+                        yield rt
+                    except BaseException as exc:
+                        body_exc = exc
+                        root.cancel_scope.cancel()
+                    else:
+                        await rt._stop_all("runtime exit")
+                    rt._nursery = None
+            except BaseException as failed:
+                if body_exc is None:
+                    raise
+                # Actors failed while being cancelled by the block's exception: raise
+                # both, so that neither is lost (Trio's nurseries would do the same).
+                raise BaseExceptionGroup(
+                    "the runtime block raised, and actors failed while cancelled",
+                    [body_exc, failed],
+                ) from None
             system.cancel_scope.cancel()
         if body_exc is not None:
             raise body_exc

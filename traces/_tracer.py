@@ -43,6 +43,10 @@ def describe(exc: BaseException) -> str:
     if isinstance(exc, BaseExceptionGroup):
         inner = ", ".join(describe(e) for e in exc.exceptions)
         return f"{type(exc).__name__}({exc.message!r}, [{inner}])"
+    if any(isinstance(a, BaseException) for a in exc.args):
+        # An exception carrying another (ActorGone(path, reason)): describe that one too.
+        args = ", ".join(describe(a) if isinstance(a, BaseException) else repr(a) for a in exc.args)
+        return f"{type(exc).__name__}({args})"
     return repr(exc)
 
 

@@ -613,3 +613,159 @@ async def test_interrupted_is_still_returned_for_an_interrupt_message(
             await trio.sleep(1)
             await ref.tell(Boom())
         assert got == ["interrupted"]
+
+
+# -- found by the fault fuzzer (tests/runtime/fuzz), shrunk ----------------------------------
+
+
+class FailsThenWaits(Actor):
+    async def handle(self, msg: Boom) -> None:
+        raise ValueError("fails")
+
+
+async def test_a_stop_during_the_restart_backoff_keeps_the_failure_as_exit_reason(
+    trioxide_seed: int, autojump_clock: trio.abc.Clock
+) -> None:
+    # fuzz seed 178: the exit reason was the stop's reason.
+    async with open_runtime(seed=trioxide_seed) as rt:
+        ref = await rt.spawn(FailsThenWaits, restart="transient", backoff=10.0)
+        await ref.tell(Boom())
+        await trio.sleep(1)  # now waiting to restart
+        await ref.stop("stop")
+        assert isinstance(ref.exit_reason, ValueError)
+
+
+class EscalatesWhenCancelled(Actor):
+    async def handle(self, msg: Go) -> None:
+        pass
+
+    async def on_stop(self, reason: object) -> None:
+        raise OSError("on_stop while cancelled")
+
+
+async def test_the_blocks_exception_survives_an_actor_failing_while_cancelled(
+    trioxide_seed: int, autojump_clock: trio.abc.Clock
+) -> None:
+    # fuzz seed 384: open_runtime raised only the actor's error; the block's was lost.
+    with pytest.raises(BaseExceptionGroup) as info:
+        async with open_runtime(seed=trioxide_seed) as rt:
+            await rt.spawn(EscalatesWhenCancelled)
+            raise LookupError("the block failed")
+    assert info.group_contains(LookupError) and info.group_contains(OSError)
+
+
+class StopsOnZero(Actor):
+    async def handle(self, msg: Go) -> None:
+        if msg.seconds:
+            await trio.sleep(msg.seconds)
+        else:
+            self.stop("now")  # in the same turn as the pop that reserved a slot
+
+
+@TRACED
+async def test_a_sender_woken_with_a_slot_just_before_the_close_gives_it_back(
+    trioxide_seed: int, autojump_clock: trio.abc.Clock, traced: bool
+) -> None:
+    # fuzz seed 1312: the reserved slot leaked when the mailbox closed before the sender ran.
+    async with open_runtime(tracer=tracer(traced), seed=trioxide_seed) as rt:
+        ref = await rt.spawn(StopsOnZero, mailbox_size=1)
+        await ref.tell(Go(5))  # running until t=5
+        await trio.testing.wait_all_tasks_blocked()
+        await ref.tell(Go(0))  # queued: the mailbox is full
+        gone: list[BaseException] = []
+
+        async def sender() -> None:
+            try:
+                await ref.tell(Go(3))  # waits; taking Go(0) reserves it the slot...
+            except ActorGone as exc:
+                gone.append(exc)
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(sender)
+        # ...and Go(0)'s handler stops the actor before the sender runs: it sees closed.
+        assert len(gone) == 1
+        stats = ref.statistics()
+        assert stats.reserved == 0 and stats.tasks_waiting_put == 0
+
+
+class Interruptible(Actor):
+    def __init__(self) -> None:
+        self.got: list[Any] = []
+        self.drained: list[Any] = []
+
+    async def handle(self, msg: Go | Item) -> None:
+        if isinstance(msg, Go):
+            result = await self.serve_until(self.slow_wind_down, interrupt=(Item,))
+            assert isinstance(result, Interrupted)
+            self.got.append(result.msg)
+
+    async def slow_wind_down(self) -> None:
+        try:
+            await trio.sleep_forever()
+        finally:
+            with trio.CancelScope(shield=True):
+                await trio.sleep(1)  # cancelling fn takes a while
+
+    def drain(self, msg: Any) -> Any:
+        self.drained.append(msg)
+        return super().drain(msg)
+
+
+@TRACED
+async def test_an_interrupting_tell_is_not_lost_when_a_stop_cancels_the_wind_down(
+    trioxide_seed: int, autojump_clock: trio.abc.Clock, traced: bool
+) -> None:
+    # fuzz seed 1620: Interrupted was returned from inside serve_until's nursery; a
+    # cancellation during fn's wind-down replaced it and the taken tell vanished.
+    async with open_runtime(tracer=tracer(traced), seed=trioxide_seed) as rt:
+        ref = await rt.spawn(Interruptible)
+        inst = ref.instance
+        assert isinstance(inst, Interruptible)
+        await ref.tell(Go())
+        await trio.sleep(1)
+        await ref.tell(Item(7))  # interrupts: fn is cancelled and winds down for 1 s
+        await trio.sleep(0.5)
+        await ref.stop(grace=0)  # cancels the handler during the wind-down
+    assert inst.got + inst.drained == [Item(7)]
+
+
+class Lingering(Actor):
+    async def handle(self, msg: Go) -> None:
+        await trio.sleep(msg.seconds)
+
+
+class StopsItself(Actor):
+    async def on_start(self) -> None:
+        self.kid = await self.spawn(Lingering, name="kid")
+
+    async def handle(self, msg: Go) -> None:
+        await self.kid.tell(Go(100))
+        await trio.sleep(0.5)  # the kid is busy now
+        self.stop("self-stop")  # graceful: will wait for the kid's handler (no grace)
+
+
+async def test_a_later_stop_with_grace_bounds_children_already_being_stopped(
+    trioxide_seed: int, autojump_clock: trio.abc.Clock
+) -> None:
+    # fuzz seed 1859: the child kept running its handler after the parent's stop(grace=0).
+    async with open_runtime(seed=trioxide_seed) as rt:
+        ref = await rt.spawn(StopsItself)
+        await ref.tell(Go())
+        await trio.sleep(1)  # the parent is stopping its child, which is busy until t=100
+        t0 = trio.current_time()
+        await ref.stop(grace=0)
+        assert trio.current_time() == t0
+
+
+def test_trace_details_describe_nested_exceptions_without_addresses() -> None:
+    # fuzz: ActorGone(path, Cancelled(...)) carried a task address into the trace.
+    async def main() -> str:
+        with trio.CancelScope() as scope:
+            scope.cancel()
+            try:
+                await trio.sleep(1)
+            except trio.Cancelled as exc:
+                return tx.describe(ActorGone("a", exc))
+        raise AssertionError
+
+    assert trio.run(main) == "ActorGone('a', Cancelled())"

@@ -1,0 +1,489 @@
+"""The fault-space fuzzer (``tests/runtime/fuzz``) as tests.
+
+* ``test_fault_fuzz``: 1,000 seeded scenarios in 10 chunks of 100, each run traced and
+  untraced (2,000 runs), every guarantee G1-G6 checked after each run. A failure names
+  the chunk, each failing seed and mode, what broke, and the replay command.
+* Determinism: a seed's failures (and, traced, its trace) are the same on every run, also
+  in another process.
+* Each check can fail: for every guarantee, the runtime is broken on purpose (a
+  monkeypatch in that test only) or the checker is fed a broken observation, and the
+  fuzzer must report it within a few seeds. An invariant that cannot fail is a defect.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any
+
+import outcome
+import pytest
+import trio
+
+from trioxide.runtime import ActorRef, MailboxFull, _cell, _deadlines, _mailbox, _ref, _supervision
+from trioxide.traces import TraceEvent, Tracer
+
+from .fuzz import Scenario, check, generate, key_of, run_detailed, run_scenario, world
+from .fuzz import scenario as sc_mod
+from .fuzz.records import Fate, Observation
+from .fuzz.runner import replay_command
+
+ROOT = Path(__file__).resolve().parents[2]
+ADDRESS = re.compile(r" at 0x[0-9a-fA-F]+")
+CHUNKS = 10
+SEEDS_PER_CHUNK = 100
+MODES = (True, False)
+
+
+# -- the fuzz run itself -------------------------------------------------------------------
+
+
+def _report(chunk: int, failing: list[tuple[int, bool, list[str]]]) -> str:
+    lines = [f"chunk {chunk}: {len(failing)} of {2 * SEEDS_PER_CHUNK} runs failed"]
+    for seed, traced, failures in failing:
+        lines.append(f"seed {seed} ({'traced' if traced else 'untraced'}):")
+        lines.extend(f"  {f}" for f in failures[:8])
+        if len(failures) > 8:
+            lines.append(f"  ... and {len(failures) - 8} more")
+        lines.append(f"  replay: {replay_command(seed, traced)}")
+    return "\n".join(lines)
+
+
+@pytest.mark.parametrize(
+    "chunk",
+    range(CHUNKS),
+    ids=[f"seeds-{c * SEEDS_PER_CHUNK}-{(c + 1) * SEEDS_PER_CHUNK - 1}" for c in range(CHUNKS)],
+)
+def test_fault_fuzz(chunk: int) -> None:
+    failing: list[tuple[int, bool, list[str]]] = []
+    for seed in range(chunk * SEEDS_PER_CHUNK, (chunk + 1) * SEEDS_PER_CHUNK):
+        for traced in MODES:
+            failures = run_scenario(seed, traced)
+            if failures:
+                failing.append((seed, traced, failures))
+    assert not failing, _report(chunk, failing)
+
+
+# -- determinism and shape -----------------------------------------------------------------
+
+
+def test_a_seed_gives_the_same_run_every_time() -> None:
+    for seed in range(12):
+        for traced in MODES:
+            _, first, fails1 = run_detailed(seed, traced)
+            _, second, fails2 = run_detailed(seed, traced)
+            assert fails1 == fails2, seed
+            assert [h.msg.id for h in first.handlers] == [h.msg.id for h in second.handlers]
+            assert [(h.t0, h.t1) for h in first.handlers] == [(h.t0, h.t1) for h in second.handlers]
+            assert _scrubbed(first.events) == _scrubbed(second.events), seed
+
+
+def _scrubbed(events: list[TraceEvent]) -> list[tuple[Any, ...]]:
+    """Events without memory addresses in ``detail`` (see the next test)."""
+    return [
+        (e.seq, e.t, e.kind, e.actor, e.peer, e.msg_id, e.cause, e.corr, e.msg_type,
+         bytes(e.payload), ADDRESS.sub("", e.detail or ""), e.outcome)
+        for e in events
+    ]  # fmt: skip
+
+
+def test_traces_of_a_seed_are_byte_identical() -> None:
+    """semantics.md 12: the same seed gives the same trace byte for byte; trace details
+    never contain memory addresses (architecture.md)."""
+    bad = []
+    for seed in range(40):
+        events = run_detailed(seed, True)[1].events
+        for e in events:
+            if e.detail is not None and ADDRESS.search(e.detail):
+                bad.append(f"seed {seed}: event #{e.seq} ({e.kind} {e.actor}): {e.detail}")
+                break
+    assert not bad, "trace details with memory addresses:\n" + "\n".join(bad)
+
+
+def test_a_seed_gives_the_same_failures_in_another_process() -> None:
+    seeds = [3, 24, 401, 485]
+    code = (
+        "import json, sys\n"
+        "from tests.runtime.fuzz import run_scenario\n"
+        f"print(json.dumps([run_scenario(s, t) for s in {seeds} for t in (True, False)]))\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True
+    )
+    here = [run_scenario(s, t) for s in seeds for t in MODES]
+    assert json.loads(out.stdout) == here
+
+
+def test_failures_name_guarantee_seed_and_mode() -> None:
+    sc = generate(5)
+    obs = Observation(traced=False, hang=True, hang_snapshot=["actor a0 is running"])
+    (failure,) = check(sc, obs)
+    text = failure.render(5, False)
+    assert text.startswith("G1 no-hang/hang [seed 5, untraced]: ")
+    assert key_of(text) == "G1 no-hang/hang"
+
+
+def test_scenarios_cover_the_fault_space() -> None:
+    """Over 300 seeds the generator uses every step, operation, policy and hook outcome."""
+    steps: set[str] = set()
+    actions: set[str] = set()
+    policies: set[object] = set()
+    admits: set[str] = set()
+    priorities: set[object] = set()
+    graces: set[object] = set()
+    scoped: set[object] = set()
+    timeouts: set[object] = set()
+    other: set[str] = set()
+    for seed in range(300):
+        sc = generate(seed)
+        assert 1 <= len(sc.actors) <= 8
+        assert all(a.depth <= 3 for a in sc.actors)
+        assert all(1 <= a.mailbox_size <= 8 and 0 <= a.max_restarts <= 3 for a in sc.actors)
+        assert all(1 <= a.within <= 10 for a in sc.actors)
+        assert all(a.backoff is None or 0 <= a.backoff <= 2 for a in sc.actors)
+        for plan in sc.plans:
+            for step in plan.steps:
+                steps.add(type(step).__name__)
+                if isinstance(step, sc_mod.Receive):
+                    timeouts.add(step.timeout)
+                if isinstance(step, sc_mod.AskStep | sc_mod.TellStep):
+                    assert sc.plans[step.plan].level < plan.level  # chains are finite
+        for op in sc.ops:
+            actions.add(op.action)
+            if op.action == "stop":
+                graces.add(op.grace)
+            if op.action == "ask_scoped":
+                scoped.add(op.cancel_after)
+        for a in sc.actors:
+            policies.add(a.restart)
+            admits.update(action for _, action in a.admit or ())
+            priorities.update(rule for _, rule in a.priority or ())
+            if a.monitors:
+                other.add("monitors")
+            if a.start_crash_on is not None:
+                other.add(f"on_start crash #{a.start_crash_on}")
+            if a.stop_crash_on is not None:
+                other.add("on_stop crash")
+            if a.start_ask is not None:
+                other.add("on_start ask")
+        other.add("raise out" if sc.raise_out else "leave")
+    assert steps == {
+        "Sleep", "Raise", "EarlyReply", "Receive", "Serve", "AskStep", "TellStep",
+        "SpawnTask", "StopSelf",
+    }  # fmt: skip
+    assert actions == {"tell", "tell_nowait", "ask", "ask_scoped", "stop"}
+    assert policies == {None, "permanent", "transient", "temporary"}
+    assert admits == {"reject", "reject-custom", "reject-if-busy", "ignore", "raise", "bad"}
+    assert {5, "raise", "bad"} <= priorities
+    assert {None, 0.0} <= graces and any(g for g in graces if g)
+    assert 0.0 in scoped and any(c for c in scoped if c)
+    assert {None, 0.0} <= timeouts
+    assert {"monitors", "on_start crash #2", "on_stop crash", "on_start ask", "raise out",
+            "leave"} <= other  # fmt: skip
+
+
+# -- every check can fail ------------------------------------------------------------------
+
+
+def _find(key: str, seeds: Iterable[int], modes: tuple[bool, ...] = MODES) -> str:
+    """The first failure of class *key* over *seeds* (the test fails if there is none)."""
+    tried = 0
+    for seed in seeds:
+        for traced in modes:
+            tried += 1
+            for failure in run_scenario(seed, traced):
+                if key_of(failure) == key:
+                    return failure
+    pytest.fail(f"the fuzzer did not report {key} in {tried} runs")
+
+
+def _break_observation(
+    key: str,
+    applies: Callable[[Scenario, Observation], bool],
+    mutate: Callable[[Observation], None],
+    seeds: Iterable[int] = range(80),
+) -> str:
+    """Run seeds until one is clean for *key* and *applies*; break its observation with
+    *mutate*; the checker must then report *key*."""
+    for seed in seeds:
+        scenario, obs, base = run_detailed(seed, True)
+        if any(f.key == key for f in base) or not applies(scenario, obs):
+            continue
+        mutate(obs)
+        failures = check(scenario, obs)
+        found = [f for f in failures if f.key == key]
+        assert found, f"seed {seed}: {key} not reported; got {[f.key for f in failures]}"
+        return found[0].render(seed, True)
+    pytest.fail(f"no seed to break for {key}")
+
+
+# G1 no-hang
+
+
+def test_g1_a_lost_reply_is_a_hang(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Asks are never answered (traced runs answer through Envelope.answer): a handler
+    waiting on one never ends, so leaving the block never ends."""
+    monkeypatch.setattr(_mailbox.Envelope, "answer", lambda self, result: False)
+    assert "not finished at t=3600" in _find("G1 no-hang/hang", range(40), (True,))
+
+
+def test_g1_a_missed_ask_cycle_is_a_hang(monkeypatch: pytest.MonkeyPatch) -> None:
+    wait_on = getattr(_cell.ActorCell, "wait_on", None)
+    if wait_on is None:
+        pytest.skip("the runtime has no AskDeadlock detection (ActorCell.wait_on) to break")
+
+    def never_deadlocks(self: Any, target: Any) -> None:
+        self.waiting_on = target
+
+    monkeypatch.setattr(_cell.ActorCell, "wait_on", never_deadlocks)
+    failure = _find("G1 no-hang/hang-ask-cycle", range(200))
+    assert "closed the ask cycle" in failure
+
+
+def test_g1_no_progress_in_wall_clock_time(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(world, "WALL_LIMIT", 0.2)
+    original = _mailbox.Mailbox.put
+
+    def slow_put(self: Any, *args: Any, **kwargs: Any) -> None:
+        time.sleep(0.5)  # real time: virtual time cannot catch this
+        original(self, *args, **kwargs)
+
+    monkeypatch.setattr(_mailbox.Mailbox, "put", slow_put)
+    _find("G1 no-hang/wall-clock-hang", range(5), (True,))
+
+
+# G2 every ask ends (with an allowed outcome)
+
+
+def test_g2_a_wrong_reply_is_reported(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Replies are delivered as None (traced: every answer goes through Envelope.answer)."""
+    original = _mailbox.Envelope.answer
+
+    def answer(self: Any, result: outcome.Outcome[Any]) -> bool:
+        if isinstance(result, outcome.Value):
+            result = outcome.Value(None)
+        return original(self, result)
+
+    monkeypatch.setattr(_mailbox.Envelope, "answer", answer)
+    _find("G2 every-ask-ends/wrong-reply", range(20), (True,))
+
+
+def test_g2_a_late_timeout_is_reported(monkeypatch: pytest.MonkeyPatch) -> None:
+    original = _deadlines.DeadlineQueue.add
+
+    def add(self: Any, env: Any, timeout: float, deadline: float) -> None:
+        original(self, env, timeout, deadline + 1.0)
+
+    monkeypatch.setattr(_deadlines.DeadlineQueue, "add", add)
+    _find("G2 every-ask-ends/late-timeout", range(30))
+
+
+def test_g2_a_spurious_deadlock_is_reported(monkeypatch: pytest.MonkeyPatch) -> None:
+    if not world.ASK_DEADLOCK_AVAILABLE or not hasattr(_cell.ActorCell, "wait_on"):
+        pytest.skip("the runtime has no AskDeadlock yet")
+
+    def always_deadlocks(self: Any, target: Any) -> None:
+        raise world.AskDeadlock((self.path, target.path, self.path))
+
+    monkeypatch.setattr(_cell.ActorCell, "wait_on", always_deadlocks)
+    _find("G2 every-ask-ends/spurious-deadlock", range(40))
+
+
+# G3 nothing lost, nothing twice (and the trace agrees)
+
+
+def test_g3_a_drain_that_drops_a_message_loses_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    original = _mailbox.Mailbox.drain
+
+    def drain(self: Any) -> list[Any]:
+        return original(self)[1:]  # the first queued message vanishes
+
+    monkeypatch.setattr(_mailbox.Mailbox, "drain", drain)
+    failure = _find("G3 nothing-lost-nothing-twice/lost", range(40))
+    assert "never handled, taken or drained" in failure
+
+
+def test_g3_a_refused_message_that_was_queued_is_reported(monkeypatch: pytest.MonkeyPatch) -> None:
+    """tell_nowait enqueues, then claims the mailbox was full."""
+    original = _ref.ActorRef.tell_nowait
+
+    def tell_nowait(self: ActorRef[Any], msg: Any) -> None:
+        original(self, msg)
+        raise MailboxFull(self.path, 1, msg)
+
+    monkeypatch.setattr(_ref.ActorRef, "tell_nowait", tell_nowait)
+    _find("G3 nothing-lost-nothing-twice/refused-but-handled", range(40))
+
+
+def test_g3_a_message_handled_twice_is_reported() -> None:
+    def applies(sc: Scenario, obs: Observation) -> bool:
+        return any(len(r.fates) == 1 for r in obs.msgs.values())
+
+    def mutate(obs: Observation) -> None:
+        rec = next(r for r in obs.msgs.values() if len(r.fates) == 1)
+        f = rec.fates[0]
+        rec.fates.append(Fate("handled", f.cell, f.t, f.step + 1))
+
+    _break_observation("G3 nothing-lost-nothing-twice/twice", applies, mutate)
+
+
+def test_g3_a_trace_that_disagrees_is_reported(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(Tracer, "drop", lambda self, *args: None)
+    _find("G3 nothing-lost-nothing-twice/trace-fate", range(40), (True,))
+
+
+# G4 nothing left behind
+
+
+def test_g4_blocked_senders_never_woken_are_reported(monkeypatch: pytest.MonkeyPatch) -> None:
+    original = _mailbox.Mailbox.close
+
+    def close(self: Any) -> list[Any]:
+        original(self)
+        return []  # the senders waiting for space are not woken
+
+    monkeypatch.setattr(_mailbox.Mailbox, "close", close)
+    _find("G4 nothing-left-behind/driver-blocked", range(80))
+
+
+def test_g4_a_leaked_reserved_slot_is_reported(monkeypatch: pytest.MonkeyPatch) -> None:
+    original = _mailbox.Mailbox.put
+
+    def put(self: Any, item: Any, priority: int = 0, *, reserved: bool = False) -> None:
+        original(self, item, priority, reserved=reserved)
+        if reserved:
+            self._reserved += 1  # the slot is used but stays reserved
+
+    monkeypatch.setattr(_mailbox.Mailbox, "put", put)
+    _find("G4 nothing-left-behind/reserved-slot", range(80))
+
+
+def test_g4_a_task_left_alive_is_reported() -> None:
+    def mutate(obs: Observation) -> None:
+        obs.tasks_after_exit += 1
+
+    _break_observation("G4 nothing-left-behind/tasks-alive", lambda sc, obs: True, mutate)
+
+
+def test_g4_a_ref_still_alive_is_reported() -> None:
+    def mutate(obs: Observation) -> None:
+        obs.cells[-1].alive_after = True
+
+    _break_observation("G4 nothing-left-behind/ref-alive", lambda sc, obs: True, mutate)
+
+
+# G5 supervision
+
+
+def test_g5_a_lost_terminated_is_reported(monkeypatch: pytest.MonkeyPatch) -> None:
+    original = _cell.ActorCell.deliver_system
+
+    def deliver_system(self: Any, msg: Any) -> None:
+        if self.path != "observer":  # the observer misses every Terminated
+            original(self, msg)
+
+    monkeypatch.setattr(_cell.ActorCell, "deliver_system", deliver_system)
+    _find("G5 supervision/terminated-missing", range(20))
+
+
+def test_g5_restarts_beyond_the_intensity_are_reported(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(_supervision.RestartIntensity, "allow", lambda self, now: True)
+    _find("G5 supervision/intensity-exceeded", range(150))
+
+
+def test_g5_a_wrong_exit_reason_is_reported(monkeypatch: pytest.MonkeyPatch) -> None:
+    original = _cell.ActorCell._finalize
+
+    def finalize(self: Any, reason: object) -> None:
+        original(self, "patched" if isinstance(reason, BaseException) else reason)
+
+    monkeypatch.setattr(_cell.ActorCell, "_finalize", finalize)
+    _find("G5 supervision/exit-reason", range(60))
+
+
+def test_g5_a_swallowed_failure_is_reported() -> None:
+    """An unsupervised actor's failure that never reached its parent (or open_runtime)."""
+
+    def escalated(sc: Scenario, obs: Observation) -> bool:
+        """A top-level actor with restart=None failed and its exception escaped."""
+        for cell in obs.cells:
+            if cell.spec < 0 or cell.parent is not None or cell.spawn_error is not None:
+                continue
+            final = cell.incarnations[-1].final_exception()
+            if (
+                sc.actors[cell.spec].restart is None
+                and final is not None
+                and world.contains(obs.escaped, final)
+            ):
+                return True
+        return False
+
+    def mutate(obs: Observation) -> None:
+        obs.escaped = None  # nothing came out of open_runtime
+
+    _break_observation("G5 supervision/not-escalated", escalated, mutate, range(200))
+
+
+def test_g5_a_task_crash_that_does_not_fail_the_actor_is_reported(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    original = world.World._task
+
+    async def task(self: Any, cell: Any, inc: Any, step: Any, origin: int) -> None:
+        try:
+            await original(self, cell, inc, step, origin)
+        except world.TaskCrash:
+            pass  # as if the runtime had swallowed it
+
+    monkeypatch.setattr(world.World, "_task", task)
+    _find("G5 supervision/task-crash-not-fatal", range(60))
+
+
+# G6 stop rules
+
+
+def test_g6_a_stop_that_ignores_grace_is_reported(monkeypatch: pytest.MonkeyPatch) -> None:
+    original = _cell.ActorCell.request_stop
+
+    def request_stop(self: Any, reason: object, grace: float | None) -> None:
+        original(self, reason, None)
+
+    monkeypatch.setattr(_cell.ActorCell, "request_stop", request_stop)
+    _find("G6 stop-rules/grace-exceeded", range(80))
+
+
+def test_g6_messages_handled_after_a_stop_are_reported(monkeypatch: pytest.MonkeyPatch) -> None:
+    """stop() lets the actor run on for a second before it really asks for the stop."""
+    original = ActorRef.stop
+
+    async def stop(
+        self: ActorRef[Any], reason: object = "stop", *, grace: float | None = None
+    ) -> None:
+        await trio.sleep(1.0)
+        await original(self, reason, grace=grace)
+
+    monkeypatch.setattr(ActorRef, "stop", stop)
+    _find("G6 stop-rules/handled-after-stop", range(80))
+
+
+def test_g6_a_receive_that_takes_after_stop_is_reported() -> None:
+    def target(obs: Observation) -> Any:
+        for s in obs.stops:
+            if not s.was_alive:
+                continue
+            for r in obs.receives:
+                if r.cell is s.cell and r.result == "taken" and r.taken is not None:
+                    return s, r
+        return None
+
+    def mutate(obs: Observation) -> None:
+        s, r = target(obs)
+        r.s0 = s.step + 1  # as if receive() had been called after the stop request
+
+    key = "G6 stop-rules/taken-after-stop"
+    _break_observation(key, lambda sc, o: target(o) is not None, mutate, range(400))
