@@ -62,6 +62,10 @@ else:
     _helper = _Helper
 
 
+def _is_seconds(value: object) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
 def _shadow_message(cls: type, name: str) -> str:
     return (
         f"{cls.__qualname__}.{name} would hide the runtime helper Actor.{name}; "
@@ -190,14 +194,14 @@ class Actor:
     @_helper
     def send_after(self, delay: float, msg: Any) -> TimerHandle:
         """Tell *msg* to this actor after *delay* seconds (Trio clock). Cancelled with the actor."""
-        if not (isinstance(delay, int | float) and 0 <= delay < math.inf):
+        if not (_is_seconds(delay) and 0 <= delay < math.inf):
             raise ValueError(f"send_after delay must be finite seconds >= 0, got {delay!r}")
         return self._actor_cell.start_timer(delay, None, msg)
 
     @_helper
     def send_every(self, period: float, msg: Any) -> TimerHandle:
         """Tell *msg* to this actor every *period* seconds, drift-free, until cancelled."""
-        if not (isinstance(period, int | float) and 0 < period < math.inf):
+        if not (_is_seconds(period) and 0 < period < math.inf):
             raise ValueError(f"send_every period must be finite seconds > 0, got {period!r}")
         return self._actor_cell.start_timer(period, period, msg)
 

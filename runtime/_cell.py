@@ -31,6 +31,7 @@ from ._mailbox import DONE, WITHDRAWN, Envelope, Mailbox, message_of
 from ._messages import Admit, Terminated
 from ._ref import ActorRef
 from ._supervision import ChildSpec, RestartIntensity
+from ._trio_private import cancel_pending
 
 if TYPE_CHECKING:
     from ._runtime import Runtime
@@ -62,6 +63,7 @@ class ActorCell:
         "mailbox",
         "name",
         "nursery",
+        "orphans",
         "parent",
         "path",
         "plain",
@@ -126,6 +128,7 @@ class ActorCell:
         # The message being handled: an Envelope, or _loop.BARE for an untraced tell.
         self.current: Any = None
         self.taken: list[Any] | None = None  # items taken by receive()/Interrupted
+        self.orphans: list[Envelope] | None = None  # asks to answer once the failure is known
         self.waiting = False  # the handler is parked in receive()/serve_until()
         # The actor this one's own task is blocked on (an ask, a spawn's on_start, a stop
         # waiting for the exit): the edges of the wait-for graph AskDeadlock walks.
@@ -216,6 +219,7 @@ class ActorCell:
                 except Exception as exc:
                     failure = unwrap(exc)
                     reason = failure
+                    self.answer_orphans(failure)
                     self.failures += 1
                     tr = self.rt.tracer
                     if tr is not None:
@@ -235,7 +239,17 @@ class ActorCell:
                         if spec.restart == "temporary":
                             return  # reported to monitors via Terminated, not escalated
                         raise
-                    await self._backoff()
+                    try:
+                        await self._backoff()
+                    except trio.Cancelled:
+                        cancelled_from_outside = True
+                    else:
+                        cancelled_from_outside = cancel_pending()
+                    if cancelled_from_outside:
+                        # Cancelled from outside (a parent failing, the runtime's block
+                        # raising): no restart can happen, and errors are never silently
+                        # lost, so the failure escalates.
+                        raise failure from None
                     if self.stopping is not NOT_STOPPING:
                         return  # stopped while waiting to restart: ends with the failure
                     self.restarts += 1
@@ -246,7 +260,17 @@ class ActorCell:
                     reason = self.stopping
                     return
         finally:
+            self.answer_orphans(reason)
             self._finalize(reason)
+
+    def answer_orphans(self, reason: object) -> None:
+        """Answer the asks whose handlers were cancelled by this incarnation's end, now
+        that its reason (a failure, or the cancellation) is known (see ``_loop.gone``)."""
+        orphans = self.orphans
+        if orphans:
+            self.orphans = None
+            for env in orphans:
+                _loop.answer(self, env, outcome.Error(ActorGone(self.path, reason)))
 
     def _may_restart(self) -> bool:
         spec = self.spec

@@ -34,6 +34,7 @@ __all__ = [
     "ServedTellFailed",
     "answer",
     "dispatch",
+    "gone",
     "receive",
     "reply",
     "run",
@@ -93,7 +94,7 @@ async def run(cell: ActorCell) -> None:
                     item.answer(outcome.Error(exc))
                     _finish_taken(cell, exc)
                 except BaseException as exc:
-                    item.answer(outcome.Error(ActorGone(cell.path, cell.why(exc))))
+                    gone(cell, item, exc)
                     _finish_taken(cell, exc)
                     raise
                 else:
@@ -209,7 +210,7 @@ async def _dispatch_envelope(cell: ActorCell, env: Envelope) -> None:
             _finish_taken(cell, None)
     except BaseException as exc:
         if asker is not None:
-            answer(cell, env, outcome.Error(ActorGone(cell.path, cell.why(exc))))
+            gone(cell, env, exc)
         if tr is not None:
             tr.handle(cell.path, env.id, corr, exc.error if type(exc) is ServedTellFailed else exc)
         _finish_taken(cell, exc)
@@ -223,6 +224,26 @@ def answer(cell: ActorCell, env: Envelope, result: outcome.Outcome[Any]) -> None
         if tr is not None:
             error = result.error if isinstance(result, outcome.Error) else None
             tr.reply(cell.path, task_actor(env.asker), cell.cause_id(), env.id, error)
+
+
+def gone(cell: ActorCell, env: Envelope, exc: BaseException) -> None:
+    """The handler of ask *env* ended by *exc*, not an ``Exception`` of its own: the asker
+    gets ``ActorGone(path, reason)``. If the handler was merely cancelled because the
+    incarnation is failing (a child task or child actor raised), that failure is not
+    known yet: the answer waits until it is (``ActorCell.answer_orphans``), so the reason
+    is the failure, not ``Cancelled``."""
+    if cell.stopping is NOT_STOPPING and type(exc) is not ServedTellFailed and _cancelled(exc):
+        if cell.orphans is None:
+            cell.orphans = []
+        cell.orphans.append(env)
+    else:
+        answer(cell, env, outcome.Error(ActorGone(cell.path, cell.why(exc))))
+
+
+def _cancelled(exc: BaseException) -> bool:
+    if isinstance(exc, BaseExceptionGroup):
+        return exc.split(trio.Cancelled)[1] is None
+    return isinstance(exc, trio.Cancelled)
 
 
 def _finish_taken(cell: ActorCell, exc: BaseException | None) -> None:
@@ -239,7 +260,7 @@ def _finish_taken(cell: ActorCell, exc: BaseException | None) -> None:
         elif isinstance(exc, Exception):
             answer(cell, item, outcome.Error(exc))
         else:
-            answer(cell, item, outcome.Error(ActorGone(cell.path, cell.why(exc))))
+            gone(cell, item, exc)
 
 
 def reply(cell: ActorCell, msg: Any, value: Any, error: BaseException | None) -> bool:

@@ -378,7 +378,7 @@ class ActorRef(Generic[A_co]):
                 # for the target's handler if it then asks this actor).
                 waiter = current_cell.get()
                 if waiter is not None and waiter.task is trio.lowlevel.current_task():
-                    waiter.waiting_on = cell
+                    waiter.wait_on(cell)  # AskDeadlock if *cell* waits on us (a stop cycle)
                 else:
                     waiter = None
                 try:

@@ -265,8 +265,8 @@ async def open_runtime(
                         await rt._stop_all("runtime exit")
                     rt._nursery = None
             except BaseException as failed:
-                if body_exc is None:
-                    raise
+                if body_exc is None or isinstance(body_exc, trio.Cancelled):
+                    raise  # (a Cancelled body: the failure itself cancelled the block)
                 # Actors failed while being cancelled by the block's exception: raise
                 # both, so that neither is lost (Trio's nurseries would do the same).
                 raise BaseExceptionGroup(

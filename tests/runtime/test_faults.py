@@ -769,3 +769,83 @@ def test_trace_details_describe_nested_exceptions_without_addresses() -> None:
         raise AssertionError
 
     assert trio.run(main) == "ActorGone('a', Cancelled())"
+
+
+class TaskFailsLater(Actor):
+    async def on_start(self) -> None:
+        self.start_soon(self.fail_at_1)
+
+    async def fail_at_1(self) -> None:
+        await trio.sleep(1)
+        raise ZeroDivisionError("a child task failed")
+
+    async def handle(self, msg: Go) -> None:
+        await trio.sleep(msg.seconds)
+
+
+@TRACED
+async def test_an_asker_cut_short_by_a_failure_learns_the_failure(
+    trioxide_seed: int, autojump_clock: trio.abc.Clock, traced: bool
+) -> None:
+    # semantics review: the asker got ActorGone(path, Cancelled()) instead of the failure.
+    async with open_runtime(tracer=tracer(traced), seed=trioxide_seed) as rt:
+        ref = await rt.spawn(TaskFailsLater, restart="transient")
+        with pytest.raises(ActorGone) as info:
+            await ref.ask(Go(10))
+        assert isinstance(info.value.reason, ZeroDivisionError)
+        assert ref.statistics().restarts == 1
+
+
+class StopsTheOther(Actor):
+    def __init__(self) -> None:
+        self.other: trioxide.ActorRef | None = None
+        self.errors: list[AskDeadlock] = []
+
+    async def handle(self, msg: Watch_ | Go) -> None:
+        if isinstance(msg, Watch_):
+            self.other = msg.target
+            return
+        assert self.other is not None
+        await trio.sleep(msg.seconds)
+        try:
+            await self.other.stop("from a peer")
+        except AskDeadlock as exc:
+            self.errors.append(exc)
+
+
+async def test_a_stop_cycle_is_a_deadlock_error(
+    trioxide_seed: int, autojump_clock: trio.abc.Clock
+) -> None:
+    # semantics review: A awaiting b.stop() while B awaited a.stop() hung forever.
+    async with open_runtime(seed=trioxide_seed) as rt:
+        a = await rt.spawn(StopsTheOther, name="a")
+        b = await rt.spawn(StopsTheOther, name="b")
+        await a.ask(Watch_(b))
+        await b.ask(Watch_(a))
+        await a.tell(Go(0))
+        await b.tell(Go(1))
+        with trio.fail_after(10):
+            await a.wait_exited()
+            await b.wait_exited()
+        inst_errors = [str(a.exit_reason), str(b.exit_reason)]
+        assert inst_errors == ["from a peer", "from a peer"]
+
+
+class Escalates(Actor):
+    async def handle(self, msg: Boom) -> None:
+        raise KeyError("unsupervised failure")
+
+
+async def test_a_failure_while_cancelled_from_outside_escalates_not_vanishes(
+    trioxide_seed: int, autojump_clock: trio.abc.Clock
+) -> None:
+    # fuzz seed 8826: a transient actor whose on_stop raised while the root cancelled
+    # everything tried to restart (cancelled at once): its failure reached no one.
+    with pytest.raises(BaseExceptionGroup) as info:
+        async with open_runtime(seed=trioxide_seed) as rt:
+            await rt.spawn(StopRaises, restart="transient", backoff=1.0, name="victim")
+            culprit = await rt.spawn(Escalates, name="culprit")
+            await culprit.tell(Boom())
+            await trio.sleep_forever()
+    assert info.group_contains(KeyError) and info.group_contains(KeyError, match="on_stop")
+    assert not info.group_contains(trio.Cancelled)

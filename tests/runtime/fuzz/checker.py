@@ -553,9 +553,21 @@ def _excused(obs: Observation, cell: CellRec, horizon: float) -> bool:
         return True
     if obs.body_done_t is not None and obs.body_done_t <= horizon:
         return True
-    return any(
+    if any(
         r.t <= horizon and r.cell is not cell and r.kind in FAILING_KINDS
         for r in obs.raised.values()
+    ):
+        return True
+    # Another actor's incarnation that ended with an exception the runtime raised (e.g.
+    # AskDeadlock) and escalated: the root (or a common ancestor) cancels the others.
+    return any(
+        inc.end_t is not None
+        and inc.end_t <= horizon
+        and isinstance(inc.end_reason, BaseException)
+        and not isinstance(inc.end_reason, trio.Cancelled)
+        for other in obs.cells
+        if other is not cell
+        for inc in other.incarnations
     )
 
 
@@ -632,7 +644,9 @@ def _check_supervision(sc: Scenario, obs: Observation, out: _Out) -> None:
                 out.add(G5, "temporary-escalated",
                         f"{cell!r} (temporary) failed with {_d(final)}, which reached "
                         f"{into}")  # fmt: skip
-        elif escalated and not full:
+        elif escalated and not full and not excused:
+            # (Excused: cancelled from outside - a stop, the block's end, another actor's
+            # failure - a failure cannot be restarted from, so it escalates: never lost.)
             out.add(G5, "escalated-within-intensity",
                     f"{cell!r} ({spec.restart}) failed with {_d(final)} at t={last.end_t:g} "
                     f"with restarts to spare, yet it reached {into}")  # fmt: skip
