@@ -155,9 +155,12 @@ class ActorRef(Generic[A_co]):
         self, cell: ActorCell, mb: Mailbox, msg: Any, reserved: bool, raise_reject: bool
     ) -> None:
         """Admission, priority, tracing and put, for a sender that has its slot."""
-        prio = self._admit(cell, mb, msg, reserved, raise_reject)
-        if type(prio) is not int:
-            return  # refused (ignored, or rejected without raising)
+        prio = 0
+        if cell.admit_fn is not None or cell.priority_fn is not None:
+            decided = self._admit(cell, mb, msg, reserved, raise_reject)
+            if not isinstance(decided, int):
+                return  # refused (ignored, or rejected without raising)
+            prio = decided
         rt = cell.rt
         tr = rt.tracer
         if tr is None:
@@ -288,12 +291,13 @@ class ActorRef(Generic[A_co]):
             if not timeout >= 0:
                 raise ValueError(f"ask timeout must be >= 0 or None, got {timeout!r}")
             deadline = rt.now() + timeout
-        if cell.mailbox.closed:
-            raise ActorGone(cell.path, cell.exit_reason)
         # An actor asking from its own task (handler or on_start) waits on the target:
-        # record the edge, refusing the ask if it would close a cycle (AskDeadlock).
+        # record the edge, refusing the ask if it would close a cycle (AskDeadlock) -
+        # unless the target has exited, which ActorGone says more precisely.
         waiter = current_cell.get()
         if waiter is not None and waiter.task is task:
+            if cell.mailbox.closed:
+                raise ActorGone(cell.path, cell.exit_reason)
             waiter.wait_on(cell)
         else:
             waiter = None
