@@ -1,0 +1,95 @@
+"""Instructions per tell and per ask, counted by valgrind's callgrind: repeatable to ~0.1%
+whatever else the machine does (wall-clock rates on this VM drift by ±20% within minutes).
+
+Usage: ``python bench/instr.py [--old REV]`` (needs ``valgrind``; REV with ``src/trioxide``).
+Each count is the difference between two runs of N and 2N operations, so interpreter
+start-up and the runtime's set-up cancel out. With ``--old`` it prints new/old ratios.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import subprocess
+import sys
+import tarfile
+import tempfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+_PROGRAM = r"""
+import sys
+import trio
+sys.path.insert(0, sys.argv[3])
+from bench_runtime import INCR_ONE, Counter, Get
+from trioxide import open_runtime
+
+N, KIND = int(sys.argv[1]), sys.argv[2]
+
+async def main() -> None:
+    async with open_runtime() as rt:
+        ref = await rt.spawn(Counter, 0, name="c", mailbox_size=1024)
+        if KIND == "ask":
+            for _ in range(N):
+                await ref.ask(Get(), timeout=2.0)
+        else:
+            for _ in range(N):
+                await ref.tell(INCR_ONE)
+            await ref.ask(Get())
+
+trio.run(main)
+"""
+
+#: Operations per run (and twice as many): enough for the per-op count to dominate.
+SIZES = {"tell": 20_000, "ask": 2_000}
+
+
+def _count(src: Path, kind: str, n: int) -> int:
+    with tempfile.TemporaryDirectory() as tmp:
+        out = subprocess.run(
+            ["valgrind", "--tool=callgrind", f"--callgrind-out-file={tmp}/cg",
+             sys.executable, "-c", _PROGRAM, str(n), kind, str(ROOT / "bench")],
+            env={**os.environ, "PYTHONPATH": str(src)},
+            capture_output=True, text=True, check=True,
+        )  # fmt: skip
+    m = re.search(r"Collected : (\d+)", out.stderr)
+    if m is None:
+        raise SystemExit(f"instr.py: no callgrind total in:\n{out.stderr[-2000:]}")
+    return int(m.group(1))
+
+
+def per_op(src: Path) -> dict[str, float]:
+    """Instructions per tell and per ask (differences of N and 2N operations)."""
+    return {
+        kind: (_count(src, kind, 2 * n) - _count(src, kind, n)) / n
+        for kind, n in SIZES.items()
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--old", help="also count this revision and print new/old")
+    args = parser.parse_args()
+    new = per_op(ROOT / "src")
+    if args.old is None:
+        for kind, value in new.items():
+            print(f"{kind}: {value:,.0f} instructions")
+        return
+    with tempfile.TemporaryDirectory() as tmp:
+        archive = Path(tmp) / "rev.tar"
+        with open(archive, "wb") as f:
+            subprocess.run(["git", "-C", str(ROOT), "archive", args.old], stdout=f, check=True)
+        with tarfile.open(archive) as tar:
+            tar.extractall(tmp, filter="tar")
+        old = per_op(Path(tmp) / "src")
+    for kind in new:
+        print(
+            f"{kind}: {new[kind]:,.0f} instructions (old {old[kind]:,.0f}), "
+            f"new/old {new[kind] / old[kind]:.3f}"
+        )
+
+
+if __name__ == "__main__":
+    main()
