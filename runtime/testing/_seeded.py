@@ -43,7 +43,8 @@ class PctScheduler(random.Random):
         for task in x:  # the batch arrives sorted by task creation order
             if task not in prio:
                 prio[task] = 1.0 + self.random()
-        while self._changes and self._batch >= self._changes[0]:
+        # A change point falling on an empty batch waits for the next non-empty one.
+        while x and self._changes and self._batch >= self._changes[0]:
             self._changes.pop(0)
             top = max(x, key=prio.__getitem__)
             self._demoted -= 1.0

@@ -165,3 +165,22 @@ def test_write_trace_header_is_deterministic(tmp_path: Path) -> None:
     a = write_trace(tmp_path / "a.jsonl", 5, [], ["x"]).read_bytes()
     b = write_trace(tmp_path / "b.jsonl", 5, [], ["x"]).read_bytes()
     assert a == b and b'"seed":5' in a
+
+
+def test_pct_change_point_on_an_empty_batch_waits_for_the_next_task() -> None:
+    # issue 11: `trioxide explore ...sagas:tokens --pct 3` crashed Trio around seed 42 when
+    # a change point fell on an empty batch (max() of nothing inside Trio's scheduler).
+    from trioxide.testing import PctScheduler
+
+    class Task:  # stands for trio's Task (weak-referenceable)
+        pass
+
+    for seed in range(200):
+        pct = PctScheduler(seed, depth=3, horizon=4)
+        empty: list[Task] = []
+        for _ in range(5):
+            pct.shuffle(empty)  # must not raise
+        tasks = [Task(), Task(), Task()]
+        before = set(tasks)
+        pct.shuffle(tasks)  # the postponed change points apply here
+        assert set(tasks) == before and not pct._changes
