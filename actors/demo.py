@@ -29,17 +29,19 @@ from trioxide import traces
 from trioxide.runtime import open_runtime
 from trioxide.runtime.testing import run_seeded
 
-from .errors import SledAgentError
-from .instance_manager import INVARIANTS, InstanceManager
+from .errors import SledAgentError, VmmTearingDown
+from .instance_manager import InstanceManager
 from .instance_runner import RunnerConfig, Target, VmmSpec
+from .invariants import INVARIANTS, SledView
 from .propolis.crucible import Region, ReplaceRequestInvalid, Volume
 from .propolis.request_queue import RequestDenied
 from .reservoir import ReservoirMode
 from .sim.hypervisor import GiB, SimHypervisor
-from .sim.propolis_host import Crash
+from .sim.propolis_host import Crash, PropolisHost
 from .sim.zones import SimZones
 from .sled_agent import SledAgent, SledAgentClient, SledConfig, SledWorld
 from .vmm_state import SledVmmState
+from .zone_cleanup import ZoneCleanup
 
 if TYPE_CHECKING:
     from trioxide.traces.server import TraceServer
@@ -67,22 +69,24 @@ class Stats:
     start_latencies: list[float] = field(default_factory=list)
     checks: int = 0
     violations: list[str] = field(default_factory=list)
+    reregistered: int = 0  # VMMs registered again while the previous one tore down
+    tearing_down_refusals: int = 0  # registrations refused VmmTearingDown (retried)
 
 
 class _InvariantSink:
-    """Checks the manager invariants after every handled message (a trace sink)."""
+    """Checks the sled invariants after every handled message (a trace sink)."""
 
     def __init__(self, stats: Stats) -> None:
         self.stats = stats
-        self.manager: InstanceManager | None = None
+        self.view: SledView | None = None
 
     def write(self, event: traces.TraceEvent) -> None:
-        if event.kind != "handle" or self.manager is None:
+        if event.kind != "handle" or self.view is None:
             return
         for inv in INVARIANTS:
             self.stats.checks += 1
             try:
-                ok = inv(self.manager)
+                ok = inv(self.view)
             except AssertionError as exc:
                 ok, why = False, str(exc)
             else:
@@ -113,8 +117,13 @@ async def scenario(
         sled_ref = await rt.spawn(SledAgent, world, config, name="sled")
         api = SledAgentClient(sled_ref)
         manager = api.manager.instance
-        assert isinstance(manager, InstanceManager)
-        sink.manager = manager
+        cleanup = api.agent.refs["zone-cleanup"].instance
+        host_actor = api.agent.refs["propolis-host"].instance
+        assert isinstance(manager, InstanceManager) and isinstance(cleanup, ZoneCleanup)
+        assert isinstance(host_actor, PropolisHost)
+        sink.view = SledView(
+            manager, cleanup, world.zones, world.nexus.vmm_history, host=host_actor
+        )
         host = api.agent.refs["propolis-host"]
 
         async def call(fn: Callable[..., Awaitable[T]], *args: Any) -> T | None:
@@ -192,6 +201,45 @@ async def scenario(
             await call(api.ensure_state, pid, Target.STOPPED)  # aborts the startup
             await gone(pid)
 
+        async def reregistered_while_tearing_down(i: int) -> None:
+            """The race of #3325: the VMM is deleted and at once registered again (a new
+            start saga for the same id) while its runner still tears it down. With start
+            tokens the registration is refused (VmmTearingDown) until the old one left the
+            table, and the new runner waits for the old zone's cleanup: no zone collides."""
+            pid = f"vmm-rereg-{i}"
+            spec = VmmSpec(2, 1 * GiB, disk(pid))
+            # Early in the run, before the sled-wide queue of 30-minute zone bundles grows
+            # (the new runner waits for the old zone's cleanup, bundle included).
+            await trio.sleep(rng.uniform(0, 120))
+            await call(api.register, pid, f"inst-rereg-{i}", spec)
+            await call(api.ensure_state, pid, Target.RUNNING)
+            await wait_state(pid, SledVmmState.RUNNING, 600.0)
+            await trio.sleep(rng.uniform(10, 60))
+            stats.reregistered += 1
+            async with trio.open_nursery() as teardown:
+                # Nexus deletes the VMM (the runner kills Propolis, hands the zone over,
+                # leaves the table)...
+                teardown.start_soon(call, api.unregister, pid)
+                await trio.sleep(0.1)
+                while True:  # ...while a new start saga registers the same id at once
+                    stats.sent += 1
+                    try:
+                        known = world.nexus.vmm_history.get(pid, [])
+                        vmm_gen = known[-1][2] if known else 1  # Nexus's record
+                        await api.register(pid, f"inst-rereg-{i}", spec, vmm_gen=vmm_gen)
+                    except VmmTearingDown:
+                        stats.tearing_down_refusals += 1
+                        await trio.sleep(0.5)
+                        continue
+                    finally:
+                        stats.answered += 1
+                    break
+            await call(api.ensure_state, pid, Target.RUNNING)
+            await wait_state(pid, SledVmmState.RUNNING, 600.0)
+            await trio.sleep(rng.uniform(60, 600))
+            await call(api.ensure_state, pid, Target.STOPPED)
+            await gone(pid)
+
         async def nexus_outage() -> None:
             await trio.sleep(opts.duration / 4)
             world.nexus.outage(until=trio.current_time() + 60.0)
@@ -213,6 +261,8 @@ async def scenario(
             async with trio.open_nursery() as work:
                 for i in range(opts.vmms):
                     work.start_soon(lifecycle, i)
+                for i in range(max(1, opts.vmms // 20)):
+                    work.start_soon(reregistered_while_tearing_down, i)
                 work.start_soon(blackholed_then_fixed)
                 work.start_soon(stopped_while_blocked)
                 work.start_soon(nexus_outage)
@@ -231,6 +281,8 @@ async def scenario(
             "nexus_final": Counter(final.values()),
             "zones_left": len(world.zones.names()),
             "bundles": world.zones.statistics().bundles_collected,
+            "zone_calls": sum(world.zones.statistics().calls.values()),
+            "zone_collisions": world.zones.collisions(),
             "t_end": trio.current_time(),
         }
     return summary
@@ -263,6 +315,12 @@ def report(
         ("black-holed disk fixed by VCR (Nexus saw)", result["special"]["vmm-vcr"]),
         ("stopped while blocked on activation", result["special"]["vmm-abort"]),
         ("typed error answers", errors),
+        (
+            "#3325: re-registered while tearing down",
+            f"{stats.reregistered} VMMs, {stats.tearing_down_refusals} registrations refused "
+            f"VmmTearingDown (retried); zone operations collided: "
+            f"{result['zone_collisions']} of {result['zone_calls']:,}",
+        ),
         ("invariants checked / violated", f"{stats.checks:,} / {len(stats.violations)}"),
         ("request latency p50 / p99 (virtual)", f"{p50:.3f} s / {p99:.3f} s"),
         ("VMM start (register -> Running) p50 / p99", f"{s50:.1f} s / {s99:.1f} s"),

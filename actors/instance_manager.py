@@ -30,7 +30,6 @@ halting its zone and then removes the zone unprotected - the race of omicron #33
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -50,14 +49,12 @@ from .instance_runner import (
 )
 
 __all__ = [
-    "INVARIANTS",
     "Deregister",
     "EnsureRegistered",
     "EnsureUnregistered",
     "InstanceManager",
     "LegacyTicketDrop",
     "Lookup",
-    "ManagerInvariant",
     "ManagerLink",
     "Register",
     "Registration",
@@ -70,12 +67,17 @@ __all__ = [
 
 
 class EnsureRegistered(msgspec.Struct, frozen=True):
-    """Ask -> ``Registration`` (raises ``PropolisAlreadyRegistered``)."""
+    """Ask -> ``Registration`` (raises ``PropolisAlreadyRegistered``).
+
+    ``vmm_gen``: the generation of the VMM's runtime state Nexus holds (upstream's
+    ``vmm_runtime`` in the register request): the runner starts from it, so what it
+    publishes supersedes the record even when a VMM id is registered again."""
 
     propolis_id: str
     instance_id: str
     spec: VmmSpec = VmmSpec()
     migration_id: str | None = None
+    vmm_gen: int = 1
 
 
 class EnsureUnregistered(msgspec.Struct, frozen=True):
@@ -213,13 +215,19 @@ class InstanceManager(Actor):
         return None
 
     async def _create(
-        self, propolis_id: str, instance_id: str, spec: VmmSpec, migration_id: str | None
+        self,
+        propolis_id: str,
+        instance_id: str,
+        spec: VmmSpec,
+        migration_id: str | None,
+        vmm_gen: int = 1,
     ) -> Entry:
         gen = self.last_gen.get(propolis_id, 0) + 1
         self.last_gen[propolis_id] = gen
         runner = await self.spawn(
             InstanceRunner, propolis_id, instance_id, gen, spec, self.svc, migration_id,
-            name=f"runner-{propolis_id}-g{gen}", mailbox_size=128, restart="temporary",
+            vmm_gen, name=f"runner-{propolis_id}-g{gen}", mailbox_size=128,
+            restart="temporary",
         )  # fmt: skip
         self.monitor(runner)
         entry = Entry(propolis_id, instance_id, gen, runner)
@@ -241,13 +249,17 @@ class InstanceManager(Actor):
 
     async def handle(self, msg: ManagerMsg) -> Any:
         match msg:
-            case EnsureRegistered(pid, iid, spec, migration_id):
+            case EnsureRegistered(pid, iid, spec, migration_id, vmm_gen):
                 entry = self.find(pid) if not self.legacy else self.table.get(iid)
                 if entry is not None:
                     if entry.instance_id != iid:
                         raise PropolisAlreadyRegistered(pid, f"registered for {entry.instance_id}")
+                    if not self.legacy and (entry.terminating or not entry.runner_alive):
+                        # Tokens (#3325): never hand out a runner that is tearing down;
+                        # the caller retries once it has left the table.
+                        raise VmmTearingDown(pid, f"generation {entry.gen} is tearing down; retry")
                     return self._registration(entry, False)  # legacy: maybe a dying runner
-                entry = await self._create(pid, iid, spec, migration_id)
+                entry = await self._create(pid, iid, spec, migration_id, vmm_gen)
                 return self._registration(entry, True)
             case EnsureUnregistered(pid):
                 entry = self.find(pid)
@@ -323,79 +335,3 @@ class InstanceManager(Actor):
         entry.redeemed.add(token.saga_id)
         await entry.runner.tell(PutState(Target.RUNNING))
         return None
-
-
-# -- the #3325 invariants ----------------------------------------------------------------
-
-
-def _alive(ref: ActorRef) -> bool:
-    """A runner counts as alive while it may still act on its VMM or zone."""
-    inst = ref.instance
-    if inst is None:
-        return False
-    assert isinstance(inst, InstanceRunner)
-    return not inst.done_with_zone
-
-
-def gen_in_table(m: InstanceManager) -> bool:
-    """The table's gen equals its runner's gen; gens never decrease (last_gen is max)."""
-    for entry in m.table.values():
-        if entry.gen > m.last_gen.get(entry.propolis_id, 0):
-            return False
-        inst = entry.runner.instance
-        if isinstance(inst, InstanceRunner) and inst.gen != entry.gen:
-            return False
-    return True
-
-
-def one_start_token_per_saga(m: InstanceManager) -> bool:
-    """A saga holds at most one token per VMM id."""
-    seen: set[tuple[str, str]] = set()
-    for entry in m.table.values():
-        for saga in entry.tokens:
-            if (saga, entry.propolis_id) in seen:
-                return False
-            seen.add((saga, entry.propolis_id))
-    return True
-
-
-def only_one_alive(m: InstanceManager) -> bool:
-    """At most one live runner (and so one zone) per VMM id."""
-    count: dict[str, int] = {}
-    for pid, _gen, ref in m.runners:
-        if _alive(ref):
-            count[pid] = count.get(pid, 0) + 1
-    bad = {pid: n for pid, n in count.items() if n > 1}
-    assert not bad, f"more than one live runner for {bad}"
-    return True
-
-
-def strong_ref_implies_table(m: InstanceManager) -> bool:
-    """A token or a live runner implies the table entry for that id and gen."""
-    entries = {(e.propolis_id, e.gen) for e in m.table.values()}
-    for pid, gen, ref in m.runners:
-        if _alive(ref) and (pid, gen) not in entries:
-            raise AssertionError(f"live runner {pid} gen {gen} is not in the table")
-    return True
-
-
-def table_holds_some_reference(m: InstanceManager) -> bool:
-    """Every table entry is held by its runner or by a token."""
-    return all(e.runner_alive or e.tokens for e in m.table.values())
-
-
-def all_saga_tokens_released(m: InstanceManager) -> bool:
-    """After every saga finished: no token left."""
-    return all(not e.tokens for e in m.table.values())
-
-
-ManagerInvariant = Callable[[InstanceManager], bool]
-
-#: Checked after every handled message (``all_saga_tokens_released`` only at the end).
-INVARIANTS: tuple[ManagerInvariant, ...] = (
-    gen_in_table,
-    one_start_token_per_saga,
-    only_one_alive,
-    strong_ref_implies_table,
-    table_holds_some_reference,
-)

@@ -45,11 +45,12 @@ from trioxide.runtime import (
     Admit,
     Completed,
     Interrupted,
+    MailboxFull,
     Rejected,
     Watch,
 )
 
-from .errors import InstanceChannelFull, InstanceGone, VmNotRunning
+from .errors import InstanceChannelFull, InstanceGone, PropolisRefused, VmNotRunning
 from .instance_monitor import InstanceMonitor, Observation
 from .propolis.crucible import Volume
 from .propolis.request_queue import RequestDenied
@@ -58,7 +59,7 @@ from .reservoir import ReservoirState, ReservoirUnavailable, wait_for_reservoir
 from .sim.hypervisor import InsufficientMemory, SimHypervisor
 from .sim.nexus import NexusError, SimNexus
 from .sim.propolis_host import Kill, LaunchPropolis, PropolisHandle
-from .sim.zones import SimZones, ZoneError, propolis_zone_name
+from .sim.zones import SimZones, ZoneAlreadyExists, ZoneError, propolis_zone_name
 from .vmm_state import SledVmmState, VmmRuntimeState, from_propolis
 from .zone_cleanup import CleanupZone, WaitCleaned
 
@@ -214,8 +215,10 @@ class InstanceRunner(Actor):
         spec: VmmSpec,
         services: SledServices,
         migration_id: str | None = None,
+        vmm_gen: int = 1,
     ) -> None:
         self.propolis_id = propolis_id
+        self.vmm_gen = vmm_gen  # the runtime generation Nexus holds: published states follow
         self.instance_id = instance_id
         self.gen = gen  # the manager's table generation of this runner
         self.spec = spec
@@ -225,7 +228,7 @@ class InstanceRunner(Actor):
         self.migration_in: MigrationRecord | None = (
             MigrationRecord(migration_id, "pending", 1) if migration_id else None
         )
-        self.vmm = VmmRuntimeState(SledVmmState.STARTING, 1, 0.0)
+        self.vmm = VmmRuntimeState(SledVmmState.STARTING, vmm_gen, 0.0)
         self.zone: str | None = None
         self.propolis: PropolisHandle | None = None
         self.monitor_ref: ActorRef | None = None  # the InstanceMonitor child
@@ -238,7 +241,7 @@ class InstanceRunner(Actor):
         self.memory_reserved = False
 
     async def on_start(self) -> None:
-        self.vmm = VmmRuntimeState(SledVmmState.STARTING, 1, trio.current_time())
+        self.vmm = VmmRuntimeState(SledVmmState.STARTING, self.vmm_gen, trio.current_time())
         self.start_soon(self._publisher, name="nexus-publisher")
 
     # -- mailbox rules ----------------------------------------------------------------
@@ -334,14 +337,36 @@ class InstanceRunner(Actor):
         return self.vmm
 
     async def _tell_propolis(self, msg: Any) -> bool:
-        """Send a request to Propolis; if it answers NoInstance/failed, fail the VMM."""
+        """Send a state change to Propolis. As upstream's ``put_state``: only a Propolis
+        that has no VM any more (``NoInstance``: its driver is gone) fails the VMM (and
+        False is returned); any other refusal goes back to the caller as
+        ``PropolisRefused``, the VMM unaffected (omicron sled-agent/src/instance.rs
+        ``put_state``: ``NoInstance | CreateFailed`` -> fail, else ``Error::Propolis``)."""
         assert self.propolis is not None
         try:
             await self.propolis.driver.tell(msg)
-        except (ActorGone, RequestDenied, Rejected):
+        except ActorGone:
             await self._exit(SledVmmState.FAILED, publish=True, reason="Propolis: no instance")
             return False
+        except RequestDenied as denied:
+            raise PropolisRefused(self.propolis_id, denied.reason.name, str(denied)) from None
+        except Rejected as rejected:
+            raise PropolisRefused(self.propolis_id, rejected.reason, str(rejected)) from None
         return True
+
+    async def _create_zone(self) -> None:
+        """Create the VMM's zone, owning it from the moment the name is claimed.
+
+        ``zones.create`` claims the name at once and then works for a while: if a Terminate
+        cancels it meanwhile, the zone exists, so it must already be ours to hand to cleanup
+        (the #3325 symptom was a cancelled zone nobody removed: every later start of the
+        VMM failed with ZoneAlreadyExists)."""
+        self.zone = self.zone_name
+        try:
+            await self.svc.zones.create(self.zone_name)
+        except ZoneAlreadyExists:
+            self.zone = None  # not claimed: the name is someone else's
+            raise
 
     async def _propolis_ensure(self, migration_target: bool) -> str | None:
         """Zone -> install -> boot -> service -> reservoir -> instance_ensure -> monitor ->
@@ -350,8 +375,7 @@ class InstanceRunner(Actor):
         try:
             # A zone name is reused only after the cleanup of the previous one finished.
             await svc.cleanup.ask(WaitCleaned(self.zone_name))
-            await svc.zones.create(self.zone_name)
-            self.zone = self.zone_name
+            await self._create_zone()
             await svc.zones.install(self.zone_name)
             await svc.zones.boot(self.zone_name)
             await trio.sleep(self.cfg.service_wait)
@@ -362,9 +386,12 @@ class InstanceRunner(Actor):
                 )
                 svc.hypervisor.reserve_vmm_memory(self.propolis_id, self.spec.memory_bytes)
                 self.memory_reserved = True
-            handle: PropolisHandle = await svc.propolis_host.ask(
-                LaunchPropolis(self.propolis_id, dict(self.spec.disks), migration_target)
-            )
+            try:
+                handle: PropolisHandle = await svc.propolis_host.ask(
+                    LaunchPropolis(self.propolis_id, dict(self.spec.disks), migration_target)
+                )
+            except Exception as exc:  # any launch failure: the VMM fails, the zone is cleaned
+                return f"setup failed: Propolis did not launch: {exc!r}"
         except (ZoneError, ReservoirUnavailable, InsufficientMemory) as exc:
             return f"setup failed: {exc}"
         self.propolis = handle
@@ -444,13 +471,25 @@ class InstanceRunner(Actor):
         if self.cfg.legacy:
             await self._legacy_teardown()
         else:
-            # 2. leave the table, 3. hand the zone to cleanup (bundle/halt/remove there).
-            self.done_with_zone = True
+            # 2. hand the zone to cleanup (bundle/halt/remove there), 3. leave the table:
+            # a runner registered for this id afterwards finds the zone's cleanup pending.
+            await self._hand_over_zone()
             await self._deregister()
-            if self.zone is not None:
-                await svc.cleanup.tell(CleanupZone(self.zone, self.propolis_id))
         # 4. drain and exit.
         self.stop(RunnerExit(reason, self.vmm))
+
+    async def _hand_over_zone(self) -> None:
+        """Give the zone to cleanup in one step: cleanup owns it from the moment the
+        hand-over is queued (its admission records it), and we stop owning it in the same
+        step - so the zone always has exactly one owner."""
+        self.done_with_zone = True
+        if self.zone is None:
+            return
+        handover = CleanupZone(self.zone, self.propolis_id)
+        try:
+            self.svc.cleanup.tell_nowait(handover)
+        except MailboxFull:
+            await self.svc.cleanup.tell(handover)  # (cleanup's mailbox is large: rare)
 
     def _transition_quiet(self, state: SledVmmState) -> None:
         self.vmm = self.vmm.transition(state, trio.current_time())

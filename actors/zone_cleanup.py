@@ -59,7 +59,7 @@ from typing import Any
 import msgspec
 import trio
 
-from trioxide.runtime import Actor, Interrupted, Watch
+from trioxide.runtime import Actor, Admit, Interrupted, Watch
 
 from .sim.zones import SimZones, ZoneMissing
 
@@ -215,6 +215,9 @@ class ZoneCleanup(Actor):
         self._slots = trio.CapacityLimiter(max_concurrent)
         self._bundle_lock = trio.CapacityLimiter(1)
         self._jobs: dict[str, _Job] = {}  # pending or running, in hand-over order
+        # Zones handed over but not yet taken from the mailbox (admission counts them):
+        # the zone is ours from the moment the hand-over is queued (see ``owns``).
+        self._incoming: dict[str, int] = {}
         self._pending: deque[_Job] = deque()  # waiting for a slot
         self._bundle_queue: deque[_Job] = deque()  # have a slot, waiting for the bundle turn
         self._results: OrderedDict[str, CleanupResult] = OrderedDict()
@@ -231,6 +234,17 @@ class ZoneCleanup(Actor):
         self._halt_timeouts = 0
         self._bundle_timeouts = 0
 
+    def admit(self, msg: Any) -> Admit:
+        if isinstance(msg, CleanupZone):
+            self._incoming[msg.zone] = self._incoming.get(msg.zone, 0) + 1
+        return Admit.ENQUEUE
+
+    def owns(self, zone: str) -> bool:
+        """Whether *zone* is this actor's to clean up: handed over (even if the hand-over
+        is still queued) and not finished. The runner that hands a zone over stops owning
+        it in the same step, so a zone always has exactly one owner."""
+        return zone in self._jobs or zone in self._incoming
+
     async def handle(
         self, msg: CleanupZone | WaitCleaned | CleanupStatus
     ) -> CleanupResult | CleanupSnapshot | None:
@@ -246,6 +260,9 @@ class ZoneCleanup(Actor):
     # -- hand-over and waiting -------------------------------------------------------------
 
     def _hand_over(self, zone: str, propolis_id: str) -> None:
+        left = self._incoming.pop(zone, 1) - 1
+        if left:
+            self._incoming[zone] = left
         self._received += 1
         if zone in self._jobs:
             self._duplicates += 1

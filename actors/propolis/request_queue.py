@@ -5,13 +5,21 @@ request is enqueued, ignored (idempotent success) or denied at *send* time, and 
 decision derives from the queue's memory of requests it accepted and has not yet seen
 completed - never from a table reset by "now running" (the #879 bug).
 
-Decisions made here (see also the module docstring of ``state_driver``):
+The rules follow propolis ``bin/propolis-server/src/lib/vm/request_queue.rs`` (master
+since 7cd7c880, 2025-03-11; see ``docs/upstream/propolis.md``). Notes:
 
+* ``Stop`` is never denied: ignored once the VM is terminal or while an earlier stop is
+  still awaited, queued otherwise - also before ``Start`` and while a migration out is
+  pending. (A stop queued behind a migration out halts this VM if the migration fails;
+  if it succeeds the VM is gone and the stop is dropped with the queue: upstream leaves
+  directing stops to the migration target to the client.) A work-in-progress commit of
+  the #880 branch denied it ``InvalidForMigrationSource``; that was reverted (152287d)
+  before the merge and never shipped.
 * **Ours:** ``MigrateAsSource`` while a start is pending is denied ``StartInProgress``
-  (upstream enqueues it, and its startup loop then panics on it).
-* **Spec vs upstream:** upstream (propolis ``request_queue.rs``) also denies ``Stop`` with
-  ``InvalidForMigrationSource`` while a migration out is pending (the stop may have to go
-  to the migration target). ``shared/spec/propolis.md`` omits that row; we follow upstream.
+  (upstream enqueues it; its startup loop panics if it dequeues it before the block
+  backends have started).
+* Completion reports are checked like upstream's assertions; a report that does not fit
+  the queue's memory raises ``RuntimeError``.
 * Dequeue order (state changes before component changes) is the mailbox's priority, and
   dropping the queue (answering pending VCR requests ``Gone``) is the driver's drain hook.
 """
@@ -145,9 +153,7 @@ class RequestQueue:
             if state is QueueState.START_PENDING:
                 return Disposition(False, DenyReason.START_IN_PROGRESS)
             return IGNORE if self.awaiting_reboot else ENQUEUE
-        if kind is RequestKind.STOP:
-            if self.awaiting_migration_out:  # upstream; not in the spec's table
-                return Disposition(False, DenyReason.INVALID_FOR_MIGRATION_SOURCE)
+        if kind is RequestKind.STOP:  # never denied, whatever else is pending
             return IGNORE if self.awaiting_stop else ENQUEUE
         return ENQUEUE  # REPLACE_VCR: always while not terminal
 
@@ -172,11 +178,14 @@ class RequestQueue:
         self.state = QueueState.RUNNING if ok else QueueState.FAILED
 
     def reboot_completed(self) -> None:
-        self._expect(self.awaiting_reboot, "reboot completed")
+        self._expect(self.awaiting_reboot and self.state is QueueState.RUNNING, "reboot completed")
         self.awaiting_reboot = False
 
     def migration_out_completed(self, ok: bool) -> None:
-        self._expect(self.awaiting_migration_out, "migration out completed")
+        self._expect(
+            self.awaiting_migration_out and self.state is QueueState.RUNNING,
+            "migration out completed",
+        )
         self.awaiting_migration_out = False
         if ok:
             self.state = QueueState.MIGRATED_OUT

@@ -24,6 +24,11 @@ Decisions (beyond the spec): a ``Stop`` dequeued before any ``Start`` publishes
 ``Stopped`` then ``Destroyed`` (the VM never ran); a successful migration out publishes
 ``Destroyed`` (the VM now lives on the target); a migration target starts ``Migrating``
 with the queue in ``StartPending`` and reaches ``Running`` after ``migrate_time``.
+
+A ``Stop`` sent while a migration out is in progress is accepted (as upstream) and waits
+behind it: if the migration fails the VM resumes and the Stop then halts it; if it
+succeeds the driver exits and the queued Stop is dropped unhandled (the VM now runs on
+the target, where a client must send its stop).
 """
 
 from __future__ import annotations

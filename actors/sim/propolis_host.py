@@ -63,6 +63,7 @@ class PropolisHost(Actor):
         self.running: dict[str, PropolisHandle] = {}
         self.launched = 0
         self.crashed = 0
+        self.crashed_ids: set[str] = set()  # injected failures (for the sled invariants)
 
     async def handle(self, msg: LaunchPropolis | Crash | Kill) -> PropolisHandle | None:
         match msg:
@@ -92,6 +93,7 @@ class PropolisHost(Actor):
                 crashed = self.running.pop(pid, None)
                 if crashed is not None:
                     self.crashed += 1
+                    self.crashed_ids.add(pid)
                     await crashed.driver.stop("crashed", grace=0)
             case Kill(pid):
                 killed = self.running.pop(pid, None)

@@ -70,6 +70,9 @@ def propolis_zone_name(propolis_id: str) -> str:
 class ZoneError(Exception):
     """A zone operation failed. ``zone`` is the zone name, ``op`` the operation."""
 
+    #: Set on an error raised by an injection (``fail_next``), not by the zone's state.
+    injected = False
+
     def __init__(self, name: str, op: str = "", detail: str | None = None) -> None:
         self.zone = name
         self.op = op
@@ -142,6 +145,12 @@ class ZonesStatistics:
     max_bundles_running: int
     bundles_collected: int
     injections_pending: int
+    #: Failures that were not injected, by ``"op:ErrorClass"`` (e.g.
+    #: ``"create:ZoneAlreadyExists"``); ``SimZones.collisions()`` sums the ones that mean
+    #: two parties used one zone name.
+    errors: Mapping[str, int]
+    #: Names an injection (``fail_next``/``hang_next``/``vanish``) has hit.
+    injected: frozenset[str]
 
 
 @dataclass
@@ -185,6 +194,8 @@ class SimZones:
         self._bundles_running = 0
         self._max_bundles_running = 0
         self._bundles_collected = 0
+        self._errors: dict[str, int] = {}  # "op:ErrorClass" -> count (not injected)
+        self._injected_names: set[str] = set()
 
     # -- queries ---------------------------------------------------------------------------
 
@@ -220,7 +231,26 @@ class SimZones:
             max_bundles_running=self._max_bundles_running,
             bundles_collected=self._bundles_collected,
             injections_pending=len(self._injections),
+            errors=MappingProxyType(dict(self._errors)),
+            injected=frozenset(self._injected_names),
         )
+
+    def collisions(self) -> int:
+        """Non-injected failures caused by another party's zone: setting a zone up
+        (create/install/boot) failed in any way, or removing or halting one failed because
+        of its state (still in use). A ``ZoneMissing`` from halt/remove/bundle is not one:
+        cleanup finding its zone gone is what it wants. (Cheap: checked after every
+        handled message by the sled invariants.)"""
+        n = 0
+        for key, count in self._errors.items():
+            op, _, err = key.partition(":")
+            if op in ("create", "install", "boot") or err in ("ZoneStateError", "ZoneNotInstalled"):
+                n += count
+        return n
+
+    def was_injected(self, name: str) -> bool:
+        """Whether a failure injection has hit zone *name*."""
+        return name in self._injected_names
 
     # -- test controls ---------------------------------------------------------------------
 
@@ -238,6 +268,7 @@ class SimZones:
         """The zone disappears at once (e.g. removed behind our back): ``ZoneGone``."""
         if name not in self._zones:
             raise ZoneMissing(name, "vanish")
+        self._injected_names.add(name)
         del self._zones[name]
         now = trio.current_time()
         self._history.setdefault(name, []).append(ZoneOpRecord("vanish", now, now, "ok"))
@@ -342,6 +373,9 @@ class SimZones:
             result = "cancelled" if isinstance(exc, trio.Cancelled) else type(exc).__name__
             if not isinstance(exc, trio.Cancelled):
                 self._failures[op] += 1
+                if not getattr(exc, "injected", False) and name not in self._injected_names:
+                    key = f"{op}:{type(exc).__name__}"
+                    self._errors[key] = self._errors.get(key, 0) + 1
             raise
         finally:
             self._in_progress -= 1
@@ -360,9 +394,12 @@ class SimZones:
         for i, inj in enumerate(self._injections):
             if inj.op == op and inj.name in (None, name):
                 del self._injections[i]
+                self._injected_names.add(name)
                 if inj.hang:
                     await trio.sleep_forever()
-                raise inj.error if inj.error is not None else ZoneOpFailed(name, op)
+                error = inj.error if inj.error is not None else ZoneOpFailed(name, op)
+                error.injected = True
+                raise error
 
     async def _work(self, op: str, name: str) -> None:
         await trio.sleep(self.durations[op])

@@ -12,6 +12,7 @@ from trioxide import traces
 from trioxide.actors.propolis.crucible import (
     CrucibleBackend,
     Region,
+    ReplaceDownstairs,
     ReplaceRequestInvalid,
     ReplaceResult,
     Status,
@@ -192,17 +193,39 @@ async def test_vcr_queued_then_stop_while_blocked_stop_wins_vcr_gets_gone(
 @pytest.mark.parametrize(
     ("bad", "message"),
     [
-        (vol(1, ("ds-a", "ds-x", "ds-c")), "sub_volume generation invalid"),
+        # A *lower* generation is refused; an equal one with one target changed is valid
+        # (crucible volume.rs test_volume_replace_low_gen / volume_replace_basic).
+        (vol(0, ("ds-a", "ds-x", "ds-c")), "generation too low: 0 < 1"),
         (vol(2, ("ds-x", "ds-y", "ds-c")), "multiple different targets"),
         (vol(1), "The VCRs have no difference"),
-        (Volume("vol-2", 512, (Region("reg-1", 2, ("ds-a", "ds-x", "ds-c")),)), "id mismatch"),
+        (Volume("vol-2", 512, (Region("reg-1", 2, ("ds-a", "ds-x", "ds-c")),)), "VCR id mismatch"),
         (Volume("vol-1", 4096, (Region("reg-1", 2, ("ds-a", "ds-x", "ds-c")),)), "block_size"),
         (
-            Volume("vol-1", 512, (Region("reg-1", 2, ("ds-a", "ds-x", "ds-c"), encrypted=False),)),
-            "region params",
+            Volume("vol-1", 512, (Region("reg-1", 2, ("ds-a", "ds-x", "ds-c"), key="k2"),)),
+            "opts key mismatch",
         ),
+        (
+            Volume(
+                "vol-1",
+                512,
+                (Region("reg-1", 2, ("ds-a", "ds-x", "ds-c")),),
+                Region("rop-1", 1, ("ds-p", "ds-q", "ds-r")),
+            ),
+            "adds a read_only_parent",
+        ),
+        # ds-b -> ds-c while ds-b is still a client: "both in use" (downstairs.rs replace).
+        (vol(2, ("ds-a", "ds-c", "ds-c")), "Both old ds-b and new ds-c targets are in use"),
     ],
-    ids=["same-gen", "two-targets", "identical", "id", "block-size", "params"],
+    ids=[
+        "lower-gen",
+        "two-targets",
+        "identical",
+        "id",
+        "block-size",
+        "opts",
+        "adds-parent",
+        "both-in-use",
+    ],
 )
 async def test_invalid_replacements_leave_activation_blocked(
     actor_runtime: Runtime, bad: Volume, message: str
@@ -221,21 +244,35 @@ async def test_invalid_replacements_leave_activation_blocked(
         await vm.driver.ask(ReplaceVcr("disk9", bad))
 
 
-async def test_started_already_and_completed_already(actor_runtime: Runtime) -> None:
+async def test_equal_generation_replacement_and_target_in_use(actor_runtime: Runtime) -> None:
+    """An equal generation with one target changed is a valid replacement (crucible
+    volume.rs volume_replace_basic, gen_bump false); replacing a target by one already in
+    use while the old one is still present is an error, not ``CompletedAlready``
+    (downstairs.rs ``Downstairs::replace``). ``StartedAlready``/``CompletedAlready``, which
+    need the old target gone, are covered on the backend in test_upstream_crucible.py."""
     vm = await make_vm(actor_runtime, blackhole="ds-b")
     await vm.driver.tell(Start())
     await trio.sleep(1)
     vm.net.blackhole("ds-x")  # the replacement target is slow to come up
-    replaced = vol(2, ("ds-a", "ds-x", "ds-c"))
+    replaced = vol(1, ("ds-a", "ds-x", "ds-c"))  # generation unchanged
     assert await vm.driver.ask(ReplaceVcr("disk0", replaced)) is ReplaceResult.STARTED
-    # Asking to bring ds-x in again (replacing ds-c by it) while it still connects.
-    again = vol(3, ("ds-a", "ds-x", "ds-x"))
-    assert await vm.driver.ask(ReplaceVcr("disk0", again)) is ReplaceResult.STARTED_ALREADY
+    # Bringing ds-x in again in place of ds-c, while ds-c is still a client.
+    with pytest.raises(ReplaceRequestInvalid) as info:
+        await vm.driver.ask(ReplaceVcr("disk0", vol(2, ("ds-a", "ds-x", "ds-x"))))
+    assert "Both old ds-c and new ds-x targets are in use" in info.value.message
+    assert vm.backend.vcr == replaced  # stored VCR unchanged by the refusal
     vm.net.heal("ds-x")
     await vm.monitor.wait_for_state(3)
-    assert await vm.driver.ask(ReplaceVcr("disk0", again)) is ReplaceResult.COMPLETED_ALREADY
-    status = await vm.driver.instance.backends["disk0"].ask(Status())  # type: ignore[union-attr]
+    assert vm.monitor.states() == [V.CREATING, V.STARTING, V.RUNNING]
+    inst = vm.driver.instance
+    assert isinstance(inst, StateDriver)
+    backend = inst.backends["disk0"]
+    status = await backend.ask(Status())
     assert status.state == "active" and all(status.connected)
+    assert status.targets == ("ds-a", "ds-x", "ds-c")
+    # The backend's own replace_downstairs path answers "both in use" the same way.
+    with pytest.raises(ReplaceRequestInvalid, match="in use"):
+        await backend.ask(ReplaceDownstairs("ds-a", "ds-c"))
 
 
 async def test_backend_start_error_fails_the_vm(actor_runtime: Runtime) -> None:
@@ -350,9 +387,6 @@ async def test_migrate_out_success_and_failure(actor_runtime: Runtime) -> None:
     with pytest.raises(RequestDenied) as info:
         await vm.driver.tell(MigrateAsSource("m2"))  # not idempotent
     assert info.value.reason is DenyReason.ALREADY_MIGRATION_SOURCE
-    with pytest.raises(RequestDenied) as info:
-        await vm.driver.tell(Stop())  # upstream: the stop may belong to the target
-    assert info.value.reason is DenyReason.INVALID_FOR_MIGRATION_SOURCE
     await vm.monitor.wait_for_state(5)
     assert vm.monitor.states()[3:] == [V.MIGRATING, V.RUNNING]  # failed: back to running
     sim.migrate_ok = True
@@ -360,6 +394,37 @@ async def test_migrate_out_success_and_failure(actor_runtime: Runtime) -> None:
     await vm.monitor.wait_for_state(7)
     assert vm.monitor.states()[5:] == [V.MIGRATING, V.DESTROYED]
     await vm.driver.wait_exited()
+
+
+@pytest.mark.parametrize("migrate_ok", [False, True], ids=["migration-fails", "migration-succeeds"])
+async def test_stop_while_migrating_out_is_queued_behind_the_migration(
+    actor_runtime: Runtime, trace_sink: traces.MemorySink, migrate_ok: bool
+) -> None:
+    """A Stop with a migration out pending is accepted, never denied (upstream
+    request_queue.rs: only an awaited stop makes a Stop ignored; propolis 7cd7c880). It
+    waits behind the migration (upstream state_driver.rs handles one request at a time):
+    a failed migration resumes the VM and the Stop then halts it; after a successful one
+    the driver exits and the queued Stop is dropped with the queue, unhandled."""
+    vm = await make_vm(actor_runtime, sim=SimulatedVm(migrate_ok=migrate_ok))
+    await vm.driver.tell(Start())
+    await vm.monitor.wait_for_state(3)
+    await vm.driver.tell(MigrateAsSource("m1"))
+    await wait_all_tasks_blocked()  # the migration is in progress (it takes 2 s)
+    await vm.driver.tell(Stop())  # accepted: no RequestDenied
+    await vm.driver.tell(Stop())  # ignored: a stop is already awaited
+    with pytest.raises(RequestDenied) as info:
+        await vm.driver.tell(Reboot())  # still denied: the reboot may belong to the target
+    assert info.value.reason is DenyReason.INVALID_FOR_MIGRATION_SOURCE
+    await vm.driver.wait_exited()
+    stops = [e for e in trace_sink.events if e.kind == "receive" and e.msg_type == "Stop"]
+    if migrate_ok:
+        assert vm.monitor.states()[3:] == [V.MIGRATING, V.DESTROYED]
+        assert stops == []  # dropped with the queue
+    else:
+        assert vm.monitor.states()[3:] == [
+            V.MIGRATING, V.RUNNING, V.STOPPING, V.STOPPED, V.DESTROYED,
+        ]  # fmt: skip
+        assert len(stops) == 1
 
 
 async def test_stop_before_start(actor_runtime: Runtime) -> None:

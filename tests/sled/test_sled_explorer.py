@@ -1,45 +1,69 @@
 """#3325 under the explorer (spec/sled-agent.md §7 scenario 14): four concurrent start
-sagas with retries plus a terminator. The start-token design never violates an invariant
-over 1,000 seeds; the legacy ticket design lets two runners live for one VMM id."""
+sagas with retries, a terminator and a client poking the VMM's state. The start-token
+design holds every sled invariant - the zone symptoms and "no Failed without an injected
+failure" included - over 2,000 seeds, plainly scheduled, with extra yields and under PCT;
+the legacy ticket design is caught by its symptom (a zone create collides) and by the
+bookkeeping (two live runners for one VMM id)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from trioxide.actors.sagas import AT_END, INVARIANT_CHECKS, legacy_scenario, token_scenario
-from trioxide.runtime.testing import explore, replay
+import pytest
+
+from trioxide.actors.sagas import (
+    AT_END_CHECKS,
+    INVARIANT_CHECKS,
+    SYMPTOM_CHECKS,
+    legacy_scenario,
+    token_scenario,
+)
+from trioxide.runtime.testing import Perturb, explore, replay
 
 ONLY_ONE_ALIVE = [inv for inv in INVARIANT_CHECKS if inv.__name__ == "only_one_alive"]
 
 
-def test_start_tokens_never_violate_an_invariant_over_1000_seeds() -> None:
+@pytest.mark.parametrize(
+    "perturb",
+    [Perturb(), Perturb(extra_yields=0.2), Perturb(pct_depth=3)],
+    ids=["plain", "extra-yields", "pct"],
+)
+def test_start_tokens_hold_every_invariant_over_2000_seeds(perturb: Perturb) -> None:
     result = explore(
         token_scenario,
-        seeds=range(1000),
+        seeds=range(2000),
         invariants=INVARIANT_CHECKS,
-        at_end=AT_END,
+        at_end=AT_END_CHECKS,
+        perturb=perturb,
         progress=False,
     )
     assert result.ok, result.summary()
-    assert result.seeds_run == 1000
-    assert result.checks > 100_000  # after every handled message, 5 invariants
+    assert result.seeds_run == 2000
+    assert result.checks > 500_000  # after every handled message, 7 invariants
 
 
-def test_legacy_tickets_violate_only_one_alive_and_replay_it(tmp_path: Path) -> None:
+def test_legacy_tickets_show_the_zone_symptom_and_replay_it(tmp_path: Path) -> None:
     found = explore(
         legacy_scenario,
         seeds=range(300),
-        invariants=ONLY_ONE_ALIVE,
+        invariants=SYMPTOM_CHECKS,
         trace_dir=tmp_path,
         progress=False,
     )
     assert found.violation is not None, found.summary()
     v = found.violation
-    assert v.invariant == "only_one_alive" and "more than one live runner" in v.message
+    assert v.invariant in {"zone_ops_never_collide", "zones_have_one_owner"}, v
     assert v.trace_path is not None and v.trace_path.exists()
     for _ in range(3):
-        again = replay(legacy_scenario, v.seed, invariants=ONLY_ONE_ALIVE)
+        again = replay(legacy_scenario, v.seed, invariants=SYMPTOM_CHECKS)
         assert again.violation is not None and again.violation.key() == v.key()
+
+
+def test_legacy_tickets_violate_only_one_alive() -> None:
+    found = explore(legacy_scenario, seeds=range(300), invariants=ONLY_ONE_ALIVE, progress=False)
+    assert found.violation is not None
+    v = found.violation
+    assert v.invariant == "only_one_alive" and "more than one live runner" in v.message
 
 
 def test_legacy_tickets_also_break_the_table_invariants() -> None:

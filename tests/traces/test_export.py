@@ -674,9 +674,11 @@ def test_otlp_round_trips_through_protobuf(source: str, request: pytest.FixtureR
     assert kinds[4] >= kinds[5] > 0
     errors = [s for s in ss.spans if s.status.code == 2]
     assert all(s.status.message for s in errors)
-    # The scenario has a handler that raised; the demo's handlers end ok or cancelled (a
-    # cancellation, such as Stop aborting Crucible activation, is not an error).
-    assert errors if source == "scenario" else not errors
+    # The scenario has a handler that raised. In the demo, errors are typed refusals (e.g.
+    # VmmTearingDown while a VMM re-registers); a cancellation, such as Stop aborting
+    # Crucible activation, is never an error.
+    assert errors or source == "demo"
+    assert not any("Cancelled" in s.status.message for s in errors)
 
     back = json_format.MessageToDict(msg, use_integers_for_enums=True)
     same_modulo_defaults(doc, convert_ids(back, b64_to_hex))
