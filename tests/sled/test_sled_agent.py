@@ -334,3 +334,26 @@ async def test_11_reservoir_start_waits_for_ready_and_nexus_learns_the_size(
     assert trio.current_time() - t < 10  # fast, not the 300 s reservoir timeout
     info = world.nexus.sled("sled-0")
     assert info is not None and info.reservoir_size_bytes == 10 * GiB
+
+
+async def test_a_zone_whose_create_was_cancelled_is_cleaned_up_and_the_vmm_starts_again(
+    actor_runtime: Runtime,
+) -> None:
+    # issue 11 (the #3325 symptom under start tokens): a Terminate cancelling zone creation
+    # left the claimed zone to nobody; every later start of the VMM id failed with
+    # ZoneAlreadyExists. spec/sled-agent.md §2: a zone whose setup is cancelled is halted
+    # by cleanup.
+    zones = SimZones(create_time=5.0, install_time=1.0, boot_time=1.0, bundle_time=10.0)
+    sled = await make_sled(actor_runtime, zones=zones)
+    zone = propolis_zone_name("p1")
+    await sled.api.register("p1", "i1")
+    assert await sled.api.ensure_state("p1", Target.RUNNING) is None
+    await trio.sleep(1.0)  # create has claimed the name and is still working
+    assert zones.state(zone) == "configured"
+    await sled.api.unregister("p1")
+    while sled.manager.find("p1") is not None:  # noqa: ASYNC110
+        await trio.sleep(0.5)
+    await trio.sleep(60)  # the hand-over: bundle, halt, remove
+    assert not zones.exists(zone)
+    await run_vmm(sled, "p1", "i1")  # starts again
+    assert zones.collisions() == 0
