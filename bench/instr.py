@@ -24,12 +24,17 @@ import sys
 import trio
 sys.path.insert(0, sys.argv[3])
 from bench_runtime import INCR_ONE, Counter, Get
-from trioxide import open_runtime
+from trioxide import open_runtime, traces
 
 N, KIND = int(sys.argv[1]), sys.argv[2]
+TRACER = None
+if KIND == "tell-traced":
+    TRACER = traces.Tracer(traces.MemorySink())
+elif KIND == "tell-jsonl":
+    TRACER = traces.Tracer(traces.JsonlFileSink("/dev/null"), payloads=True)
 
 async def main() -> None:
-    async with open_runtime() as rt:
+    async with open_runtime(tracer=TRACER) as rt:
         ref = await rt.spawn(Counter, 0, name="c", mailbox_size=1024)
         if KIND == "ask":
             for _ in range(N):
@@ -43,7 +48,7 @@ trio.run(main)
 """
 
 #: Operations per run (and twice as many): enough for the per-op count to dominate.
-SIZES = {"tell": 20_000, "ask": 2_000}
+SIZES = {"tell": 20_000, "ask": 2_000, "tell-traced": 10_000, "tell-jsonl": 10_000}
 
 
 def _count(src: Path, kind: str, n: int) -> int:
@@ -61,7 +66,8 @@ def _count(src: Path, kind: str, n: int) -> int:
 
 
 def per_op(src: Path) -> dict[str, float]:
-    """Instructions per tell and per ask (differences of N and 2N operations)."""
+    """Instructions per operation (differences of N and 2N operations): an untraced tell,
+    an ask, a tell traced into a MemorySink (no payloads) and into a JSONL file (payloads)."""
     return {
         kind: (_count(src, kind, 2 * n) - _count(src, kind, n)) / n
         for kind, n in SIZES.items()

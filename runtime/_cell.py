@@ -525,10 +525,9 @@ class ActorCell:
         mb = self.mailbox
         if mb.closed:
             return
-        env = Envelope(msg, None, self.rt.new_id(), mb)
         tr = self.rt.tracer
-        if tr is not None:
-            tr.send(self.path, None, None, env.id, None, msg, system=True)
+        mid = 0 if tr is None else tr.send(self.path, None, None, False, msg, system=True)
+        env = Envelope(msg, None, mid, mb)
         prio = 0
         if self.priority_fn is not None:
             try:

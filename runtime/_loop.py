@@ -70,7 +70,9 @@ async def run(cell: ActorCell) -> None:
     assert handle is not None
     task = cell.task
     assert task is not None
-    untraced = cell.rt.tracer is None
+    tr = cell.rt.tracer
+    untraced = tr is None
+    path = cell.path
     n = 0
     batch = cell.rt.next_handler_batch()
     while cell.stopping is NOT_STOPPING:
@@ -80,11 +82,29 @@ async def run(cell: ActorCell) -> None:
             continue
         item = mb.pop()
         # ---- hot path (inlined dispatch; keep in step with dispatch() below) -------------
-        # Untraced asks and tells are handled here without the calls dispatch() makes:
-        # measured, this is what makes an untraced tell ~10x a raw Trio channel
-        # (bench/RESULTS.md). Traced items and everything else go through dispatch().
+        # Untraced asks and tells, and traced tells, are handled here without the calls
+        # (and coroutine frames) dispatch() makes: measured, this is what makes an untraced
+        # tell ~10x a raw Trio channel and tracing cost about as much as the tell itself
+        # (bench/RESULTS.md, bench/instr.py). Everything else goes through dispatch().
         if type(item) is Envelope:
-            if untraced and item.asker is not None:
+            if not untraced and item.asker is None:
+                assert tr is not None
+                mid = item.id
+                cell.current = item
+                tr.begin(path, mid, None, item.msg)
+                try:
+                    await handle(item.msg)
+                except BaseException as exc:
+                    tr.handle(path, mid, None, exc.error if type(exc) is ServedTellFailed else exc)
+                    _finish_taken(cell, exc)
+                    raise
+                finally:
+                    cell.current = None
+                    cell.handled += 1
+                tr.handle(path, mid, None, None)
+                if cell.taken is not None:
+                    _finish_taken(cell, None)
+            elif untraced and item.asker is not None:
                 cell.current = item
                 if item.state == QUEUED:
                     item.state = RUNNING
@@ -188,7 +208,7 @@ async def _dispatch_envelope(cell: ActorCell, env: Envelope) -> None:
     asker = env.asker
     corr = env.id if asker is not None else None
     if tr is not None:
-        tr.receive(cell.path, env.id, None, corr, env.msg)
+        tr.begin(cell.path, env.id, corr, env.msg)
     try:
         if asker is None:
             await cell.handle_fn(env.msg)  # type: ignore[misc]

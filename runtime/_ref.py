@@ -125,10 +125,21 @@ class ActorRef(Generic[A_co]):
             await checkpoint()
         mb = cell.mailbox
         if not (cell.plain and mb.try_put(msg, msg)):
-            if mb.has_space():
-                self._enqueue(cell, mb, msg, False, True)
-            else:
+            if not mb.has_space():
                 await self._tell_blocked(cell, mb, msg)
+            elif (
+                tr := cell.rt.tracer
+            ) is not None and cell.admit_fn is None and cell.priority_fn is None:
+                # Traced, no admission or priority hook: the send event, then the envelope
+                # (its id is the event's seq) straight into the mailbox.
+                sender = current_cell.get()
+                if sender is None:
+                    mid = tr.send(cell.path, None, None, False, msg)
+                else:
+                    mid = tr.send(cell.path, sender.path, sender.cause_id(), False, msg)
+                mb.try_put(Envelope(msg, None, mid, mb), msg)
+            else:
+                self._enqueue(cell, mb, msg, False, True)
         rt = cell.rt
         rt.tell_budget -= 1
         if rt.tell_budget <= 0:
@@ -166,10 +177,9 @@ class ActorRef(Generic[A_co]):
         if tr is None:
             mb.put(msg, prio, reserved=reserved)
             return
-        env = Envelope(msg, None, rt.new_id(), mb)
         sender, cause = current_sender()
-        tr.send(cell.path, sender, cause, env.id, None, msg)
-        mb.put(env, prio, reserved=reserved)
+        mid = tr.send(cell.path, sender, cause, False, msg)
+        mb.put(Envelope(msg, None, mid, mb), prio, reserved=reserved)
 
     def _admit(
         self, cell: ActorCell, mb: Mailbox, msg: Any, reserved: bool, raise_reject: bool
@@ -325,9 +335,8 @@ class ActorRef(Generic[A_co]):
                 if tr is None:
                     env = Envelope(msg, task, 0, mb)
                 else:
-                    env = Envelope(msg, task, rt.new_id(), mb)
                     sender, cause = current_sender()
-                    tr.send(cell.path, sender, cause, env.id, env.id, msg)
+                    env = Envelope(msg, task, tr.send(cell.path, sender, cause, True, msg), mb)
                 mb.put(env, prio, reserved=reserved)
             if timeout is not None:
                 rt.deadlines.add(env, timeout, deadline)

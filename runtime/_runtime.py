@@ -24,7 +24,7 @@ from ._loop import HANDLER_BATCH
 from ._mailbox import ABANDONED, QUEUED, RUNNING, WITHDRAWN, Envelope
 from ._ref import TELL_YIELD_EVERY, ActorRef
 from ._supervision import SPAWN_OPTIONS, ChildSpec, SpawnOptions
-from ._trio_private import schedule_hooks
+from ._trio_private import clock_reader, schedule_hooks
 
 if TYPE_CHECKING:
     from typing import Unpack
@@ -75,7 +75,6 @@ class Runtime:
         self._log1m_p = math.log1p(-extra_yields) if 0 < extra_yields < 1 else 0.0
         self.top_level: dict[str, ActorCell] = {}  # top-level actors, spawn order
         self._nursery: trio.Nursery | None = None
-        self._ids = 0
         self._auto_names: dict[str, int] = {}
         self.tell_budget = TELL_YIELD_EVERY
         self.deadlines = DeadlineQueue(self._expire)
@@ -99,10 +98,6 @@ class Runtime:
             return 1
         u = 1.0 - self._noise.random()  # (0, 1]
         return 1 + int(math.log(u) / self._log1m_p)
-
-    def new_id(self) -> int:
-        self._ids += 1
-        return self._ids
 
     async def spawn(
         self,
@@ -247,7 +242,7 @@ async def open_runtime(
     if seed is not None and not schedule_hooks.active:
         saved_schedule = schedule_hooks.install(random.Random(seed))
     if tracer is not None:
-        tracer.use_clock(rt.now)
+        tracer.use_clock(*clock_reader(trio.lowlevel.current_clock()))
     token = current_runtime.set(rt)
     body_exc: BaseException | None = None
     try:

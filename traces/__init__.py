@@ -5,6 +5,7 @@ This package never imports ``runtime`` or ``actors``.
 
 from . import otel
 from ._event import KINDS, NO_PAYLOAD, OUTCOMES, SCHEMA_VERSION, TraceEvent, TraceHeader
+from ._expand import expand, is_folded
 from ._reader import LineError, TraceFile, follow_trace, iter_trace, read_trace
 from ._sinks import JsonlFileSink, MemorySink, SinkStatistics
 from ._tracer import Recorder, Sink, Tracer, describe, unwrap
@@ -26,7 +27,9 @@ __all__ = [
     "TraceHeader",
     "Tracer",
     "describe",
+    "expand",
     "follow_trace",
+    "is_folded",
     "iter_trace",
     "otel",
     "read_trace",

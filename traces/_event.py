@@ -15,8 +15,9 @@ __all__ = ["KINDS", "NO_PAYLOAD", "OUTCOMES", "SCHEMA_VERSION", "TraceEvent", "T
 NO_PAYLOAD = msgspec.Raw()
 
 #: Bumped whenever a field changes meaning; readers refuse newer schemas and upgrade older
-#: ones (version 1 had no ``outcome``: it was spelled in ``detail`` as "ok" / "error: ...").
-SCHEMA_VERSION = 2
+#: ones (version 1 had no ``outcome``: it was spelled in ``detail`` as "ok" / "error: ...";
+#: version 3 folds a receive into its handle when nothing was traced in between: ``t0``).
+SCHEMA_VERSION = 3
 
 #: Every ``kind`` the runtime emits, with what ``actor``/``peer`` mean for it.
 KINDS: dict[str, str] = {
@@ -32,9 +33,13 @@ KINDS: dict[str, str] = {
     "full; detail = ignore | reject: <error> | full",
     "unhandled": "a message of a type actor does not accept was refused at send time",
     "receive": "actor took msg_id from its mailbox (handler slice begins); detail "
-    "'selective' or 'interrupt' when taken inside another handler (no slice of its own)",
+    "'selective' or 'interrupt' when taken inside another handler (no slice of its own). "
+    "Carries msg_type; the payload is on the send. Written only if something was traced "
+    "between it and its handle: otherwise folded into the handle (see t0)",
     "handle": "actor's handler for msg_id finished (slice ends); outcome ok | error | "
-    "cancelled (stop cancelled it); detail = the exception",
+    "cancelled (stop cancelled it); detail = the exception. With t0 set it also stands for "
+    "its receive (folded: the slice began at t0, nothing was traced in between; msg_type, "
+    "corr as on the receive)",
     "reply": "the ask corr was answered to peer; outcome ok | error; detail = the exception",
     "drop": "msg_id was still queued when actor exited: answered by its drain hook",
     "timeout": "the ask corr timed out (outcome timeout); detail 'timeout' (withdrawn while "
@@ -81,6 +86,8 @@ class TraceEvent(msgspec.Struct, frozen=True, gc=False, omit_defaults=True):
     detail: str | None = None
     #: One of ``OUTCOMES`` on handle, reply, cancel, timeout, task_end, fail and stop events.
     outcome: str | None = None
+    #: On a ``handle`` that also stands for its ``receive``: when the handler began.
+    t0: float | None = None
 
 
 class TraceHeader(msgspec.Struct, frozen=True):

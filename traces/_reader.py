@@ -11,6 +11,7 @@ import msgspec
 import trio
 
 from ._event import SCHEMA_VERSION, TraceEvent, TraceHeader
+from ._expand import expand
 
 __all__ = ["LineError", "TraceFile", "follow_trace", "iter_trace", "read_trace"]
 
@@ -80,7 +81,8 @@ def _decode_header(line: bytes) -> TraceHeader:
 def iter_trace(
     path: str | os.PathLike[str], errors: list[LineError] | None = None
 ) -> Iterator[TraceEvent]:
-    """Yield the events of *path*; undecodable lines are appended to *errors* and skipped."""
+    """Yield the events of *path* (expanded: ``traces.expand``); undecodable lines are
+    appended to *errors* and skipped."""
     with open(path, "rb") as f:
         first = f.readline()
         old = _decode_header(first).trioxide_trace < 2
@@ -89,10 +91,14 @@ def iter_trace(
                 continue
             try:
                 event = _event_decoder.decode(line)
-                yield upgrade_v1(event) if old else event
             except msgspec.DecodeError as exc:
                 if errors is not None:
                     errors.append(LineError(lineno, str(exc)))
+                continue
+            if old:
+                yield upgrade_v1(event)
+            else:
+                yield from expand((event,))
 
 
 def read_trace(path: str | os.PathLike[str]) -> TraceFile:
@@ -139,9 +145,14 @@ async def follow_trace(
                     continue
                 try:
                     event = _event_decoder.decode(line)
-                    yield upgrade_v1(event) if old else event
                 except msgspec.DecodeError as exc:
                     if errors is not None:
                         errors.append(LineError(lineno, str(exc)))
+                    continue
+                if old:
+                    yield upgrade_v1(event)
+                else:
+                    for e in expand((event,)):
+                        yield e
         else:
             await trio.sleep(poll_interval)

@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import os
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import msgspec
 
 from ._event import TraceEvent, TraceHeader
+from ._expand import expand
 
 __all__ = ["JsonlFileSink", "MemorySink", "SinkStatistics"]
 
@@ -35,7 +36,7 @@ class MemorySink:
     one ``deque.append``.
     """
 
-    __slots__ = ("_append", "_cleared", "_ring", "written")
+    __slots__ = ("_append", "_cleared", "_counted", "_direct", "_ring")
 
     def __init__(self, maxlen: int = 1_000_000) -> None:
         if maxlen <= 0:
@@ -43,11 +44,24 @@ class MemorySink:
         self._ring: deque[TraceEvent] = deque(maxlen=maxlen)
         self._append = self._ring.append
         self._cleared = 0
-        self.written = 0
+        self._counted = 0  # events written through write()
+        self._direct: list[Callable[[], int]] = []  # counters of direct writers
 
     def write(self, event: TraceEvent) -> None:
-        self.written += 1
+        self._counted += 1
         self._append(event)
+
+    def direct_writer(self, written: Callable[[], int]) -> Callable[[TraceEvent], None]:
+        """The ring's own ``append`` (a C call, no Python frame), for a tracer that writes
+        only here; *written()* must say how many events it has written so far. (The
+        tracer's fast path: ``written``/``dropped`` stay exact.)"""
+        self._direct.append(written)
+        return self._append
+
+    @property
+    def written(self) -> int:
+        """Events written to the ring (also those since overwritten or cleared)."""
+        return self._counted + sum(count() for count in self._direct)
 
     def close(self) -> None:
         pass
@@ -55,28 +69,38 @@ class MemorySink:
     @property
     def dropped(self) -> int:
         """Events overwritten because the ring was full."""
-        return self.written - self._cleared - len(self._ring)
+        return self.written - self._cleared - len(self)
 
     @property
     def events(self) -> list[TraceEvent]:
-        """A snapshot list of the events held, oldest first."""
+        """A snapshot of the events held, oldest first, expanded (``traces.expand``: a
+        receive folded into its handle is listed as both)."""
+        return list(expand(self._ring))
+
+    @property
+    def records(self) -> list[TraceEvent]:
+        """A snapshot of the records held as written (folded handles stay folded)."""
         return list(self._ring)
 
     def __iter__(self) -> Iterator[TraceEvent]:
-        return iter(list(self._ring))
+        return iter(self.events)
 
     def __len__(self) -> int:
-        return len(self._ring)
+        """Events held (a folded handle counts as its receive and itself)."""
+        return len(self._ring) + sum(
+            1 for r in self._ring if r.t0 is not None and r.kind == "handle"
+        )
 
     def clear(self) -> None:
-        self._cleared += len(self._ring)
+        self._cleared += len(self)
         self._ring.clear()
 
     def of_kind(self, *kinds: str) -> list[TraceEvent]:
-        return [e for e in self._ring if e.kind in kinds]
+        """The (expanded) events of these kinds."""
+        return [e for e in expand(self._ring) if e.kind in kinds]
 
     def statistics(self) -> SinkStatistics:
-        return SinkStatistics(self.written, self.dropped, len(self._ring))
+        return SinkStatistics(self.written, self.dropped, len(self))
 
 
 class JsonlFileSink:

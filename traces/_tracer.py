@@ -99,11 +99,10 @@ class Recorder(Protocol):
         actor: str,
         sender: str | None,
         cause: int | None,
-        msg_id: int,
-        corr: int | None,
+        ask: bool,
         msg: Any,
         system: bool = False,
-    ) -> None: ...
+    ) -> int: ...
 
     def admit(
         self, actor: str, sender: str | None, cause: int | None, msg: Any, decision: str
@@ -122,6 +121,8 @@ class Recorder(Protocol):
         msg: Any,
         taken: str | None = None,
     ) -> None: ...
+
+    def begin(self, actor: str, msg_id: int, corr: int | None, msg: Any) -> None: ...
 
     def handle(
         self, actor: str, msg_id: int, corr: int | None, exc: BaseException | None
@@ -148,7 +149,7 @@ class Recorder(Protocol):
 
     def watch_set(self, actor: str, cause: int | None, what: str) -> None: ...
 
-    def use_clock(self, clock: Callable[[], float]) -> None: ...
+    def use_clock(self, clock: Callable[[], float], offset: float = 0.0) -> None: ...
 
     def flush(self) -> None: ...
 
@@ -175,7 +176,16 @@ class Tracer:
       clock: where ``t`` comes from; defaults to the Trio clock (virtual under MockClock).
     """
 
-    __slots__ = ("_clock", "_seq", "_sinks", "_write", "payloads", "redact")
+    __slots__ = (
+        "_clock",
+        "_pending",
+        "_seq",
+        "_sinks",
+        "_t_offset",
+        "_write",
+        "payloads",
+        "redact",
+    )
 
     def __init__(
         self,
@@ -185,17 +195,26 @@ class Tracer:
         clock: Callable[[], float] = trio.current_time,
     ) -> None:
         self._sinks: tuple[Sink, ...] = sinks
-        self._write: Callable[[TraceEvent], None] = (
-            sinks[0].write if len(sinks) == 1 else self._fan_out
-        )
         self._seq = 0
+        self._write: Callable[[TraceEvent], None]
+        direct = getattr(sinks[0], "direct_writer", None) if len(sinks) == 1 else None
+        if direct is not None:
+            # One memory ring: append to it directly (it counts through our seq).
+            self._write = direct(lambda: self._seq)
+        else:
+            self._write = sinks[0].write if len(sinks) == 1 else self._fan_out
+        # A receive not written yet (see ``begin``): (actor, msg_id, corr, msg_type, t, seq).
+        self._pending: tuple[str, int, int | None, str, float, int] | None = None
         self._clock = clock
+        self._t_offset = 0.0
         self.payloads = payloads
         self.redact = redact
 
-    def use_clock(self, clock: Callable[[], float]) -> None:
-        """Take ``t`` from *clock* (the runtime binds the run's clock method once)."""
+    def use_clock(self, clock: Callable[[], float], offset: float = 0.0) -> None:
+        """Take ``t`` from ``clock() + offset`` (the runtime binds the run's clock once: for
+        Trio's real clock, ``time.perf_counter`` and its offset - no Python frame per event)."""
         self._clock = clock
+        self._t_offset = offset
 
     @property
     def sinks(self) -> tuple[Sink, ...]:
@@ -205,6 +224,13 @@ class Tracer:
     def seq(self) -> int:
         """The ``seq`` of the last event emitted (0 before the first)."""
         return self._seq
+
+    def _payload(self, msg: Any) -> msgspec.Raw:
+        if self.redact is not None:
+            msg = self.redact(msg)
+            if msg is None:
+                return NO_PAYLOAD
+        return _encode_payload(msg)
 
     def _fan_out(self, event: TraceEvent) -> None:
         for sink in self._sinks:
@@ -226,19 +252,18 @@ class Tracer:
 
         Private on purpose: every kind has its typed method below.
         """
+        if self._pending is not None:
+            self._flush_receive()
         self._seq = seq = self._seq + 1
         msg_type = None
         payload = NO_PAYLOAD
         if msg is not None:
             msg_type = type(msg).__name__
             if self.payloads:
-                if self.redact is not None:
-                    msg = self.redact(msg)
-                if msg is not None:
-                    payload = _encode_payload(msg)
+                payload = self._payload(msg)
         self._write(
             TraceEvent(
-                seq, self._clock(), kind, actor, peer, msg_id, cause, corr, msg_type, payload,
+                seq, (self._clock() + self._t_offset), kind, actor, peer, msg_id, cause, corr, msg_type, payload,
                 detail, outcome,
             )
         )  # fmt: skip
@@ -273,13 +298,28 @@ class Tracer:
         actor: str,
         sender: str | None,
         cause: int | None,
-        msg_id: int,
-        corr: int | None,
+        ask: bool,
         msg: Any,
         system: bool = False,
-    ) -> None:
-        """*msg* (``msg_id``) was enqueued to *actor*; ``corr`` is set for an ask."""
-        self._emit("send", actor, sender, msg_id, cause, corr, msg, "system" if system else None)
+    ) -> int:
+        """*msg* was enqueued to *actor*; returns its ``msg_id`` (the event's ``seq``), which
+        is also the ``corr`` of an ask. The message's payload (if enabled) is recorded here
+        only; later events about the message carry its ``msg_type``.
+
+        (A hot path: the event is built here rather than through ``_emit``.)"""
+        if self._pending is not None:
+            self._flush_receive()
+        self._seq = seq = self._seq + 1
+        payload = NO_PAYLOAD
+        if self.payloads:
+            payload = self._payload(msg)
+        self._write(
+            TraceEvent(
+                seq, (self._clock() + self._t_offset), "send", actor, sender, seq, cause, seq if ask else None,
+                type(msg).__name__, payload, "system" if system else None,
+            )
+        )  # fmt: skip
+        return seq
 
     def admit(
         self, actor: str, sender: str | None, cause: int | None, msg: Any, decision: str
@@ -302,17 +342,68 @@ class Tracer:
         msg: Any,
         taken: str | None = None,
     ) -> None:
-        """*actor* took ``msg_id``; *taken* (``selective``/``interrupt``) if inside a handler."""
-        self._emit("receive", actor, None, msg_id, cause, corr, msg, taken)
+        """*actor* took ``msg_id``; *taken* (``selective``/``interrupt``) if inside a handler.
+        Carries the message's type; its payload is on the ``send``. (A hot path.)"""
+        if self._pending is not None:
+            self._flush_receive()
+        self._seq = seq = self._seq + 1
+        self._write(
+            TraceEvent(
+                seq, (self._clock() + self._t_offset), "receive", actor, None, msg_id, cause, corr,
+                type(msg).__name__, NO_PAYLOAD, taken,
+            )
+        )  # fmt: skip
+
+    def begin(self, actor: str, msg_id: int, corr: int | None, msg: Any) -> None:
+        """*actor*'s handler starts on ``msg_id`` (taken from its mailbox). The ``receive``
+        is written lazily: before the next event, or - if the next event is this message's
+        ``handle`` - not at all, folded into the handle (``t0``; the receive's seq, the
+        handle's minus one, is left free so ``expand`` can restore it). Traces stay
+        complete and ordered; a tell whose handler traces nothing costs two events."""
+        if self._pending is not None:
+            self._flush_receive()
+        # The receive's seq is taken now (``seq`` stays the order of what happened).
+        self._seq = seq = self._seq + 1
+        self._pending = (
+            actor,
+            msg_id,
+            corr,
+            type(msg).__name__,
+            self._clock() + self._t_offset,
+            seq,
+        )
+
+    def _flush_receive(self) -> None:
+        pending = self._pending
+        assert pending is not None
+        self._pending = None
+        actor, msg_id, corr, msg_type, t, seq = pending
+        self._write(TraceEvent(seq, t, "receive", actor, None, msg_id, None, corr, msg_type))
 
     def handle(self, actor: str, msg_id: int, corr: int | None, exc: BaseException | None) -> None:
-        """The handler of ``msg_id`` ended: returned (*exc* ``None``), raised or was cancelled."""
+        """The handler of ``msg_id`` ended: returned (*exc* ``None``), raised or was cancelled.
+        Folds the handler's ``receive`` in if nothing was traced since (``begin``). (A hot
+        path: the event is built here.)"""
+        pending = self._pending
+        t0 = msg_type = None
+        if pending is not None:
+            if pending[1] == msg_id:
+                # Folded: the receive's seq (taken by begin, this one minus 1) and time t0.
+                self._pending = None
+                msg_type = pending[3]
+                t0 = pending[4]
+            else:
+                self._flush_receive()
+        self._seq = seq = self._seq + 1
+        t = self._clock() + self._t_offset
         if exc is None:
-            self._emit("handle", actor, None, msg_id, None, corr, None, None, "ok")
+            event = TraceEvent(seq, t, "handle", actor, None, msg_id, None, corr, msg_type,
+                               NO_PAYLOAD, None, "ok", t0)  # fmt: skip
         else:
             exc = unwrap(exc)
-            self._emit("handle", actor, None, msg_id, None, corr, None, describe(exc),
-                       _outcome_of(exc))  # fmt: skip
+            event = TraceEvent(seq, t, "handle", actor, None, msg_id, None, corr, msg_type,
+                               NO_PAYLOAD, describe(exc), _outcome_of(exc), t0)  # fmt: skip
+        self._write(event)
 
     def reply(
         self,
@@ -363,7 +454,10 @@ class Tracer:
     # -- sinks ----------------------------------------------------------------------------
 
     def flush(self) -> None:
-        """Make everything emitted so far visible to readers (file sinks write through)."""
+        """Make everything emitted so far visible to readers (file sinks write through),
+        including a receive still waiting to be folded into its handle."""
+        if self._pending is not None:
+            self._flush_receive()
         for sink in self._sinks:
             flush = getattr(sink, "flush", None)
             if flush is not None:
@@ -371,5 +465,7 @@ class Tracer:
 
     def close(self) -> None:
         """Close every sink (flushes file sinks)."""
+        if self._pending is not None:
+            self._flush_receive()
         for sink in self._sinks:
             sink.close()

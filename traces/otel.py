@@ -17,6 +17,7 @@ from collections import OrderedDict
 from typing import Any
 
 from ._event import TraceEvent
+from ._expand import expand
 
 __all__ = ["OtelSink"]
 
@@ -47,9 +48,10 @@ class OtelSink:
             if end is not None:
                 end()
 
-    def write(self, event: TraceEvent) -> None:
+    def write(self, record: TraceEvent) -> None:
         try:
-            self._write(event)
+            for event in expand((record,)):
+                self._write(event)
         except Exception:  # a sink never raises into the runtime
             self.errors += 1
 

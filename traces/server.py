@@ -70,6 +70,7 @@ import trio.testing
 import trio_websocket
 
 from ._event import TraceEvent, TraceHeader
+from ._expand import expand
 from ._reader import LineError, iter_trace
 
 __all__ = ["ClientStatistics", "ServerStatistics", "TraceServer", "TraceServerSink"]
@@ -227,20 +228,21 @@ class TraceServerSink:
 
     # Sink API (any one writer thread) ----------------------------------------------
 
-    def write(self, event: TraceEvent) -> None:
+    def write(self, record: TraceEvent) -> None:
         try:
             if self._closed:
                 self.late += 1
                 return
-            self.written += 1
-            self._append(event)
-            for client in self._clients:
-                queue = client.queue
-                # Only this writer appends; the consumer only pops, so the bound holds.
-                if len(queue) < client.limit:
-                    queue.append(event)
-                else:
-                    client.dropped += 1
+            for event in expand((record,)):  # clients see every event (traces.expand)
+                self.written += 1
+                self._append(event)
+                for client in self._clients:
+                    queue = client.queue
+                    # Only this writer appends; the consumer only pops, so the bound holds.
+                    if len(queue) < client.limit:
+                        queue.append(event)
+                    else:
+                        client.dropped += 1
             if not self._wake_pending:
                 self._request_wake()
         except Exception:  # never raise into the runtime

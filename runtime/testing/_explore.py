@@ -25,7 +25,7 @@ from typing import Any
 
 import trio
 
-from trioxide.traces import JsonlFileSink, MemorySink, TraceEvent, TraceHeader, Tracer
+from trioxide.traces import JsonlFileSink, MemorySink, TraceEvent, TraceHeader, Tracer, expand
 
 from .._runtime import Runtime, open_runtime
 from ._seeded import run_seeded
@@ -200,7 +200,9 @@ class _Checker:
             self.checks += 1
             message = _evaluate(inv, self.run)
             if message is not None:
-                self.violation = Violation(self.run.seed, name, message, event)
+                # (the handle as a trace reader sees it: a folded receive expanded)
+                shown = list(expand((event,)))[-1]
+                self.violation = Violation(self.run.seed, name, message, shown)
                 if self.scope is not None:
                     self.scope.cancel()
                 return

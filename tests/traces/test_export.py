@@ -300,7 +300,9 @@ def test_perfetto_slices_flows_and_instants(scenario_events: list[traces.TraceEv
     assert kick_slice["args"]["outcome"] == "ok" and kick_slice["args"]["corr"] == kick.msg_id
     assert "detail" not in kick_slice["args"]
     assert kick_slice["args"]["payload"] == {}
-    ask2 = one(evs, "send", msg_type="Ask2", corr=mid(kick) + 2)
+    (ask2,) = (  # the ask Boss sent while handling Kick (msg_ids are seqs, not consecutive)
+        e for e in evs if e.kind == "send" and e.msg_type == "Ask2" and e.corr and e.peer == "boss"
+    )
     start = next(e for e in te if e["ph"] == "s" and e["cat"] == "msg" and e["id"] == ask2.msg_id)
     finish = next(e for e in te if e["ph"] == "f" and e["cat"] == "msg" and e["id"] == ask2.msg_id)
     assert start["tid"] == tid["boss"] and start["name"] == "Ask2"
@@ -552,7 +554,9 @@ def test_otlp_causal_chain_and_attributes(scenario_events: list[traces.TraceEven
     cons = {attrs(s)["messaging.message.id"]["stringValue"]: s for s in spans if s["kind"] == 5}
     kick = one(evs, "send", msg_type="Kick")
     tell1 = one(evs, "send", msg_type="Ask2", corr=None, peer="boss")
-    ask2 = one(evs, "send", msg_type="Ask2", corr=mid(kick) + 2)
+    (ask2,) = (  # the ask Boss sent while handling Kick (msg_ids are seqs, not consecutive)
+        e for e in evs if e.kind == "send" and e.msg_type == "Ask2" and e.corr and e.peer == "boss"
+    )
     k_prod, k_cons = prod[str(kick.msg_id)], cons[str(kick.msg_id)]
     # Kick came from outside any actor: its own trace, its consumer a child of its send.
     assert "parentSpanId" not in k_prod

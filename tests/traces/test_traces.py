@@ -86,7 +86,7 @@ async def test_tracer_seq_is_monotonic_and_t_is_the_trio_clock(autojump_clock: M
     assert tracer.seq == 0 and tracer.sinks == (a, b)
     for i in range(5):
         await trio.sleep(0.5)
-        tracer.send("x", None, None, i, None, None)
+        tracer.send("x", None, None, False, Ping(i))
     assert [e.seq for e in a.events] == [1, 2, 3, 4, 5]
     assert tracer.seq == 5
     assert [e.t for e in a.events] == [0.5, 1.0, 1.5, 2.0, 2.5]  # virtual time
@@ -110,14 +110,14 @@ def test_tracer_custom_clock_and_fields() -> None:
 
 def test_tracer_payloads_off_by_default() -> None:
     sink = traces.MemorySink()
-    traces.Tracer(sink, clock=lambda: 0.0).send("a", None, None, 1, None, Ping(1))
+    traces.Tracer(sink, clock=lambda: 0.0).send("a", None, None, False, Ping(1))
     (e,) = sink.events
     assert e.msg_type == "Ping" and len(e.payload) == 0
 
 
 def test_tracer_payloads_on() -> None:
     sink = traces.MemorySink()
-    traces.Tracer(sink, payloads=True, clock=lambda: 0.0).send("a", None, None, 1, None, Ping(1))
+    traces.Tracer(sink, payloads=True, clock=lambda: 0.0).send("a", None, None, False, Ping(1))
     (e,) = sink.events
     assert len(e.payload) > 0
     assert msgspec.json.decode(e.payload, type=Ping) == Ping(1)
@@ -134,8 +134,8 @@ def test_tracer_redact_replaces_or_removes_the_payload() -> None:
         return msgspec.structs.replace(msg, secret="***")
 
     tracer = traces.Tracer(sink, payloads=True, redact=redact, clock=lambda: 0.0)
-    tracer.send("a", None, None, 1, None, Ping(1))
-    tracer.send("a", None, None, 2, None, Ping(-1))
+    tracer.send("a", None, None, False, Ping(1))
+    tracer.send("a", None, None, False, Ping(-1))
     tracer.stop("a", "done")  # no message: redact not called
     kept, removed, _ = sink.events
     assert seen == [Ping(1), Ping(-1)]
@@ -151,7 +151,7 @@ def test_tracer_redact_is_not_called_without_payloads() -> None:
         raise AssertionError("redact called although payloads are off")
 
     sink = traces.MemorySink()
-    traces.Tracer(sink, redact=redact, clock=lambda: 0.0).send("a", None, None, 1, None, Ping(1))
+    traces.Tracer(sink, redact=redact, clock=lambda: 0.0).send("a", None, None, False, Ping(1))
     assert len(sink.events[0].payload) == 0
 
 
@@ -161,7 +161,7 @@ def test_tracer_payload_falls_back_to_repr() -> None:
             return "<opaque>"
 
     sink = traces.MemorySink()
-    traces.Tracer(sink, payloads=True, clock=lambda: 0.0).send("a", None, None, 1, None, Opaque())
+    traces.Tracer(sink, payloads=True, clock=lambda: 0.0).send("a", None, None, False, Opaque())
     (e,) = sink.events
     assert e.msg_type == "Opaque"
     assert len(e.payload) > 0 and msgspec.json.decode(e.payload) == "<opaque>"
@@ -453,7 +453,11 @@ async def test_runtime_trace_file_has_every_kind(tmp_path: Path, autojump_clock:
     kick = one("send", actor="boss", msg_type="Kick")
     assert kick.peer is None and kick.cause is None and kick.corr == kick.msg_id
     tell1 = one("send", actor="worker", peer="boss", corr=None)
-    ask2 = one("send", actor="worker", peer="boss", corr=tell1.msg_id + 1)
+    (ask2,) = (  # msg_ids are the sends' seqs: increasing, not consecutive
+        e
+        for e in events
+        if e.kind == "send" and e.peer == "boss" and e.corr is not None and e.actor == "worker"
+    )
     assert tell1.cause == kick.msg_id and ask2.cause == kick.msg_id
     assert tell1.msg_type == "Ask2" and ask2.msg_type == "Ask2"
     assert ask2.corr == ask2.msg_id
@@ -480,7 +484,10 @@ async def test_runtime_trace_file_has_every_kind(tmp_path: Path, autojump_clock:
 
     # Timeout of a running handler: traced at exactly its deadline; the handler runs on
     # until stop(grace=0) cancels it.
-    slow10 = one("send", msg_type="Slow", corr=ask2.msg_id + 1)
+    slow10 = min(
+        (e for e in events if e.kind == "send" and e.msg_type == "Slow" and e.corr),
+        key=lambda e: e.seq,
+    )
     timeout = one("timeout", corr=slow10.msg_id)
     assert timeout.t == slow10.t + 1.0
     assert one("receive", msg_id=slow10.msg_id).seq < timeout.seq
