@@ -261,12 +261,12 @@ class Tracer:
             msg_type = type(msg).__name__
             if self.payloads:
                 payload = self._payload(msg)
+        t = self._clock() + self._t_offset
         self._write(
             TraceEvent(
-                seq, (self._clock() + self._t_offset), kind, actor, peer, msg_id, cause, corr, msg_type, payload,
-                detail, outcome,
+                seq, t, kind, actor, peer, msg_id, cause, corr, msg_type, payload, detail, outcome
             )
-        )  # fmt: skip
+        )
 
     # -- lifecycle ------------------------------------------------------------------------
 
@@ -313,9 +313,10 @@ class Tracer:
         payload = NO_PAYLOAD
         if self.payloads:
             payload = self._payload(msg)
+        t = self._clock() + self._t_offset
         self._write(
             TraceEvent(
-                seq, (self._clock() + self._t_offset), "send", actor, sender, seq, cause, seq if ask else None,
+                seq, t, "send", actor, sender, seq, cause, seq if ask else None,
                 type(msg).__name__, payload, "system" if system else None,
             )
         )  # fmt: skip
