@@ -124,27 +124,37 @@ class ActorRef(Generic[A_co]):
         if cancel_pending():
             await checkpoint()
         mb = cell.mailbox
-        if not (cell.plain and mb.try_put(msg, msg)):
-            if not mb.has_space():
-                await self._tell_blocked(cell, mb, msg)
-            elif (
-                tr := cell.rt.tracer
-            ) is not None and cell.admit_fn is None and cell.priority_fn is None:
-                # Traced, no admission or priority hook: the send event, then the envelope
-                # (its id is the event's seq) straight into the mailbox.
-                sender = current_cell.get()
-                if sender is None:
-                    mid = tr.send(cell.path, None, None, False, msg)
-                else:
-                    mid = tr.send(cell.path, sender.path, sender.cause_id(), False, msg)
-                mb.try_put(Envelope(msg, None, mid, mb), msg)
+        if cell.plain:
+            if not mb.try_put(msg, msg):
+                await self._tell_slow(cell, mb, msg)
+        elif (
+            (tr := cell.rt.tracer) is not None
+            and cell.admit_fn is None
+            and cell.priority_fn is None
+            and mb.try_put(env := Envelope(msg, None, 0, mb), msg)
+        ):
+            # Traced, no admission or priority hook: the envelope straight into the
+            # mailbox, then its send event (its id is the event's seq). The actor cannot
+            # run in between: nothing here yields.
+            sender = current_cell.get()
+            if sender is None:
+                env.id = tr.send(cell.path, None, None, False, msg)
             else:
-                self._enqueue(cell, mb, msg, False, True)
+                env.id = tr.send(cell.path, sender.path, sender.cause_id(), False, msg)
+        else:
+            await self._tell_slow(cell, mb, msg)
         rt = cell.rt
         rt.tell_budget -= 1
         if rt.tell_budget <= 0:
             rt.tell_budget = rt.next_tell_budget()
             await cancel_shielded_checkpoint()
+
+    async def _tell_slow(self, cell: ActorCell, mb: Mailbox, msg: Any) -> None:
+        """``tell`` off the fast paths: admission or priority hooks, or a full mailbox."""
+        if mb.has_space():
+            self._enqueue(cell, mb, msg, False, True)
+        else:
+            await self._tell_blocked(cell, mb, msg)
 
     async def _tell_blocked(self, cell: ActorCell, mb: Mailbox, msg: Any) -> None:
         """``tell`` when the mailbox is full (or closed): wait for a reserved slot."""

@@ -87,6 +87,7 @@ async def test_tracer_seq_is_monotonic_and_t_is_the_trio_clock(autojump_clock: M
     for i in range(5):
         await trio.sleep(0.5)
         tracer.send("x", None, None, False, Ping(i))
+    tracer.flush()  # (a run of sends is written when it stops growing)
     assert [e.seq for e in a.events] == [1, 2, 3, 4, 5]
     assert tracer.seq == 5
     assert [e.t for e in a.events] == [0.5, 1.0, 1.5, 2.0, 2.5]  # virtual time
