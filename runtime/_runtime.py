@@ -20,6 +20,7 @@ from ._cell import ActorCell
 from ._context import current_cell, current_runtime
 from ._deadlines import DeadlineQueue
 from ._errors import AskTimeout, InvalidActor
+from ._fairness import TurnShare
 from ._loop import HANDLER_BATCH
 from ._mailbox import ABANDONED, QUEUED, RUNNING, WITHDRAWN, Envelope
 from ._ref import TELL_YIELD_EVERY, ActorRef
@@ -77,6 +78,7 @@ class Runtime:
         self._nursery: trio.Nursery | None = None
         self._auto_names: dict[str, int] = {}
         self.tell_budget = TELL_YIELD_EVERY
+        self._turn = TurnShare()
         self.deadlines = DeadlineQueue(self._expire)
         #: The run's clock, bound once (``trio.current_time`` costs three calls more).
         self.now: Callable[[], float] = trio.current_time
@@ -85,12 +87,14 @@ class Runtime:
         return f"<Runtime {self.name} actors={len(self.top_level)}>"
 
     def next_tell_budget(self) -> int:
-        """Tells until the next yield: ``TELL_YIELD_EVERY``, or a seeded geometric draw."""
-        return TELL_YIELD_EVERY if self._noise is None else self._draw()
+        """Tells until the next yield: up to ``TELL_YIELD_EVERY`` (less when many tasks are
+        runnable: ``TurnShare``), or a seeded geometric draw."""
+        return self._turn.share(TELL_YIELD_EVERY) if self._noise is None else self._draw()
 
     def next_handler_batch(self) -> int:
-        """Messages an actor handles before it yields: ``HANDLER_BATCH``, or a seeded draw."""
-        return HANDLER_BATCH if self._noise is None else self._draw()
+        """Messages an actor handles before it yields: up to ``HANDLER_BATCH`` (less when
+        many tasks are runnable), or a seeded draw."""
+        return self._turn.share(HANDLER_BATCH) if self._noise is None else self._draw()
 
     def _draw(self) -> int:
         assert self._noise is not None

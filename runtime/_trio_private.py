@@ -8,6 +8,9 @@ Trio changes the internals we rely on, so an upgrade cannot silently degrade us.
 * ``is_cancelled(task)``: whether a blocking call in *task* would raise ``Cancelled`` now
   (public equivalent: ``trio.current_effective_deadline() == -inf``, which walks the
   whole cancel-scope chain and costs about 3x more).
+* ``runnable_count()``: ``current_statistics().tasks_runnable`` without building the
+  statistics object (the fair share reads it every few dozen tells).
+* ``schedule_hooks``: seeding Trio's scheduling order; ``clock_reader``: the clock as a C call.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ __all__ = [
     "cancel_pending",
     "current_task_fast",
     "is_cancelled",
+    "runnable_count",
     "uncancelled_task",
 ]
 
@@ -185,3 +189,29 @@ def clock_reader(clock: trio.abc.Clock) -> tuple[Callable[[], float], float]:
 
         return time.perf_counter, clock.offset  # type: ignore[attr-defined]
     return clock.current_time, 0.0
+
+
+# -- how many tasks wait for the CPU ------------------------------------------------------
+
+
+def _public_runnable_count() -> int:
+    return trio.lowlevel.current_statistics().tasks_runnable
+
+
+def _probe_runnable() -> Callable[[], int]:
+    if not FAST_CANCEL_CHECK:  # pragma: no cover - untested Trio: the public statistics
+        return _public_runnable_count
+    from trio._core._run import GLOBAL_RUN_CONTEXT
+
+    run_context = GLOBAL_RUN_CONTEXT
+
+    def runnable_count() -> int:
+        return len(run_context.runner.runq)
+
+    return runnable_count
+
+
+#: Tasks on Trio's run queue now (``current_statistics().tasks_runnable`` without building
+#: the statistics object). Trio empties that queue at the start of every scheduling turn
+#: and tasks join it as they yield or are woken, so within a turn it only grows.
+runnable_count = _probe_runnable()

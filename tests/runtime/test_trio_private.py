@@ -154,6 +154,27 @@ async def test_cancel_pending_and_uncancelled_task_agree_with_public_api() -> No
             assert uncancelled_task() is trio.lowlevel.current_task()
 
 
+async def test_runnable_count_agrees_with_public_statistics() -> None:
+    from trioxide.runtime._trio_private import runnable_count
+
+    assert runnable_count is not _trio_private._public_runnable_count  # the fast read
+    seen: list[tuple[int, int]] = []
+
+    async def spin() -> None:
+        for _ in range(3):
+            await checkpoint()
+
+    async with trio.open_nursery() as nursery:
+        for _ in range(5):
+            nursery.start_soon(spin)
+        for _ in range(4):
+            seen.append((runnable_count(), trio.lowlevel.current_statistics().tasks_runnable))
+            await checkpoint()
+    assert all(fast == public for fast, public in seen), seen
+    assert seen[0][0] == 5  # the five new tasks wait for the next turn
+    assert runnable_count() == 0
+
+
 def test_helpers_refuse_outside_trio() -> None:
     from trioxide.runtime._trio_private import cancel_pending, current_task_fast, uncancelled_task
 
