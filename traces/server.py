@@ -19,12 +19,32 @@ Protocol (JSON text frames). Server to client::
 Client to server: ``{"type": "ping"}`` only. Any other frame (not JSON, not an object,
 an unknown type, a binary frame) closes *that* connection with code 1003.
 
+Columns (``/ws?format=columns``, what the browser viewer asks for): the same frames, but
+the events come in ``columns`` frames instead of ``events`` frames, one array per field,
+and every string field (kind, actor, peer, msg_type, detail, outcome) as an index into
+the frame's own string table: index 0 stands for an absent field, index ``i >= 1`` for
+``strings[i - 1]`` (every frame can be decoded alone)::
+
+    {"type": "columns", "n": 2, "strings": ["send", "sled/a", "Ping", "receive"],
+     "seq": [7, 8], "t": [0.5, 0.75], "kind": [1, 4], "actor": [2, 2], "peer": [0, 0],
+     "msg_id": [7, 7], "cause": [null, null], "corr": [null, null], "msg_type": [3, 3],
+     "detail": [0, 0], "outcome": [0, 0], "payload": ["{...}", null]}
+
+An absent number or payload is ``null``; a payload is its JSON text, as a string. ``hello``
+then also says ``"format": "columns"``, and a replay's ``end`` adds ``"events"`` (the number sent)
+and ``"build_s"`` (seconds the server spent reading the file and building the frames for
+this client). A handshake asking for another format is refused (400).
+
 Sources:
 
-* **replay** (:meth:`TraceServer.from_file`): the file is read once with the tolerant
-  reader; every client gets ``hello``, the events in order (``line_error`` frames at the
-  place of the damaged lines, which are skipped), then ``end``. In the ``hello`` frame,
-  ``total`` is the number of events that follow.
+* **replay** (:meth:`TraceServer.from_file`): when the server starts, the file is
+  checked in one decoding pass that keeps nothing but counts (``total``); it is then read
+  again for each client as its frames are sent, a chunk at a time in a worker thread, so
+  memory stays bounded whatever the size of the file and the browser parses the first
+  frames while the server builds the next. Every client gets ``hello``, the events in
+  order (``line_error`` frames at the place of the damaged lines, which are skipped, as
+  ``traces.iter_trace`` does), then ``end``. In the ``hello`` frame, ``total`` is the
+  number of events that follow. Lines appended to the file after the start are not sent.
 * **live** (:attr:`TraceServer.sink`): a :class:`traces.Sink` whose ``write`` never
   blocks, never raises and costs O(number of clients): the event goes into a bounded
   history ring and into each client's bounded queue. A client whose queue is full loses
@@ -50,15 +70,19 @@ timeouts rather than failing connections. A runtime in virtual time can also fee
 
 from __future__ import annotations
 
+import concurrent.futures
+import contextlib
 import hmac
 import ipaddress
 import itertools
 import logging
 import math
+import multiprocessing
 import os
 import secrets
+import time
 from collections import deque
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from importlib import resources
 from typing import Any, Final
@@ -143,6 +167,13 @@ class ServerStatistics:
 
 # -- framing -----------------------------------------------------------------------------
 
+#: The WebSocket frame formats a client may ask for (``/ws?format=...``).
+LEGACY: Final = "events"
+COLUMNS: Final = "columns"
+_FORMATS: Final = frozenset({LEGACY, COLUMNS})
+#: Events per ``columns`` frame (also capped at ``max_frame_bytes``): about 300 kB.
+_COLUMN_BATCH: Final = 4096
+
 
 def _event_frames(
     events: Iterable[TraceEvent], max_events: int, max_bytes: int
@@ -169,6 +200,305 @@ def _join(parts: list[bytes]) -> str:
 
 def _json(obj: Any) -> str:
     return _encode(obj).decode()
+
+
+class _StringTable(dict[str | None, int]):
+    """A ``columns`` frame's string table: index 0 is ``None`` (an absent field), then
+    each string in the order it first appears (``strings``)."""
+
+    def __init__(self) -> None:
+        super().__init__({None: 0})
+        self.strings: list[str] = []
+
+    def __missing__(self, key: str | None) -> int:
+        index = len(self)
+        self[key] = index
+        self.strings.append(key)  # type: ignore[arg-type]  # None is always present
+        return index
+
+
+def _column_frame(events: Sequence[TraceEvent]) -> str:
+    """One ``columns`` frame of *events*, with its own string table."""
+    s = _StringTable()
+    frame = {
+        "type": "columns",
+        "n": len(events),
+        "seq": [e.seq for e in events],
+        "t": [e.t for e in events],
+        "kind": [s[e.kind] for e in events],
+        "actor": [s[e.actor] for e in events],
+        "peer": [s[e.peer] for e in events],
+        "msg_id": [e.msg_id for e in events],
+        "cause": [e.cause for e in events],
+        "corr": [e.corr for e in events],
+        "msg_type": [s[e.msg_type] for e in events],
+        "detail": [s[e.detail] for e in events],
+        "outcome": [s[e.outcome] for e in events],
+        "payload": [bytes(e.payload).decode() if e.payload else None for e in events],
+        "strings": s.strings,
+    }
+    return _encode(frame).decode()
+
+
+def _column_frames(
+    events: Sequence[TraceEvent], max_events: int, max_bytes: int
+) -> Iterator[tuple[str, int]]:
+    """*events* as ``columns`` frames of at most *max_events* events and *max_bytes*
+    bytes each (unless a single event is larger)."""
+    for start in range(0, len(events), max_events):
+        yield from _frames_within(events[start : start + max_events], max_bytes)
+
+
+def _frames_within(events: Sequence[TraceEvent], max_bytes: int) -> Iterator[tuple[str, int]]:
+    frame = _column_frame(events)
+    if len(frame) <= max_bytes or len(events) == 1:
+        yield frame, len(events)
+    else:  # too large (large payloads): halves
+        half = len(events) // 2
+        yield from _frames_within(events[:half], max_bytes)
+        yield from _frames_within(events[half:], max_bytes)
+
+
+def _frames(
+    fmt: str, events: Sequence[TraceEvent], batch: int, max_bytes: int
+) -> Iterator[tuple[str, int]]:
+    """*events* as frames of format *fmt* (``columns`` frames hold at least
+    ``_COLUMN_BATCH`` events unless *max_bytes* says otherwise)."""
+    if fmt == LEGACY:
+        return _event_frames(events, batch, max_bytes)
+    return _column_frames(events, max(batch, _COLUMN_BATCH), max_bytes)
+
+
+# -- reading a replayed file ---------------------------------------------------------------
+#
+# When the server starts, the file is cut into chunks of whole lines (their byte ranges)
+# and every chunk is decoded once to count its events and find its damaged lines. Each
+# client's frames are then built chunk by chunk, independently of each other: in a pool of
+# worker processes for a large file (so that the cores of the machine share the decoding,
+# which the GIL would otherwise serialize), in a worker thread for a small one. Old-schema
+# files (upgraded by traces' reader) are read with iter_trace, in a worker thread.
+
+_decode_event = msgspec.json.Decoder(TraceEvent).decode
+_READ_BLOCK: Final = 1 << 20  # bytes read at a time
+_CHUNK_LINES: Final = 4096  # lines decoded at a time
+#: Files of at least this many chunks are decoded by a process pool (when there are
+#: several CPUs); smaller ones in a worker thread.
+_POOL_MIN_CHUNKS: Final = 16
+#: Chunks being built ahead of the one being sent, per client.
+_AHEAD: Final = 4
+
+
+@dataclass(frozen=True)
+class _Chunk:
+    """Whole lines of a trace file: *size* bytes from *offset*, the first being *line*."""
+
+    offset: int
+    size: int
+    line: int
+
+
+@dataclass(frozen=True)
+class _ReplaySource:
+    """A replayed file: its chunks (none for an old-schema file, read with iter_trace)."""
+
+    path: str
+    chunks: tuple[_Chunk, ...]
+    old_schema: bool
+
+
+def _replay_source(path: str) -> _ReplaySource:
+    """Cut *path* into chunks of ``_CHUNK_LINES`` lines after its header (the lines there
+    now: lines appended later are not part of the replay)."""
+    with open(path, "rb") as f:
+        header = msgspec.json.decode(f.readline(), type=TraceHeader)
+        if header.trioxide_trace < 2:
+            return _ReplaySource(path, (), old_schema=True)
+        chunks: list[_Chunk] = []
+        offset = f.tell()
+        line = 2
+        count = 0  # lines in the chunk being measured
+        size = 0
+        tail = b""
+        while block := f.read(_READ_BLOCK):
+            lines = (tail + block).split(b"\n")
+            tail = lines.pop()  # an incomplete line (or b"")
+            i = 0
+            while i < len(lines):
+                take = min(_CHUNK_LINES - count, len(lines) - i)
+                size += sum(map(len, lines[i : i + take])) + take
+                count += take
+                i += take
+                if count == _CHUNK_LINES:
+                    chunks.append(_Chunk(offset, size, line))
+                    offset += size
+                    line += count
+                    count = size = 0
+        if tail:  # the last line has no newline
+            size += len(tail)
+            count += 1
+        if count:
+            chunks.append(_Chunk(offset, size, line))
+    return _ReplaySource(path, tuple(chunks), old_schema=False)
+
+
+def _chunk_lines(path: str, chunk: _Chunk) -> list[bytes]:
+    with open(path, "rb") as f:
+        f.seek(chunk.offset)
+        data = f.read(chunk.size)
+    lines = data.split(b"\n")
+    if data.endswith(b"\n"):
+        lines.pop()
+    return lines
+
+
+def _decode_chunk(lines: list[bytes], first: int) -> Iterator[list[TraceEvent] | LineError]:
+    """Decode *lines* (numbered from *first*) as ``iter_trace`` does: the events,
+    expanded, and a ``LineError`` in place of each line that is not an event."""
+    try:  # the common case: every line is an event
+        events = [_decode_event(line) for line in lines]
+    except msgspec.DecodeError:  # a damaged or a blank line: one at a time
+        pass
+    else:
+        yield _expanded(events)
+        return
+    good: list[TraceEvent] = []
+    for n, line in enumerate(lines, start=first):
+        if not line.strip():
+            continue
+        try:
+            good.append(_decode_event(line))
+        except msgspec.DecodeError as exc:
+            if good:
+                yield _expanded(good)
+                good = []
+            yield LineError(n, str(exc))
+    if good:
+        yield _expanded(good)
+
+
+def _expanded(events: list[TraceEvent]) -> list[TraceEvent]:
+    """*events* with every folded handle expanded (``traces.expand``)."""
+    folded = [i for i, e in enumerate(events) if e.t0 is not None]
+    if not folded:
+        return events
+    out: list[TraceEvent] = []
+    start = 0
+    for i in folded:
+        out.extend(events[start:i])
+        out.extend(expand(events[i : i + 1]))
+        start = i + 1
+    out.extend(events[start:])
+    return out
+
+
+def _count_chunk(path: str, chunk: _Chunk) -> tuple[int, list[LineError]]:
+    """The number of events in *chunk* and its damaged lines (runs in a worker)."""
+    count = 0
+    errors: list[LineError] = []
+    for item in _decode_chunk(_chunk_lines(path, chunk), chunk.line):
+        if isinstance(item, LineError):
+            errors.append(item)
+        else:
+            count += len(item)
+    return count, errors
+
+
+@dataclass(frozen=True)
+class _Built:
+    """A chunk's frames, ready to send, and the CPU seconds it took to build them."""
+
+    frames: list[tuple[str, int]]
+    cpu: float
+
+
+#: A chunk being built by the pool, or built already (in a worker thread).
+_Building = concurrent.futures.Future[_Built] | _Built
+
+
+def _error_frame(error: LineError) -> str:
+    return _json({"type": "line_error", "line": error.line, "error": error.error})
+
+
+def _build_chunk(path: str, chunk: _Chunk, fmt: str, batch: int, max_bytes: int) -> _Built:
+    """The frames of *chunk* in format *fmt* (runs in a worker)."""
+    started = time.process_time()
+    frames: list[tuple[str, int]] = []
+    for item in _decode_chunk(_chunk_lines(path, chunk), chunk.line):
+        if isinstance(item, LineError):
+            frames.append((_error_frame(item), 0))
+        else:
+            frames.extend(_frames(fmt, item, batch, max_bytes))
+    return _Built(frames, time.process_time() - started)
+
+
+def _upgraded(path: str) -> Iterator[list[TraceEvent] | LineError]:
+    """An old-schema file, through ``iter_trace`` (which upgrades its events)."""
+    errors: list[LineError] = []
+    pending: list[TraceEvent] = []
+    for event in iter_trace(path, errors):
+        if errors:
+            if pending:
+                yield pending
+                pending = []
+            yield from errors
+            errors.clear()
+        pending.append(event)
+        if len(pending) >= _CHUNK_LINES:
+            yield pending
+            pending = []
+    if pending:
+        yield pending
+    yield from errors
+
+
+def _count_upgraded(path: str) -> tuple[int, list[LineError]]:
+    count = 0
+    errors: list[LineError] = []
+    for item in _upgraded(path):
+        if isinstance(item, LineError):
+            errors.append(item)
+        else:
+            count += len(item)
+    return count, errors
+
+
+def _build_upgraded(
+    items: Iterator[list[TraceEvent] | LineError], fmt: str, batch: int, max_bytes: int
+) -> _Built | None:
+    """The next frames of an old-schema file (``None`` at its end)."""
+    started = time.process_time()
+    item = next(items, None)
+    if item is None:
+        return None
+    if isinstance(item, LineError):
+        frames = [(_error_frame(item), 0)]
+    else:
+        frames = list(_frames(fmt, item, batch, max_bytes))
+    return _Built(frames, time.process_time() - started)
+
+
+def _new_pool() -> concurrent.futures.ProcessPoolExecutor | None:
+    """Worker processes to decode a large file with (none on a single CPU)."""
+    workers = min(os.cpu_count() or 1, 4)
+    if workers < 2:
+        return None
+    context = multiprocessing.get_context("spawn")  # never fork a process with threads
+    return concurrent.futures.ProcessPoolExecutor(workers, mp_context=context)
+
+
+async def _result(future: concurrent.futures.Future[_Built]) -> _Built:
+    """Wait for *future* (of a worker process) without blocking Trio."""
+    if not future.done():
+        done = trio.Event()
+        token = trio.lowlevel.current_trio_token()
+
+        def wake(_: object) -> None:
+            with contextlib.suppress(trio.RunFinishedError):
+                token.run_sync_soon(done.set)
+
+        future.add_done_callback(wake)
+        await done.wait()
+    return future.result()
 
 
 # -- the live sink -----------------------------------------------------------------------
@@ -484,7 +814,8 @@ class TraceServer:
         self._client_limit = client_queue
         self._sink = TraceServerSink(history)
         self._replay_path: str | None = None
-        self._replay: list[tuple[str, int]] | None = None
+        self._replay: _ReplaySource | None = None
+        self._pool: concurrent.futures.ProcessPoolExecutor | None = None
         self._replay_events = 0
         self._line_errors = 0
         self._ids = itertools.count(1)
@@ -509,7 +840,8 @@ class TraceServer:
         """A server replaying the trace file *path* to every client.
 
         The header is checked now (``ValueError`` if *path* is not a trioxide trace,
-        ``OSError`` if it cannot be read); the events are read when :meth:`serve` starts.
+        ``OSError`` if it cannot be read); the events are counted when :meth:`serve`
+        starts, and read again for each client as they are sent.
         """
         with open(path, "rb") as f:
             first = f.readline()
@@ -581,11 +913,13 @@ class TraceServer:
 
     async def serve(self, *, task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED) -> None:
         """Listen and serve until cancelled (or :meth:`close`). ``nursery.start`` returns
-        the bound port. A replay file is read (in a worker thread) before listening."""
+        the bound port. A replay file is counted (in a worker thread) before listening."""
         if self._scope is not None:
             raise RuntimeError("this server is already serving")
         if self._replay_path is not None and self._replay is None:
             self._replay = await trio.to_thread.run_sync(self._load_replay, self._replay_path)
+        elif self._replay is not None and self._wants_pool(self._replay):
+            self._pool = _new_pool()
         listeners = await trio.open_tcp_listeners(self._want_port, host=self.host)
         if self._want_port == 0:
             # "localhost" may resolve to both ::1 and 127.0.0.1, each with its own port.
@@ -604,41 +938,37 @@ class TraceServer:
         finally:
             self._sink._bind(None)
             self._scope = None
+            if self._pool is not None:
+                self._pool.shutdown(wait=False, cancel_futures=True)
+                self._pool = None
 
     def close(self) -> None:
         """Stop serving (from the Trio thread): :meth:`serve` returns."""
         if self._scope is not None:
             self._scope.cancel()
 
-    def _load_replay(self, path: str) -> list[tuple[str, int]]:
-        frames: list[tuple[str, int]] = []
-        errors: list[LineError] = []
-        pending: list[TraceEvent] = []
-        count = 0
+    @staticmethod
+    def _wants_pool(source: _ReplaySource) -> bool:
+        return len(source.chunks) >= _POOL_MIN_CHUNKS
 
-        def flush() -> None:
-            frames.extend(_event_frames(pending, self._batch, self._max_bytes))
-            pending.clear()
-
-        def report() -> None:
-            flush()
-            for err in errors:
-                frames.append(
-                    (_json({"type": "line_error", "line": err.line, "error": err.error}), 0)
-                )
-            self._line_errors += len(errors)
-            errors.clear()
-
-        for event in iter_trace(path, errors):
-            if errors:
-                report()
-            pending.append(event)
-            count += 1
-            if len(pending) >= self._batch:
-                flush()
-        report()
+    def _load_replay(self, path: str) -> _ReplaySource:
+        """Cut the file into chunks and count their events (in a worker thread)."""
+        source = _replay_source(path)
+        if source.old_schema:
+            count, errors = _count_upgraded(path)
+        else:
+            if self._wants_pool(source):
+                self._pool = _new_pool()
+            if self._pool is not None:
+                paths = itertools.repeat(path)
+                counted = list(self._pool.map(_count_chunk, paths, source.chunks, chunksize=4))
+            else:
+                counted = [_count_chunk(path, chunk) for chunk in source.chunks]
+            count = sum(n for n, _ in counted)
+            errors = [error for _, chunk_errors in counted for error in chunk_errors]
         self._replay_events = count
-        return frames
+        self._line_errors = len(errors)
+        return source
 
     # -- connections -----------------------------------------------------------------
 
@@ -687,6 +1017,8 @@ class TraceServer:
                     b"websocket version 13 only\n",
                     extra=[("Sec-WebSocket-Version", "13")],
                 )
+            elif request.query.get("format", [LEGACY])[0] not in _FORMATS:
+                await self._respond(stream, 400, b"unknown format (events, columns)\n")
             else:
                 await self._websocket(stream, head + b"\r\n\r\n" + rest, request)
             return
@@ -782,8 +1114,9 @@ class TraceServer:
                     return
                 with trio.fail_after(self._timeout):
                     ws = await ws_request.accept()
+                fmt = request.query.get("format", [LEGACY])[0]
                 try:
-                    await self._serve_client(ws, remote)
+                    await self._serve_client(ws, remote, fmt)
                 finally:
                     with trio.move_on_after(_CLOSE_TIMEOUT) as cleanup:
                         cleanup.shield = True
@@ -793,7 +1126,9 @@ class TraceServer:
             finally:
                 nursery.cancel_scope.cancel()
 
-    async def _serve_client(self, ws: trio_websocket.WebSocketConnection, remote: str) -> None:
+    async def _serve_client(
+        self, ws: trio_websocket.WebSocketConnection, remote: str, fmt: str
+    ) -> None:
         client = _Client(next(self._ids), remote, self._client_limit)
         self._clients[client.id] = client
         try:
@@ -801,9 +1136,9 @@ class TraceServer:
                 nursery.start_soon(self._read_client, ws, nursery.cancel_scope)
                 try:
                     if self._replay is not None:
-                        await self._pump_replay(ws, client, self._replay)
+                        await self._pump_replay(ws, client, self._replay, fmt)
                     else:
-                        await self._pump_live(ws, client)
+                        await self._pump_live(ws, client, fmt)
                 except trio_websocket.ConnectionClosed:
                     nursery.cancel_scope.cancel()
         finally:
@@ -835,7 +1170,9 @@ class TraceServer:
         finally:
             done.cancel()
 
-    def _hello(self, **extra: Any) -> str:
+    def _hello(self, fmt: str, **extra: Any) -> str:
+        if fmt != LEGACY:
+            extra["format"] = fmt
         return _json(
             {"type": "hello", "header": msgspec.to_builtins(self.header), "mode": self.mode} | extra
         )
@@ -844,19 +1181,68 @@ class TraceServer:
         self,
         ws: trio_websocket.WebSocketConnection,
         client: _Client,
-        frames: list[tuple[str, int]],
+        source: _ReplaySource,
+        fmt: str,
     ) -> None:
-        await ws.send_message(self._hello(total=self._replay_events))
-        for frame, count in frames:
-            await ws.send_message(frame)
-            client.sent += count
-        await ws.send_message(_END)
+        """Send the file: the next chunks are built (by the process pool, or a worker
+        thread) while this task sends the frames of the previous ones, in order."""
+        await ws.send_message(self._hello(fmt, total=self._replay_events))
+        send, receive = trio.open_memory_channel[_Building](_AHEAD)
+        pending: list[concurrent.futures.Future[_Built]] = []
+        build = (source.path, fmt, self._batch, self._max_bytes)
 
-    async def _pump_live(self, ws: trio_websocket.WebSocketConnection, client: _Client) -> None:
+        async def produce() -> None:
+            async with send:
+                if source.old_schema:
+                    items = _upgraded(source.path)
+                    while built := await trio.to_thread.run_sync(
+                        _build_upgraded, items, *build[1:]
+                    ):
+                        await send.send(built)
+                    return
+                for chunk in source.chunks:
+                    pool = self._pool
+                    if pool is not None:
+                        future = pool.submit(_build_chunk, source.path, chunk, *build[1:])
+                        pending.append(future)
+                        await send.send(future)
+                    else:
+                        await send.send(
+                            await trio.to_thread.run_sync(
+                                _build_chunk, source.path, chunk, *build[1:]
+                            )
+                        )
+
+        events = 0
+        cpu = 0.0
+        try:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(produce)
+                async with receive:
+                    async for item in receive:
+                        built = item if isinstance(item, _Built) else await _result(item)
+                        cpu += built.cpu
+                        for frame, count in built.frames:
+                            await ws.send_message(frame)
+                            client.sent += count
+                            events += count
+        finally:
+            for future in pending:
+                future.cancel()
+        if fmt == LEGACY:
+            await ws.send_message(_END)
+        else:
+            await ws.send_message(
+                _json({"type": "end", "events": events, "build_s": round(cpu, 3)})
+            )
+
+    async def _pump_live(
+        self, ws: trio_websocket.WebSocketConnection, client: _Client, fmt: str
+    ) -> None:
         sink = self._sink
-        await ws.send_message(self._hello())
+        await ws.send_message(self._hello(fmt))
         history = sink._attach(client)
-        for frame, count in _event_frames(history, self._batch, self._max_bytes):
+        for frame, count in _frames(fmt, history, self._batch, self._max_bytes):
             await ws.send_message(frame)
             client.sent += count
         del history
@@ -873,7 +1259,7 @@ class TraceServer:
             waiter = sink._waiter()
             if queue:
                 batch = [queue.popleft() for _ in range(min(len(queue), self._batch))]
-                for frame, count in _event_frames(batch, self._batch, self._max_bytes):
+                for frame, count in _frames(fmt, batch, self._batch, self._max_bytes):
                     await ws.send_message(frame)
                     client.sent += count
             elif client.dropped != client.reported:

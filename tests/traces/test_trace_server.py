@@ -428,3 +428,126 @@ def test_from_file_refuses_a_file_that_is_not_a_trace(tmp_path: Path) -> None:
         TraceServer.from_file(path)
     with pytest.raises(FileNotFoundError):
         TraceServer.from_file(tmp_path / "missing.jsonl")
+
+
+# -- the columns format (what the browser viewer asks for) -------------------------------
+
+_STRING_FIELDS = ("kind", "actor", "peer", "msg_type", "detail", "outcome")
+_NUMBER_FIELDS = ("seq", "t", "msg_id", "cause", "corr")
+
+
+def decode_columns(frame: dict[str, Any]) -> list[traces.TraceEvent]:
+    """A ``columns`` frame back into events, with its own string table only."""
+    assert frame["type"] == "columns"
+    n = frame["n"]
+    strings = [None, *frame["strings"]]
+    out = []
+    for i in range(n):
+        fields: dict[str, Any] = {k: frame[k][i] for k in _NUMBER_FIELDS}
+        fields.update({k: strings[frame[k][i]] for k in _STRING_FIELDS})
+        payload = frame["payload"][i]
+        if payload is not None:
+            fields["payload"] = msgspec.Raw(payload.encode())
+        out.append(msgspec.convert(fields, traces.TraceEvent))
+    return out
+
+
+async def replay_columns(server: TraceServer) -> tuple[dict[str, Any], list[Any], dict[str, Any]]:
+    """hello, the events and line errors in order, and end."""
+    async with serving(server), client(server, "/ws?format=columns") as ws:
+        hello = await recv(ws)
+        items: list[Any] = []
+        while (frame := await recv(ws))["type"] != "end":
+            if frame["type"] == "line_error":
+                items.append(frame["line"])
+            else:
+                items.extend(decode_columns(frame))
+        return hello, items, frame
+
+
+def comparable(e: traces.TraceEvent) -> bytes:
+    return msgspec.json.encode(e)
+
+
+@pytest.mark.parametrize("pool", [False, True], ids=["thread", "process-pool"])
+async def test_columns_replay_gives_back_every_event_of_a_real_trace(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, pool: bool
+) -> None:
+    # A real runtime's trace (folded receives, payloads, failures, tasks), one damaged line.
+    from trioxide.traces import server as server_module
+
+    path = tmp_path / "run.jsonl"
+    sink = traces.JsonlFileSink(path, traces.TraceHeader(seed=5))
+    tracer = traces.Tracer(sink, payloads=True)
+    await run_traced_scenario(tracer)
+    tracer.close()
+    lines = path.read_bytes().splitlines()
+    damaged_at = len(lines) // 2
+    lines.insert(damaged_at, b'{"seq": oops')
+    path.write_bytes(b"\n".join(lines) + b"\n")
+    expected = traces.read_trace(path)
+    assert expected.errors and expected.errors[0].line == damaged_at + 1
+    if pool:  # small chunks, so that even this file is decoded by the worker processes
+        monkeypatch.setattr(server_module, "_CHUNK_LINES", 7)
+        monkeypatch.setattr(server_module, "_POOL_MIN_CHUNKS", 2)
+    server = TraceServer.from_file(path)
+    hello, items, end = await replay_columns(server)
+    assert hello["format"] == "columns" and hello["total"] == len(expected.events)
+    got = [x for x in items if isinstance(x, traces.TraceEvent)]
+    assert [comparable(e) for e in got] == [comparable(e) for e in expected.events]
+    # the damaged line is reported in its place, between the events around it
+    at = next(i for i, x in enumerate(items) if isinstance(x, int))
+    assert items[at] == damaged_at + 1
+    assert end["events"] == len(expected.events)
+
+
+async def test_columns_frames_stay_within_the_byte_budget_and_decode_alone(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "big.jsonl"
+    payload = msgspec.Raw(msgspec.json.encode({"blob": "y" * 3000}))
+    write_trace(
+        path,
+        [msgspec.json.encode(ev(s, actor=f"sled/a{s % 7}", payload=payload)) for s in range(1, 51)],
+    )
+    server = TraceServer.from_file(path, max_frame_bytes=10_000)
+    async with serving(server), client(server, "/ws?format=columns") as ws:
+        await recv(ws)
+        seqs: list[int] = []
+        while (message := await ws.get_message()) and '"type":"end"' not in str(message):
+            assert len(message) <= 10_000
+            frame = json.loads(message)
+            seqs.extend(e.seq for e in decode_columns(frame))  # each frame decodes alone
+        assert seqs == list(range(1, 51))
+
+
+async def test_live_columns_clients_get_history_then_live_events() -> None:
+    server = TraceServer(history=100)
+    sink = server.sink
+    for seq in range(1, 4):
+        sink.write(ev(seq, detail=f"d{seq}"))
+    async with serving(server), client(server, "/ws?format=columns") as ws:
+        hello = await recv(ws)
+        assert hello["mode"] == "live" and hello["format"] == "columns"
+        got: list[traces.TraceEvent] = []
+        while len(got) < 3:
+            got.extend(decode_columns(await recv(ws)))
+        sink.write(ev(4, kind="receive", peer="sled/b", msg_type="Ping"))
+        while len(got) < 4:
+            got.extend(decode_columns(await recv(ws)))
+        assert [comparable(e) for e in got] == [
+            comparable(e)
+            for e in [ev(1, detail="d1"), ev(2, detail="d2"), ev(3, detail="d3")]
+            + [ev(4, kind="receive", peer="sled/b", msg_type="Ping")]
+        ]
+
+
+async def test_an_unknown_format_is_refused_at_the_handshake() -> None:
+    server = TraceServer()
+    async with serving(server):
+        with pytest.raises(trio_websocket.ConnectionRejected) as refused:
+            async with client(server, "/ws?format=xml"):
+                pass  # pragma: no cover
+        assert refused.value.status_code == 400
+        async with client(server, "/ws?format=columns") as ws:  # the server serves on
+            assert (await recv(ws))["format"] == "columns"

@@ -3,9 +3,17 @@
 // arrow per message (send -> receive), handler slices (receive -> handle), reply arrows back
 // to the asker, and marks for admission decisions, failures, drops, timeouts and so on.
 //
+// Scale: the server sends `columns` frames (one array per field, strings as indices into a
+// string table built up over the connection). Each frame is parsed as it arrives and
+// appended to columnar storage: typed arrays per field (Float64Array times and seqs,
+// Int32Array actor / peer / message indices, interned strings), plus typed-array indexes of
+// the messages, handler slices and arrows. A replay is drawn once, when it has all arrived
+// (a progress bar meanwhile); live data is drawn as it comes, throttled by what a draw costs.
 // Only what is visible is drawn: events are kept in seq order (their time never decreases),
-// so the visible window is found by binary search; redraws are batched with
-// requestAnimationFrame. Test hooks: window.viewer.{stats, select, eventPosition, ...}.
+// so the visible window is found by binary search, and zoomed out, marks, arrows and slices
+// that land on the same pixels are drawn once. The actor tree renders only its visible rows.
+// Test hooks: window.viewer.{stats, select, eventPosition, ...}; load timings and a ready
+// flag: window.__trioxide.{ready, timing}.
 'use strict';
 
 (() => {
@@ -50,30 +58,121 @@
     handle: { shape: 'sliceEnd', color: '#3ba6c8' },
     reply: { shape: 'dashed', color: '#c9a0ff' },
   };
-  const KIND_SET = new Set(KINDS);
+  const KIND_INDEX = new Map(KINDS.map((k, i) => [k, i]));
+  const K_SEND = KIND_INDEX.get('send');
+  const K_RECEIVE = KIND_INDEX.get('receive');
+  const K_HANDLE = KIND_INDEX.get('handle');
+  const K_REPLY = KIND_INDEX.get('reply');
+  const K_ADMIT = KIND_INDEX.get('admit');
+  const K_CANCEL = KIND_INDEX.get('cancel');
+  const K_STOP = KIND_INDEX.get('stop');
+  const K_FAIL = KIND_INDEX.get('fail');
+  // The mark of each kind (by kind index; null for arrows and slices).
+  const MARK_OF = KINDS.map((k) => MARKS[k] || null);
   const collator = new Intl.Collator(undefined, { numeric: true });
   const $ = (id) => document.getElementById(id);
+  // While a replay loads, the progress bar is updated at most this often (ms).
+  const PROGRESS_EVERY_MS = 250;
+
+  // -- columnar storage ----------------------------------------------------------------
+  // A growable set of same-length typed arrays (one per field): `n` rows in use.
+  function table(fields) {
+    const t = { n: 0, cap: 0, fields };
+    for (const k of Object.keys(fields)) t[k] = new fields[k](0);
+    return t;
+  }
+
+  function reserve(t, need) {
+    if (need <= t.cap) return;
+    const cap = Math.max(need, Math.ceil(t.cap * 1.5), 1024);
+    for (const [k, T] of Object.entries(t.fields)) {
+      const a = new T(cap);
+      a.set(t[k].subarray(0, t.n));
+      t[k] = a;
+    }
+    t.cap = cap;
+  }
+
+  function clearTable(t) {
+    t.n = 0;
+    t.cap = 0;
+    for (const [k, T] of Object.entries(t.fields)) t[k] = new T(0);
+  }
+
+  // Events, in arrival (seq) order. Strings are indices into STR, actors and peers node
+  // ids, absent values -1. `msg` is the event's message (index into MS), `f` whether it
+  // passes the filters.
+  const EV = table({
+    seq: Float64Array, t: Float64Array, kind: Uint8Array, actor: Int32Array, peer: Int32Array,
+    msgId: Float64Array, cause: Float64Array, corr: Float64Array, type: Int32Array,
+    detail: Int32Array, outcome: Int32Array, pl: Int32Array, msg: Int32Array, f: Uint8Array,
+  });
+  // Messages (by msg_id): their send, receive and handle events, first reply, type (string
+  // index), VMM (index into VMM_NAMES, from the payload's propolis_id) and handler slice.
+  const MS = table({
+    id: Float64Array, send: Int32Array, recv: Int32Array, handle: Int32Array, reply: Int32Array,
+    type: Int32Array, vmm: Int32Array, slice: Int32Array,
+  });
+  // Handler slices, in receive order: the receive and the event that ended it (-1: open).
+  const SL = table({ r: Int32Array, h: Int32Array });
+  // Arrows (messages with both a send and a receive), appended when the later arrives.
+  const AR = table({ m: Int32Array });
+
+  // Interned strings and what they stand for (filled lazily, by string index); index 0 is
+  // "absent".
+  let STR = [null];
+  let strIds = new Map(); // string -> its index in STR
+  // By string index (grown with STR): the kind (-1: not seen as a kind yet), the node
+  // (-1: not seen as an actor or peer yet), 1 once seen as a message type.
+  let kindOf = new Int16Array(0);
+  let nodeOf = new Int32Array(0);
+  let typeSeen = new Uint8Array(0);
+  let sliceStyleOf = []; // string index (an outcome) -> slice style
+  let admitStyleOf = []; // string index (an admit's detail) -> mark style
+  let PL = []; // payload texts (JSON), by EV.pl
+  let NODES = []; // actor tree nodes by id
+  let VROW = new Int32Array(0); // node id -> the row it is drawn on (-1: hidden)
+  let VMM_NAMES = [];
+  let vmmIds = new Map();
+  let msgById = new Map(); // msg_id -> index in MS
+  let moreReplies = new Map(); // message index -> replies after the first
+  // Handler slices still open (appended at their receive; the ones that ended since are
+  // dropped when the list is read: openNow()).
+  let openSlices = [];
 
   // -- state -----------------------------------------------------------------------------
   const S = {
     // data
-    events: [], nodes: new Map(), roots: [], msgs: new Map(), arrows: [], slices: [],
-    openSlices: new Set(), maxArrowSpan: 0, maxSliceSpan: 0, types: new Set(), vmms: new Set(),
-    unsorted: new Set(), actorCount: 0, header: null, mode: null, total: null, dropped: 0, lineErrors: [],
-    connected: false, ended: false, everConnected: false, latency: null,
+    nodes: new Map(), roots: [], maxArrowSpan: 0, maxSliceSpan: 0, types: new Set(),
+    vmms: new Set(), unsorted: new Set(), actorCount: 0, header: null, mode: null, total: null,
+    dropped: 0, lineErrors: [], connected: false, ended: false, everConnected: false, latency: null,
     // filters and derived
-    F: { actor: '', type: '', typeExact: false, vmm: '', search: '', kinds: new Set(KINDS), compact: true },
+    F: { actor: '', type: '', typeRaw: '', typeExact: false, vmm: '', search: '', kinds: new Set(KINDS), compact: true },
     fullDirty: true, treeDirty: true, layoutDirty: true, fDone: 0, aDone: 0,
     filtered: 0, fFirst: -1, fLast: -1, arrowCount: 0, rows: [], cutSeq: null,
     listsDirty: true, treeRendered: false, treeRange: null,
     // view
     xmode: 'time', k0: 0, kpp: 1, autoFit: true, follow: true, W: 0, H: 0, dpr: 1,
-    sel: null, selChain: new Set(), preferSeq: null, hover: null, hitArrows: [], lastClick: null,
+    sel: -1, selChain: new Set(), preferSeq: null, hover: null, hitArrows: [], lastClick: null,
     top: 0, playing: false, drag: null, drawQueued: false, overlayQueued: false,
     lastData: 0, lastDrawAt: 0, lastDrawCost: 0, deferTimer: 0, inputsPending: false,
-    // load and render timings (ms, performance.now() clock), see viewer.metrics()
-    M: { firstFrameAt: null, endAt: null, drawnAt: null, parseMs: 0, ingestMs: 0, draws: 0, drawMs: 0, lastDraw: null },
+    lastProgress: 0, overlayUsed: false,
   };
+
+  // Load and render timings (ms on the performance.now() clock: 0 = navigation start) and
+  // the ready flag: set once the first full draw with every event of a replay is done
+  // (live: the first draw). Read by tests and bench/bench_viewer.py.
+  function newTiming() {
+    return {
+      wsOpen: null, hello: null, firstData: null, lastData: null, end: null, drawn: null,
+      frames: 0, bytes: 0, events: 0, parseMs: 0, ingestMs: 0, indexMs: 0, drawMs: 0,
+      draws: 0, firstDrawMs: null, serverBuildS: null, lastDraw: null, lastFrameEnd: null,
+    };
+  }
+  // whenReady: a promise of the first ready (for a test to await instead of polling).
+  let resolveReady;
+  const T = { ready: false, timing: newTiming(), whenReady: new Promise((r) => { resolveReady = r; }) };
+  window.__trioxide = T;
 
   let canvas, ctx, overlay, octx, tree, treeInner, tooltip;
 
@@ -81,6 +180,18 @@
   // VMM ids in actor names: runner-<vmm>-g<generation> and propolis-<vmm> (but not the
   // "propolis-host" parent); descendants (monitor, crucible-*) inherit their VMM.
   const VMM_SEG = /^(?:runner-(.+?)(?:-g\d+)?|propolis-(?!host$)(.+))$/;
+
+  function addVmm(name) {
+    let v = vmmIds.get(name);
+    if (v === undefined) {
+      v = VMM_NAMES.length;
+      VMM_NAMES.push(name);
+      vmmIds.set(name, v);
+      S.vmms.add(name);
+      S.listsDirty = true;
+    }
+    return v;
+  }
 
   function node(path, real) {
     let n = S.nodes.get(path);
@@ -93,13 +204,15 @@
     const name = cut > 0 ? path.slice(cut + 1) : path;
     const m = VMM_SEG.exec(name);
     n = {
-      path, lower: path.toLowerCase(), name, parent, children: [], depth: parent ? parent.depth + 1 : 0,
-      real: !!real, first: -1, last: -1, count: 0, stopped: false, collapsed: false,
-      row: -1, vrow: -1, hits: 0, sub: 0, amatch: false,
-      vmm: m ? (m[1] || m[2]) : (parent ? parent.vmm : null),
+      id: NODES.length, path, lower: path.toLowerCase(), name, parent, children: [],
+      depth: parent ? parent.depth + 1 : 0, real: !!real, first: -1, last: -1, count: 0,
+      stopped: false, collapsed: false, row: -1, vrow: -1, hits: 0, sub: 0, amatch: false,
+      vmm: m ? (m[1] || m[2]) : (parent ? parent.vmm : null), open: null,
     };
-    if (n.vmm && !S.vmms.has(n.vmm)) { S.vmms.add(n.vmm); S.listsDirty = true; }
+    if (n.vmm) addVmm(n.vmm);
     if (real) S.actorCount++;
+    NODES.push(n);
+    if (n.id < VROW.length) VROW[n.id] = -1; // not laid out yet
     const siblings = parent ? parent.children : S.roots;
     siblings.push(n);
     S.unsorted.add(siblings);
@@ -108,136 +221,344 @@
     return n;
   }
 
-  function msg(id) {
-    let m = S.msgs.get(id);
-    if (!m) {
-      m = { id, send: null, receive: null, handle: null, slice: null, replies: null, type: null, vmm: null, ps: null };
-      S.msgs.set(id, m);
+  // Room in the by-string tables for every string of STR.
+  function stringsAdded() {
+    const n = STR.length;
+    if (n <= nodeOf.length) return;
+    const cap = Math.max(n, nodeOf.length * 2, 1024);
+    const grow = (a, T, fill) => { const b = new T(cap).fill(fill); b.set(a); return b; };
+    kindOf = grow(kindOf, Int16Array, -1);
+    nodeOf = grow(nodeOf, Int32Array, -1);
+    typeSeen = grow(typeSeen, Uint8Array, 0);
+  }
+
+  function nodeFor(sid) {
+    const id = node(STR[sid], true).id;
+    nodeOf[sid] = id;
+    return id;
+  }
+
+  function kindFor(sid) {
+    const name = STR[sid];
+    let k = KIND_INDEX.get(name);
+    if (k === undefined) k = addKind(name);
+    kindOf[sid] = k;
+    return k;
+  }
+
+  function msgOf(id) {
+    let m = msgById.get(id);
+    if (m === undefined) {
+      reserve(MS, MS.n + 1);
+      m = MS.n++;
+      MS.id[m] = id;
+      MS.send[m] = -1; MS.recv[m] = -1; MS.handle[m] = -1; MS.reply[m] = -1;
+      MS.type[m] = -1; MS.vmm[m] = -1; MS.slice[m] = -1;
+      msgById.set(id, m);
     }
     return m;
   }
 
-  function ingest(ev) {
-    if (!KIND_SET.has(ev.kind)) addKind(ev.kind);
-    const i = S.events.length;
-    ev.i = i;
-    ev.f = false;
-    S.events.push(ev);
-    const a = node(ev.actor, true);
-    ev.a = a;
-    if (a.first < 0) a.first = i;
-    a.last = i;
-    a.count++;
-    ev.p = ev.peer != null ? node(ev.peer, true) : null;
-    ev.m = null;
-    switch (ev.kind) {
-      case 'send': {
-        const m = msg(ev.msg_id);
-        m.send = ev;
-        ev.m = m;
-        m.type = ev.msg_type || m.type;
-        const pl = ev.payload;
-        if (pl && typeof pl === 'object' && typeof pl.propolis_id === 'string') {
-          m.vmm = pl.propolis_id;
-          if (!S.vmms.has(m.vmm)) { S.vmms.add(m.vmm); S.listsDirty = true; }
-        }
-        if (m.receive) addArrow(m);
-        break;
-      }
-      case 'receive': {
-        const m = msg(ev.msg_id);
-        m.receive = ev;
-        ev.m = m;
-        if (!m.type) m.type = ev.msg_type || null;
-        if (m.send) addArrow(m);
-        const s = { r: ev, h: null, m };
-        m.slice = s;
-        S.slices.push(s);
-        S.openSlices.add(s);
-        break;
-      }
-      case 'handle': {
-        const m = S.msgs.get(ev.msg_id);
-        if (m) {
-          m.handle = ev;
-          ev.m = m;
-          if (m.slice) endSlice(m.slice, ev);
-        }
-        break;
-      }
-      case 'cancel': {
-        // An ask given up by its caller (the handler, if running, runs on).
-        const m = ev.msg_id != null ? msg(ev.msg_id) : (ev.corr != null ? msg(ev.corr) : null);
-        ev.m = m;
-        break;
-      }
-      case 'reply': {
-        if (ev.corr != null) {
-          const m = msg(ev.corr);
-          (m.replies || (m.replies = [])).push(ev);
-          ev.m = m;
-        }
-        break;
-      }
-      case 'stop':
-      case 'fail':
-        if (ev.kind === 'stop') a.stopped = true;
-        // a handler still open on this actor ended with it
-        for (const sl of S.openSlices) if (sl.r.a === a) endSlice(sl, ev);
-        break;
-      default:
-        if (ev.msg_id != null) ev.m = msg(ev.msg_id);
-        else if (ev.corr != null) ev.m = msg(ev.corr);
+  // The VMM a message is about: its payload's top-level propolis_id. Read lazily (the first
+  // time the VMM filter or its suggestions need them), for the messages sent since.
+  let vmmScanned = 0;
+  function scanPayloadVmms() {
+    for (let m = vmmScanned; m < MS.n; m++) {
+      const s = MS.send[m];
+      if (s < 0 || EV.pl[s] < 0) continue;
+      const text = PL[EV.pl[s]];
+      if (text.includes('"propolis_id"')) payloadVmm(m, text);
     }
-    const type = ev.msg_type || (ev.m && ev.m.type);
-    if (type && !S.types.has(type)) { S.types.add(type); S.listsDirty = true; }
+    vmmScanned = MS.n;
   }
 
-  function endSlice(sl, ev) {
-    if (sl.h) return;
-    sl.h = ev;
-    S.openSlices.delete(sl);
-    const span = ev.i - sl.r.i;
+  function payloadVmm(m, text) {
+    let id = null;
+    const head = '{"propolis_id":"';
+    if (text.startsWith(head)) {
+      const end = text.indexOf('"', head.length);
+      const raw = text.slice(head.length, end);
+      if (end > 0 && !raw.includes('\\')) id = raw;
+    }
+    if (id === null) {
+      try {
+        const pl = JSON.parse(text);
+        if (pl && typeof pl === 'object' && typeof pl.propolis_id === 'string') id = pl.propolis_id;
+      } catch (e) { /* not JSON: no VMM */ }
+    }
+    if (id !== null) MS.vmm[m] = addVmm(id);
+  }
+
+  // Append one event: strings as indices into STR (0: absent), numbers and the payload
+  // null when absent. EV has room.
+  function add(seq, t, ks, as, ps, mid, cause, corr, ty, d, o, pl) {
+    let k = kindOf[ks];
+    if (k < 0) k = kindFor(ks);
+    let a = nodeOf[as];
+    if (a < 0) a = nodeFor(as);
+    let p = -1;
+    if (ps !== 0) { p = nodeOf[ps]; if (p < 0) p = nodeFor(ps); }
+    if (ty === 0) ty = null;
+    const i = EV.n++;
+    EV.seq[i] = seq;
+    EV.t[i] = t;
+    EV.kind[i] = k;
+    EV.actor[i] = a;
+    EV.peer[i] = p;
+    EV.msgId[i] = mid === null ? -1 : mid;
+    EV.cause[i] = cause === null ? -1 : cause;
+    EV.corr[i] = corr === null ? -1 : corr;
+    EV.type[i] = ty === null ? -1 : ty;
+    EV.detail[i] = d === 0 ? -1 : d;
+    EV.outcome[i] = o === 0 ? -1 : o;
+    EV.pl[i] = pl === null ? -1 : PL.push(pl) - 1;
+    EV.f[i] = 0;
+    const an = NODES[a];
+    if (an.first < 0) an.first = i;
+    an.last = i;
+    an.count++;
+    let m = -1;
+    switch (k) {
+      case K_SEND:
+        m = msgOf(mid === null ? -1 : mid);
+        MS.send[m] = i;
+        if (ty !== null) MS.type[m] = ty;
+        if (m < vmmScanned && pl !== null && pl.includes('"propolis_id"')) payloadVmm(m, pl);
+        if (MS.recv[m] >= 0) addArrow(m);
+        break;
+      case K_RECEIVE: {
+        m = msgOf(mid === null ? -1 : mid);
+        MS.recv[m] = i;
+        if (MS.type[m] < 0 && ty !== null) MS.type[m] = ty;
+        if (MS.send[m] >= 0) addArrow(m);
+        reserve(SL, SL.n + 1);
+        const s = SL.n++;
+        SL.r[s] = i;
+        SL.h[s] = -1;
+        MS.slice[m] = s;
+        openSlices.push(s);
+        if (an.open) an.open.push(s); else an.open = [s];
+        break;
+      }
+      case K_HANDLE: {
+        const mm = msgById.get(mid === null ? -1 : mid);
+        if (mm !== undefined) {
+          m = mm;
+          MS.handle[m] = i;
+          if (MS.slice[m] >= 0) endSlice(MS.slice[m], i);
+        }
+        break;
+      }
+      case K_CANCEL: // an ask given up by its caller (the handler, if running, runs on)
+        if (mid !== null) m = msgOf(mid); else if (corr !== null) m = msgOf(corr);
+        break;
+      case K_REPLY:
+        if (corr !== null) {
+          m = msgOf(corr);
+          if (MS.reply[m] < 0) MS.reply[m] = i;
+          else {
+            const more = moreReplies.get(m);
+            if (more) more.push(i); else moreReplies.set(m, [i]);
+          }
+        }
+        break;
+      case K_STOP:
+      case K_FAIL:
+        if (k === K_STOP) an.stopped = true;
+        // a handler still open on this actor ended with it
+        if (an.open && an.open.length) for (const s of an.open.splice(0)) endSlice(s, i);
+        break;
+      default:
+        if (mid !== null) m = msgOf(mid); else if (corr !== null) m = msgOf(corr);
+    }
+    EV.msg[i] = m;
+    const tt = ty !== null ? ty : (m >= 0 ? MS.type[m] : -1);
+    if (tt >= 0 && typeSeen[tt] === 0) {
+      typeSeen[tt] = 1;
+      S.types.add(STR[tt]);
+      S.listsDirty = true;
+    }
+  }
+
+  function endSlice(s, i) {
+    if (SL.h[s] >= 0) return;
+    SL.h[s] = i;
+    const r = SL.r[s];
+    const open = NODES[EV.actor[r]].open;
+    const k = open ? open.indexOf(s) : -1;
+    if (k >= 0) open.splice(k, 1);
+    const span = i - r;
     if (span > S.maxSliceSpan) S.maxSliceSpan = span;
   }
 
+  function openNow() {
+    let w = 0;
+    for (let k = 0; k < openSlices.length; k++) {
+      const s = openSlices[k];
+      if (SL.h[s] < 0) openSlices[w++] = s;
+    }
+    openSlices.length = w;
+    return openSlices;
+  }
+
   function addArrow(m) {
-    // Arrows are appended when their receive arrives: S.arrows stays sorted by receive index.
-    S.arrows.push(m);
-    const span = m.receive.i - m.send.i;
+    // Arrows are appended when their receive arrives: AR stays sorted by receive index.
+    reserve(AR, AR.n + 1);
+    AR.m[AR.n++] = m;
+    const span = MS.recv[m] - MS.send[m];
     if (span > S.maxArrowSpan) S.maxArrowSpan = span;
   }
 
+  // A `columns` frame: one array per field, strings as indices into the frame's own
+  // string table (0: absent), mapped here to the viewer's.
+  function ingestColumns(fr) {
+    const strs = fr.strings;
+    const map = new Int32Array(strs.length + 1);
+    for (let j = 0; j < strs.length; j++) map[j + 1] = intern(strs[j]);
+    const n = fr.n;
+    reserve(EV, EV.n + n);
+    const { seq, t, kind, actor, peer, msg_id: mid, cause, corr, msg_type: ty, detail, outcome, payload } = fr;
+    for (let j = 0; j < n; j++) {
+      add(seq[j], t[j], map[kind[j]], map[actor[j]], map[peer[j]], mid[j], cause[j], corr[j],
+        map[ty[j]], map[detail[j]], map[outcome[j]], payload[j]);
+    }
+  }
+
+  // The index of string s in STR (added if new); 0 for null.
+  function intern(s) {
+    if (s === undefined || s === null) return 0;
+    let id = strIds.get(s);
+    if (id === undefined) { id = STR.length; STR.push(s); strIds.set(s, id); stringsAdded(); }
+    return id;
+  }
+
+  // An `events` frame (objects: what the server sends a client that did not ask for columns).
+  function ingestObjects(evs) {
+    reserve(EV, EV.n + evs.length);
+    const v = (x) => (x === undefined ? null : x);
+    for (const ev of evs) {
+      add(ev.seq, ev.t, intern(ev.kind), intern(ev.actor), intern(ev.peer), v(ev.msg_id),
+        v(ev.cause), v(ev.corr), intern(ev.msg_type), intern(ev.detail), intern(ev.outcome),
+        ev.payload === undefined ? null : JSON.stringify(ev.payload));
+    }
+  }
+
   function resetData() {
+    for (const t of [EV, MS, SL, AR]) clearTable(t);
+    STR = [null]; strIds = new Map(); kindOf = new Int16Array(0); nodeOf = new Int32Array(0);
+    typeSeen = new Uint8Array(0); sliceStyleOf = [];
+    admitStyleOf = []; PL = []; NODES = []; VROW = new Int32Array(0); VMM_NAMES = [];
+    vmmIds = new Map(); msgById = new Map(); moreReplies = new Map(); openSlices = [];
+    vmmScanned = 0;
+    FC.reset = true;
     Object.assign(S, {
-      events: [], nodes: new Map(), roots: [], msgs: new Map(), arrows: [], slices: [],
-      openSlices: new Set(), maxArrowSpan: 0, maxSliceSpan: 0, types: new Set(), vmms: new Set(),
+      nodes: new Map(), roots: [], maxArrowSpan: 0, maxSliceSpan: 0, types: new Set(), vmms: new Set(),
       unsorted: new Set(), actorCount: 0, dropped: 0, lineErrors: [], ended: false, total: null,
-      sel: null, selChain: new Set(), fullDirty: true, treeDirty: true, autoFit: true, cutSeq: null,
-      listsDirty: true,
+      sel: -1, selChain: new Set(), fullDirty: true, treeDirty: true, autoFit: true, cutSeq: null,
+      listsDirty: true, rows: [], filtered: 0, fFirst: -1, fLast: -1, arrowCount: 0, fDone: 0, aDone: 0,
+      hitArrows: [], hover: null,
     });
     renderDetails();
     renderErrors();
   }
 
-  // -- filters -----------------------------------------------------------------------------
-  const evType = (ev) => ev.msg_type || (ev.m ? ev.m.type : null);
+  // -- event accessors ---------------------------------------------------------------------
+  const str = (sid) => (sid >= 0 ? STR[sid] : null);
+  // The message type of event i (its own, else its message's): a string index or -1.
+  function typeOf(i) {
+    const ty = EV.type[i];
+    if (ty >= 0) return ty;
+    const m = EV.msg[i];
+    return m >= 0 ? MS.type[m] : -1;
+  }
+  const evType = (i) => str(typeOf(i));
+  // The payload that goes with event i (its own, else its message's send's): index or -1.
+  function payloadOf(i) {
+    const p = EV.pl[i];
+    if (p >= 0) return p;
+    const m = EV.msg[i];
+    if (m < 0) return -1;
+    const s = MS.send[m];
+    return s >= 0 ? EV.pl[s] : -1;
+  }
+  const kindName = (i) => KINDS[EV.kind[i]];
+  const actorPath = (i) => NODES[EV.actor[i]].path;
+  const peerPath = (i) => (EV.peer[i] >= 0 ? NODES[EV.peer[i]].path : null);
+  const num = (v) => (v < 0 ? null : v); // a msg_id / cause / corr column value
 
-  function payloadText(ev) {
-    if (ev.payload !== undefined) return JSON.stringify(ev.payload);
-    const m = ev.m;
-    if (!m || !m.send || m.send.payload === undefined) return '';
-    if (m.ps === null) m.ps = JSON.stringify(m.send.payload);
-    return m.ps;
+  // -- filters -----------------------------------------------------------------------------
+  // The filters compiled into lookup tables (by kind, node, string, VMM and payload index),
+  // extended as new strings, nodes and payloads arrive: matching an event is a few array
+  // reads, never a string operation.
+  const FC = {
+    reset: true, kinds: new Uint8Array(0), nodeActor: new Uint8Array(0), nodeVmm: new Uint8Array(0),
+    nodeSearch: new Uint8Array(0), strType: new Uint8Array(0), strSearch: new Uint8Array(0),
+    vmm: new Uint8Array(0), plSearch: new Uint8Array(0), nNodes: 0, nStr: 0, nVmm: 0, nPl: 0,
+  };
+
+  function sized(a, n) {
+    if (a.length >= n) return a;
+    const b = new Uint8Array(Math.max(n, a.length * 2, 256));
+    b.set(a);
+    return b;
   }
 
-  function haystack(ev) {
-    let h = ev._h;
-    if (h === undefined) {
-      h = [ev.actor, ev.peer || '', evType(ev) || '', ev.detail || '', payloadText(ev)].join('\n').toLowerCase();
-      ev._h = h;
+  function compileFilters() {
+    const F = S.F;
+    if (FC.reset) {
+      FC.reset = false;
+      FC.nNodes = 0; FC.nStr = 0; FC.nVmm = 0; FC.nPl = 0;
+      FC.kinds = new Uint8Array(KINDS.length);
+      KINDS.forEach((k, i) => { FC.kinds[i] = F.kinds.has(k) ? 1 : 0; });
     }
-    return h;
+    if (FC.kinds.length < KINDS.length) {
+      const b = new Uint8Array(KINDS.length);
+      b.set(FC.kinds);
+      for (let k = FC.kinds.length; k < KINDS.length; k++) b[k] = F.kinds.has(KINDS[k]) ? 1 : 0;
+      FC.kinds = b;
+    }
+    const nn = NODES.length;
+    if (FC.nNodes < nn) {
+      FC.nodeActor = sized(FC.nodeActor, nn);
+      FC.nodeVmm = sized(FC.nodeVmm, nn);
+      FC.nodeSearch = sized(FC.nodeSearch, nn);
+      for (let j = FC.nNodes; j < nn; j++) {
+        const n = NODES[j];
+        FC.nodeActor[j] = !F.actor || n.lower.includes(F.actor) ? 1 : 0;
+        FC.nodeVmm[j] = F.vmm && n.vmm && n.vmm.toLowerCase().includes(F.vmm) ? 1 : 0;
+        FC.nodeSearch[j] = F.search && n.lower.includes(F.search) ? 1 : 0;
+      }
+      FC.nNodes = nn;
+    }
+    const ns = STR.length;
+    if (FC.nStr < ns) {
+      FC.strType = sized(FC.strType, ns);
+      FC.strSearch = sized(FC.strSearch, ns);
+      for (let j = Math.max(1, FC.nStr); j < ns; j++) {
+        const s = STR[j];
+        if (F.type) {
+          FC.strType[j] = (F.typeExact ? s === F.typeRaw : s.toLowerCase().includes(F.type)) ? 1 : 0;
+        }
+        if (F.search) FC.strSearch[j] = s.toLowerCase().includes(F.search) ? 1 : 0;
+      }
+      FC.nStr = ns;
+    }
+    if (F.vmm) scanPayloadVmms();
+    const nv = VMM_NAMES.length;
+    if (FC.nVmm < nv) {
+      FC.vmm = sized(FC.vmm, nv);
+      for (let j = FC.nVmm; j < nv; j++) FC.vmm[j] = F.vmm && VMM_NAMES[j].toLowerCase().includes(F.vmm) ? 1 : 0;
+      FC.nVmm = nv;
+    }
+    const np = PL.length;
+    if (FC.nPl < np) {
+      FC.plSearch = sized(FC.plSearch, np);
+      if (F.search) {
+        const q = F.search;
+        for (let j = FC.nPl; j < np; j++) FC.plSearch[j] = PL[j].toLowerCase().includes(q) ? 1 : 0;
+      }
+      FC.nPl = np;
+    }
   }
 
   function eventFilterActive() {
@@ -245,23 +566,31 @@
     return !!(F.type || F.vmm || F.search || F.kinds.size < KINDS.length);
   }
 
-  function matches(ev) {
+  function matches(i) {
     const F = S.F;
-    if (!F.kinds.has(ev.kind)) return false;
-    if (F.actor && !(ev.a.lower.includes(F.actor) || (ev.p && ev.p.lower.includes(F.actor)))) return false;
+    if (!FC.kinds[EV.kind[i]]) return false;
+    const a = EV.actor[i];
+    const p = EV.peer[i];
+    if (F.actor && !(FC.nodeActor[a] || (p >= 0 && FC.nodeActor[p]))) return false;
     if (F.type) {
-      const t = evType(ev);
-      if (!t) return false;
-      if (F.typeExact ? t !== F.typeRaw : !t.toLowerCase().includes(F.type)) return false;
+      const ty = typeOf(i);
+      if (ty < 0 || !FC.strType[ty]) return false;
     }
     if (F.vmm) {
-      const q = F.vmm;
-      const ok = (ev.a.vmm && ev.a.vmm.toLowerCase().includes(q)) ||
-        (ev.p && ev.p.vmm && ev.p.vmm.toLowerCase().includes(q)) ||
-        (ev.m && ev.m.vmm && ev.m.vmm.toLowerCase().includes(q));
+      const m = EV.msg[i];
+      const ok = FC.nodeVmm[a] || (p >= 0 && FC.nodeVmm[p]) || (m >= 0 && MS.vmm[m] >= 0 && FC.vmm[MS.vmm[m]]);
       if (!ok) return false;
     }
-    if (F.search && !haystack(ev).includes(F.search)) return false;
+    if (F.search) {
+      // what the search looks in: actor, peer, message type, detail, payload
+      if (FC.nodeSearch[a] || (p >= 0 && FC.nodeSearch[p])) return true;
+      const ty = typeOf(i);
+      if (ty >= 0 && FC.strSearch[ty]) return true;
+      const d = EV.detail[i];
+      if (d >= 0 && FC.strSearch[d]) return true;
+      const pl = payloadOf(i);
+      return pl >= 0 && FC.plSearch[pl] === 1;
+    }
     return true;
   }
 
@@ -281,23 +610,23 @@
       if (box.checked) kinds.add(box.value);
     }
     F.kinds = kinds;
+    FC.reset = true;
     S.fullDirty = true;
     schedule();
   }
 
   function cutLimit() {
     // Number of events "visible" under the scrubber (index limit, exclusive).
-    if (S.cutSeq === null) return S.events.length;
+    if (S.cutSeq === null) return EV.n;
     return upperBoundSeq(S.cutSeq);
   }
 
-  // Bring ev.f, hit counts, rows and arrow counts up to date (incrementally when only new
+  // Bring EV.f, hit counts, rows and arrow counts up to date (incrementally when only new
   // events arrived; from scratch when a filter, the cutoff or the tree changed).
   function refilter() {
-    const evs = S.events;
     const lim = cutLimit();
     if (S.fullDirty || lim < S.fDone) {
-      for (const n of S.nodes.values()) n.hits = 0;
+      for (const n of NODES) n.hits = 0;
       S.fDone = 0;
       S.aDone = 0;
       S.filtered = 0;
@@ -307,29 +636,40 @@
       S.layoutDirty = true;
       S.fullDirty = false;
     }
+    compileFilters();
     const compact = S.F.compact && eventFilterActive();
+    const f = EV.f;
+    const kind = EV.kind;
+    const actor = EV.actor;
+    const peer = EV.peer;
+    let filtered = S.filtered;
+    let first = S.fFirst;
+    let last = S.fLast;
     for (let i = S.fDone; i < lim; i++) {
-      const ev = evs[i];
-      const f = matches(ev);
-      ev.f = f;
-      if (f) {
-        S.filtered++;
-        if (S.fFirst < 0) S.fFirst = i;
-        S.fLast = i;
-        if (ev.a.hits++ === 0 && compact) S.layoutDirty = true;
-        if (ev.p && (ev.kind === 'send' || ev.kind === 'reply') && ev.p.hits++ === 0 && compact) S.layoutDirty = true;
+      const ok = matches(i);
+      f[i] = ok ? 1 : 0;
+      if (ok) {
+        filtered++;
+        if (first < 0) first = i;
+        last = i;
+        if (NODES[actor[i]].hits++ === 0 && compact) S.layoutDirty = true;
+        const p = peer[i];
+        const k = kind[i];
+        if (p >= 0 && (k === K_SEND || k === K_REPLY) && NODES[p].hits++ === 0 && compact) S.layoutDirty = true;
       }
     }
+    S.filtered = filtered;
+    S.fFirst = first;
+    S.fLast = last;
     S.fDone = lim;
-    if (S.treeDirty) { S.layoutDirty = true; }
+    if (S.treeDirty) S.layoutDirty = true;
     if (S.layoutDirty) layout();
-    const arrows = S.arrows;
     let j = S.aDone;
-    for (; j < arrows.length; j++) {
-      const m = arrows[j];
-      if (m.receive.i >= lim) break;
-      const s = m.send;
-      if (s.f && (s.a.vrow >= 0 || (s.p && s.p.vrow >= 0))) S.arrowCount++;
+    for (; j < AR.n; j++) {
+      const m = AR.m[j];
+      if (MS.recv[m] >= lim) break;
+      const s = MS.send[m];
+      if (f[s] && (VROW[actor[s]] >= 0 || (peer[s] >= 0 && VROW[peer[s]] >= 0))) S.arrowCount++;
     }
     S.aDone = j;
   }
@@ -340,19 +680,26 @@
     const compact = F.compact && eventFilterActive();
     for (const list of S.unsorted) list.sort((a, b) => collator.compare(a.name, b.name));
     S.unsorted.clear();
-    // post-order: subtree hit counts and subtree actor-filter matches
-    const post = (n) => {
+    // post-order: subtree hit counts and subtree actor-filter matches (iterative: trees
+    // can be deep)
+    const order = [];
+    const stack = [...S.roots];
+    while (stack.length) {
+      const n = stack.pop();
+      order.push(n);
+      for (const c of n.children) stack.push(c);
+    }
+    for (let k = order.length - 1; k >= 0; k--) {
+      const n = order[k];
       let sub = n.hits;
       let am = !F.actor || n.lower.includes(F.actor);
       for (const c of n.children) {
-        post(c);
         sub += c.sub;
         am = am || c.amatch;
       }
       n.sub = sub;
       n.amatch = am;
-    };
-    for (const r of S.roots) post(r);
+    }
     const rows = [];
     const visit = (n, hidden, drawRow) => {
       let show = false;
@@ -374,6 +721,8 @@
       for (const c of n.children) visit(c, childHidden, childRow);
     };
     for (const r of S.roots) visit(r, false, -1);
+    if (VROW.length < NODES.length) VROW = new Int32Array(Math.max(NODES.length, VROW.length * 2, 256)).fill(-1);
+    for (const n of NODES) VROW[n.id] = n.vrow;
     S.rows = rows;
     S.treeDirty = false;
     S.layoutDirty = false;
@@ -383,9 +732,9 @@
   }
 
   // -- geometry ----------------------------------------------------------------------------
-  const keyOf = (ev) => (S.xmode === 'time' ? ev.t : ev.i);
+  const keyOf = (i) => (S.xmode === 'time' ? EV.t[i] : i);
   const xOfKey = (k) => (k - S.k0) / S.kpp;
-  const xOf = (ev) => (keyOf(ev) - S.k0) / S.kpp;
+  const xOf = (i) => (keyOf(i) - S.k0) / S.kpp;
   const keyAtX = (x) => S.k0 + x * S.kpp;
   // The vertical scroll offset, read from the DOM once per frame / event (S.top).
   const rowTop = () => S.top;
@@ -393,81 +742,80 @@
   const yOfRow = (r) => (r < 0 ? null : AXIS_H + r * ROW_H - rowTop() + ROW_H / 2);
 
   function lowerBoundKey(k) { // first index with key >= k
-    const evs = S.events;
     let lo = 0;
-    let hi = evs.length;
+    let hi = EV.n;
     if (S.xmode === 'seq') return Math.max(0, Math.min(hi, Math.ceil(k)));
+    const t = EV.t;
     while (lo < hi) {
       const mid = (lo + hi) >>> 1;
-      if (evs[mid].t < k) lo = mid + 1; else hi = mid;
+      if (t[mid] < k) lo = mid + 1; else hi = mid;
     }
     return lo;
   }
 
   function upperBoundKey(k) { // first index with key > k
-    const evs = S.events;
     let lo = 0;
-    let hi = evs.length;
+    let hi = EV.n;
     if (S.xmode === 'seq') return Math.max(0, Math.min(hi, Math.floor(k) + 1));
+    const t = EV.t;
     while (lo < hi) {
       const mid = (lo + hi) >>> 1;
-      if (evs[mid].t <= k) lo = mid + 1; else hi = mid;
+      if (t[mid] <= k) lo = mid + 1; else hi = mid;
     }
     return lo;
   }
 
   function upperBoundSeq(seq) { // number of events with seq <= seq
-    const evs = S.events;
     let lo = 0;
-    let hi = evs.length;
+    let hi = EV.n;
+    const a = EV.seq;
     while (lo < hi) {
       const mid = (lo + hi) >>> 1;
-      if (evs[mid].seq <= seq) lo = mid + 1; else hi = mid;
+      if (a[mid] <= seq) lo = mid + 1; else hi = mid;
     }
     return lo;
   }
 
   function eventBySeq(seq) {
     const i = upperBoundSeq(seq) - 1;
-    return i >= 0 && S.events[i].seq === seq ? S.events[i] : null;
+    return i >= 0 && EV.seq[i] === seq ? i : -1;
   }
 
   function lowerBoundSlices(idx) {
-    const a = S.slices;
     let lo = 0;
-    let hi = a.length;
+    let hi = SL.n;
+    const r = SL.r;
     while (lo < hi) {
       const mid = (lo + hi) >>> 1;
-      if (a[mid].r.i < idx) lo = mid + 1; else hi = mid;
+      if (r[mid] < idx) lo = mid + 1; else hi = mid;
     }
     return lo;
   }
 
   function lowerBoundArrows(idx) {
-    const a = S.arrows;
     let lo = 0;
-    let hi = a.length;
+    let hi = AR.n;
     while (lo < hi) {
       const mid = (lo + hi) >>> 1;
-      if (a[mid].receive.i < idx) lo = mid + 1; else hi = mid;
+      if (MS.recv[AR.m[mid]] < idx) lo = mid + 1; else hi = mid;
     }
     return lo;
   }
 
   // The row an event is drawn on: a send sits at its sender (the arrow's tail) when the
   // sender is shown, else on the receiver's row; everything else on its actor's row.
-  function rowOfEvent(ev) {
-    if (ev.kind === 'send' && ev.p && ev.p.vrow >= 0) return ev.p.vrow;
-    return ev.a.vrow;
+  function rowOfEvent(i) {
+    const p = EV.peer[i];
+    if (EV.kind[i] === K_SEND && p >= 0 && VROW[p] >= 0) return VROW[p];
+    return VROW[EV.actor[i]];
   }
 
   function keyRange() {
-    const evs = S.events;
-    if (!evs.length) return [0, 1];
-    const last = evs[Math.max(0, cutLimit() - 1)] || evs[evs.length - 1];
-    if (S.xmode === 'seq') return [0, Math.max(1, last.i)];
-    const a = evs[0].t;
-    const b = last.t;
+    if (!EV.n) return [0, 1];
+    const last = Math.max(0, cutLimit() - 1);
+    if (S.xmode === 'seq') return [0, Math.max(1, last)];
+    const a = EV.t[0];
+    const b = EV.t[last];
     return [a, b > a ? b : a + 1];
   }
 
@@ -476,8 +824,8 @@
     const F = S.F;
     const filtering = F.actor || eventFilterActive();
     if (!filtering || S.fFirst < 0) return keyRange();
-    const a = keyOf(S.events[S.fFirst]);
-    const b = keyOf(S.events[S.fLast]);
+    const a = keyOf(S.fFirst);
+    const b = keyOf(S.fLast);
     return [a, b > a ? b : a + (S.xmode === 'seq' ? 10 : 1)];
   }
 
@@ -507,7 +855,7 @@
     // Zooming in away from the newest event stops following (else the view would jump).
     const lim = cutLimit();
     if (S.follow && lim) {
-      const xl = xOf(S.events[lim - 1]);
+      const xl = xOf(lim - 1);
       if (xl < 0 || xl > S.W) setFollow(false);
     }
     schedule();
@@ -517,15 +865,14 @@
     const lim = cutLimit();
     if (!lim) return;
     if (S.autoFit) { fit(false); return; }
-    const last = S.events[lim - 1];
-    const k = keyOf(last);
+    const k = keyOf(lim - 1);
     const right = S.k0 + S.W * S.kpp;
     if (k > right - S.W * S.kpp * 0.03 || k < S.k0) S.k0 = k - S.W * S.kpp * 0.9;
   }
 
   // Keep some of the data on screen however far the user pans.
   function clampPan() {
-    if (!S.events.length) return;
+    if (!EV.n) return;
     const [a, b] = keyRange();
     const w = S.W * S.kpp;
     S.k0 = Math.min(b - w * 0.1, Math.max(a - w * 0.9, S.k0));
@@ -552,15 +899,22 @@
     }
   }
 
+  // A replay still arriving is not drawn (a progress bar shows how far it got): it is drawn
+  // once, when it is complete.
+  const loadingReplay = () => S.connected && S.mode === 'replay' && !S.ended;
+
   function frame() {
     S.drawQueued = false;
     const t0 = performance.now();
-    // While a trace streams in, draw at most every few frames (proportionally to what a
-    // draw costs) so that the socket's messages are not starved by rendering.
-    // A replay that is still loading is drawn about once a second; live data more often.
-    const loading = S.connected && S.total !== null && S.events.length < S.total;
-    const streaming = loading || (!S.ended && t0 - S.lastData < 200);
-    const gap = loading ? Math.max(1500, 10 * S.lastDrawCost) : Math.max(150, 4 * S.lastDrawCost);
+    if (loadingReplay()) {
+      renderProgress();
+      renderStatus();
+      return;
+    }
+    // Live data streaming in is drawn at most every few frames (proportionally to what a
+    // draw costs), so that the socket's messages are not starved by rendering.
+    const streaming = !S.ended && S.mode === 'live' && t0 - S.lastData < 200;
+    const gap = Math.max(150, 4 * S.lastDrawCost);
     if (streaming && t0 - S.lastDrawAt < gap) {
       if (!S.deferTimer) {
         S.deferTimer = setTimeout(() => { S.deferTimer = 0; schedule(); }, Math.max(100, S.lastDrawCost));
@@ -574,18 +928,28 @@
     else if (S.follow) followEnd();
     clampPan();
     updateLists();
+    const t1 = performance.now();
     renderTree();
     draw();
     drawOverlay();
     renderStatus();
+    renderProgress();
     updateScrubber();
-    const t1 = performance.now();
-    const M = S.M;
-    S.lastDrawAt = t1;
-    S.lastDrawCost = t1 - t0;
-    M.draws++;
-    M.drawMs += t1 - t0;
-    if (S.ended && M.endAt !== null && M.drawnAt === null) M.drawnAt = t1;
+    const t2 = performance.now();
+    const tm = T.timing;
+    S.lastDrawAt = t2;
+    S.lastDrawCost = t2 - t0;
+    tm.draws++;
+    tm.drawMs += t2 - t1;
+    tm.lastFrameEnd = t2;
+    if (!T.ready && EV.n && (S.ended || S.mode === 'live')) {
+      tm.indexMs = t1 - t0; // the filters, the tree layout and fit over every event
+      tm.firstDrawMs = t2 - t1;
+      tm.drawn = t2;
+      tm.events = EV.n;
+      T.ready = true;
+      resolveReady(tm);
+    }
     if (S.playing) schedule();
   }
 
@@ -603,7 +967,7 @@
       c.style.width = `${W}px`;
       c.style.height = `${H}px`;
     }
-    if (S.autoFit || !oldW) fit();
+    if (!loadingReplay() && (S.autoFit || !oldW)) fit();
     S.treeRendered = false;
     schedule();
   }
@@ -657,32 +1021,46 @@
 
   const askColor = (corr) => ASK_COLORS[((corr * 2654435761) >>> 0) % ASK_COLORS.length];
 
-  function markStyle(ev) {
-    const mk = MARKS[ev.kind];
-    if (!mk) return null;
-    if (ev.kind === 'admit') {
-      const d = ev.detail || '';
-      const color = d.startsWith('ignore') ? ADMIT_COLORS.ignore : d.startsWith('full') ? ADMIT_COLORS.full : ADMIT_COLORS.reject;
-      return { shape: mk.shape, color, major: !d.startsWith('ignore') };
+  function markStyle(i) {
+    const k = EV.kind[i];
+    const mk = MARK_OF[k];
+    if (!mk || k !== K_ADMIT) return mk;
+    const d = EV.detail[i];
+    let st = admitStyleOf[d + 1];
+    if (!st) {
+      const text = d >= 0 ? STR[d] : '';
+      const color = text.startsWith('ignore') ? ADMIT_COLORS.ignore : text.startsWith('full') ? ADMIT_COLORS.full : ADMIT_COLORS.reject;
+      st = { shape: mk.shape, color, major: !text.startsWith('ignore') };
+      admitStyleOf[d + 1] = st;
     }
-    return mk;
+    return st;
   }
 
-  // Geometry of a message arrow: [x1, y1, x2, y2, kind] or null when neither end is shown.
-  // kind: 0 = sender to receiver, 1 = from outside (stub entering the receiver row),
-  // 2 = receiver not shown (stub leaving the sender row), 3 = same row (arc).
+  function sliceStyle(h) {
+    const o = EV.outcome[h];
+    if (o < 0) return 0;
+    let st = sliceStyleOf[o];
+    if (st === undefined) { st = SLICE_STYLE[STR[o]] || 0; sliceStyleOf[o] = st; }
+    return st;
+  }
+
+  // Geometry of message m's arrow into G = [x1, y1, x2, y2, kind]; false when neither end
+  // is shown. kind: 0 = sender to receiver, 1 = from outside (stub entering the receiver
+  // row), 2 = receiver not shown (stub leaving the sender row), 3 = same row (arc).
+  const G = new Float64Array(5);
   function arrowGeom(m) {
-    const s = m.send;
-    const r = m.receive;
-    const yr = yOfRow(s.a.vrow);
-    const ys = s.p ? yOfRow(s.p.vrow) : null;
+    const s = MS.send[m];
+    const r = MS.recv[m];
+    const p = EV.peer[s];
+    const yr = yOfRow(VROW[EV.actor[s]]);
+    const ys = p >= 0 ? yOfRow(VROW[p]) : null;
     const xs = xOf(s);
     const xr = xOf(r);
-    if (yr === null && ys === null) return null;
-    if (ys === null) return [xs, yr, xr, yr, 1];
-    if (yr === null) return [xs, ys, xs + 12, ys + 7, 2];
-    if (ys === yr) return [xs, ys, xr, yr, 3];
-    return [xs, ys, xr, yr, 0];
+    if (yr === null && ys === null) return false;
+    if (ys === null) { G[0] = xs; G[1] = yr; G[2] = xr; G[3] = yr; G[4] = 1; } else if (yr === null) {
+      G[0] = xs; G[1] = ys; G[2] = xs + 12; G[3] = ys + 7; G[4] = 2;
+    } else { G[0] = xs; G[1] = ys; G[2] = xr; G[3] = yr; G[4] = ys === yr ? 3 : 0; }
+    return true;
   }
 
   function draw() {
@@ -692,7 +1070,6 @@
     c.setTransform(S.dpr, 0, 0, S.dpr, 0, 0);
     c.fillStyle = '#13161b';
     c.fillRect(0, 0, W, H);
-    const evs = S.events;
     const rows = S.rows;
     syncTop();
     const top = rowTop();
@@ -708,16 +1085,18 @@
     c.clip();
 
     // rows: zebra, selection, lifelines (from first event to stop, or to the newest event)
-    const selRow = S.sel ? rowOfEvent(S.sel) : -1;
-    const xEnd = lastIdx >= 0 ? xOf(evs[lastIdx]) : 0;
+    const selRow = S.sel >= 0 ? rowOfEvent(S.sel) : -1;
+    const xEnd = lastIdx >= 0 ? xOf(lastIdx) : 0;
     for (let r = r0; r < r1; r++) {
       const y = AXIS_H + r * ROW_H - top;
-      if (r === selRow) { c.fillStyle = 'rgba(255,180,84,0.10)'; c.fillRect(0, y, W, ROW_H); }
-      else if (r % 2) { c.fillStyle = 'rgba(255,255,255,0.025)'; c.fillRect(0, y, W, ROW_H); }
+      if (r === selRow) { c.fillStyle = 'rgba(255,180,84,0.10)'; c.fillRect(0, y, W, ROW_H); } else if (r % 2) {
+        c.fillStyle = 'rgba(255,255,255,0.025)';
+        c.fillRect(0, y, W, ROW_H);
+      }
       const n = rows[r];
       if (n.first >= 0 && n.first < lim) {
-        const xa = Math.max(-2, xOf(evs[n.first]));
-        const xb = Math.min(W + 2, n.stopped && n.last < lim ? xOf(evs[n.last]) : xEnd);
+        const xa = Math.max(-2, xOf(n.first));
+        const xb = Math.min(W + 2, n.stopped && n.last < lim ? xOf(n.last) : xEnd);
         if (xb >= 0 && xa <= W) {
           c.fillStyle = n.collapsed ? '#4a5361' : '#333a45';
           c.fillRect(xa, y + ROW_H / 2 - (n.collapsed ? 1 : 0.5), Math.max(1, xb - xa), n.collapsed ? 2 : 1);
@@ -735,47 +1114,51 @@
       const q1 = performance.now();
       drawArrows(c, lo, hi, lim, W, H);
       const q2 = performance.now();
-      drawPointEvents(c, lo, hi, lim, W, H);
+      drawPointEvents(c, lo, hi, lim, W, H, r0, r1);
       const q3 = performance.now();
       drawSelection(c, lim);
-      S.M.lastDraw = { slicesMs: q1 - q0, arrowsMs: q2 - q1, pointsMs: q3 - q2, eventsInView: hi - lo };
+      T.timing.lastDraw = { slicesMs: q1 - q0, arrowsMs: q2 - q1, pointsMs: q3 - q2, eventsInView: hi - lo };
     }
     c.restore();
     drawAxis(c, W);
   }
 
-  // Pixel key of a segment for de-duplication when zoomed out (null: do not de-duplicate).
+  // Pixel key of a segment for de-duplication when zoomed out (-1: do not de-duplicate).
   function segKey(x1, y1, x2, y2) {
     const a = Math.round(x1) + 1024;
     const b = Math.round(y1) + 1024;
     const c = Math.round(x2) + 1024;
     const d = Math.round(y2) + 1024;
-    if (a < 0 || b < 0 || c < 0 || d < 0 || a > 8191 || b > 8191 || c > 8191 || d > 8191) return null;
+    if (a < 0 || b < 0 || c < 0 || d < 0 || a > 8191 || b > 8191 || c > 8191 || d > 8191) return -1;
     return ((a * 8192 + b) * 8192 + c) * 8192 + d;
   }
 
   function drawSlices(c, lo, hi, lim, lastIdx, W, H) {
-    const evs = S.events;
     // By the handler's outcome: ok, error, still running, cancelled.
     const paths = [new Path2D(), new Path2D(), new Path2D(), new Path2D()];
     // Slices of one row are merged while they overlap on screen (zoomed out, thousands of
     // slices collapse into a few rectangles).
     const cur = new Map(); // row * 4 + style -> [x1, x2, y]
     const flush = (key, st) => paths[key % 4].rect(st[0], st[2] - 4, Math.max(2, st[1] - st[0]), 8);
-    const xEnd = lastIdx >= 0 ? xOf(evs[lastIdx]) : 0;
+    const xEnd = lastIdx >= 0 ? xOf(lastIdx) : 0;
+    const f = EV.f;
+    const actor = EV.actor;
+    const top = rowTop();
     const add = (s) => {
-      const r = s.r;
-      if (!r.f || r.i >= lim) return;
-      const row = r.a.vrow;
-      const y = yOfRow(row);
-      if (y === null || y < AXIS_H - ROW_H || y > H + ROW_H) return;
-      const done = s.h && s.h.i < lim;
+      const r = SL.r[s];
+      if (!f[r] || r >= lim) return;
+      const row = VROW[actor[r]];
+      if (row < 0) return;
+      const y = AXIS_H + row * ROW_H - top + ROW_H / 2;
+      if (y < AXIS_H - ROW_H || y > H + ROW_H) return;
+      const h = SL.h[s];
+      const done = h >= 0 && h < lim;
       const x1 = xOf(r);
-      const x2 = done ? xOf(s.h) : xEnd;
+      const x2 = done ? xOf(h) : xEnd;
       if (x2 < -2 || x1 > W + 2) return;
       const xa = Math.max(-2, x1);
       const xb = Math.max(xa + 2, Math.min(W + 2, x2));
-      const style = !done ? 2 : (SLICE_STYLE[s.h.outcome] || 0);
+      const style = !done ? 2 : sliceStyle(h);
       const key = row * 4 + style;
       const st = cur.get(key);
       if (st && xa <= st[1] + 1) {
@@ -786,13 +1169,14 @@
       }
     };
     const from = lowerBoundSlices(lo - S.maxSliceSpan);
-    const sl = S.slices;
-    for (let j = from; j < sl.length && sl[j].r.i < hi; j++) {
-      const s = sl[j];
-      if (!s.h || s.h.i < lo) continue; // open slices below
-      add(s);
+    const sr = SL.r;
+    const sh = SL.h;
+    for (let j = from; j < SL.n && sr[j] < hi; j++) {
+      const h = sh[j];
+      if (h < lo) continue; // ended before the view (open slices: below)
+      add(j);
     }
-    for (const s of S.openSlices) add(s);
+    for (const s of openNow()) add(s);
     if (!cur.size) return;
     for (const [key, st] of cur) flush(key, st);
     c.globalAlpha = 0.8;
@@ -807,8 +1191,18 @@
     c.globalAlpha = 1;
   }
 
+  // Clip the straight segment (x1, y1) - (x2, y2) to ymin <= y <= ymax into G[0..3].
+  function clipY(x1, y1, x2, y2, ymin, ymax) {
+    let ax = x1;
+    let ay = y1;
+    let bx = x2;
+    let by = y2;
+    if (ay < ymin || ay > ymax) { const y = ay < ymin ? ymin : ymax; ax = x1 + ((x2 - x1) * (y - y1)) / (y2 - y1); ay = y; }
+    if (by < ymin || by > ymax) { const y = by < ymin ? ymin : ymax; bx = x1 + ((x2 - x1) * (y - y1)) / (y2 - y1); by = y; }
+    G[0] = ax; G[1] = ay; G[2] = bx; G[3] = by;
+  }
+
   function drawArrows(c, lo, hi, lim, W, H) {
-    const arrows = S.arrows;
     const paths = new Map(); // color -> [linePath, headPath]
     const get = (color) => {
       let p = paths.get(color);
@@ -818,57 +1212,72 @@
     const from = lowerBoundArrows(lo);
     const end = hi + S.maxArrowSpan;
     const seen = new Set();
+    const ymin = AXIS_H - 8;
+    const ymax = H + 8;
+    const f = EV.f;
     let drawn = 0;
     const heads = [];
-    for (let j = from; j < arrows.length; j++) {
-      const m = arrows[j];
-      const ri = m.receive.i;
+    for (let j = from; j < AR.n; j++) {
+      const m = AR.m[j];
+      const ri = MS.recv[m];
       if (ri >= end || ri >= lim) break;
-      const s = m.send;
-      if (s.i >= hi || !s.f) continue;
-      const g = arrowGeom(m);
-      if (!g) continue;
-      const [x1, y1, x2, y2, kind] = g;
+      const s = MS.send[m];
+      if (s >= hi || !f[s]) continue;
+      if (!arrowGeom(m)) continue;
+      let x1 = G[0];
+      let y1 = G[1];
+      let x2 = G[2];
+      let y2 = G[3];
+      const kind = G[4];
       if (Math.max(x1, x2) < -10 || Math.min(x1, x2) > W + 10) continue;
-      if (Math.max(y1, y2) < AXIS_H - 8 || Math.min(y1, y2) > H + 8) continue;
+      if (Math.max(y1, y2) < ymin || Math.min(y1, y2) > ymax) continue;
+      let head = true;
+      if (kind === 0 && (y1 < ymin || y1 > ymax || y2 < ymin || y2 > ymax)) {
+        // An arrow to or from a row off screen: only its visible part is drawn, so that
+        // zoomed out, the many arrows to far rows collapse onto the same pixels.
+        head = y2 >= ymin && y2 <= ymax;
+        clipY(x1, y1, x2, y2, ymin, ymax);
+        x1 = G[0]; y1 = G[1]; x2 = G[2]; y2 = G[3];
+      }
       const key = segKey(x1, y1, x2, y2);
-      if (key !== null) {
+      if (key >= 0) {
         if (seen.has(key)) continue;
         seen.add(key);
       }
-      const color = s.corr != null ? askColor(s.corr) : TELL_COLOR;
+      const corr = EV.corr[s];
+      const color = corr >= 0 ? askColor(corr) : TELL_COLOR;
       const [p, hp] = get(color);
       if (kind === 1) {
         p.moveTo(x1 - 10, y1 - 7);
         p.lineTo(x1, y1);
         p.lineTo(x2, y2);
-        heads.push([hp, Math.min(x1, x2 - 6), y2, x2, y2]);
+        heads.push(hp, Math.min(x1, x2 - 6), y2, x2, y2);
       } else if (kind === 2) {
         p.moveTo(x1, y1);
         p.lineTo(x2, y2);
-        heads.push([hp, x1, y1, x2, y2]);
+        heads.push(hp, x1, y1, x2, y2);
       } else if (kind === 3) {
         const span = x2 - x1;
         const lift = Math.min(ROW_H * 0.8, 5 + span * 0.15);
         if (span < 3) {
           p.moveTo(x1, y1);
           p.bezierCurveTo(x1 - 8, y1 - lift - 4, x2 + 8, y2 - lift - 4, x2, y2);
-          heads.push([hp, x2 + 4, y2 - 6, x2, y2]);
+          heads.push(hp, x2 + 4, y2 - 6, x2, y2);
         } else {
           p.moveTo(x1, y1);
           p.quadraticCurveTo((x1 + x2) / 2, y1 - lift * 2, x2, y2);
-          heads.push([hp, (x1 + x2) / 2, y1 - lift, x2, y2]);
+          heads.push(hp, (x1 + x2) / 2, y1 - lift, x2, y2);
         }
       } else {
         p.moveTo(x1, y1);
         p.lineTo(x2, y2);
-        heads.push([hp, x1, y1, x2, y2]);
+        if (head) heads.push(hp, x1, y1, x2, y2);
       }
       S.hitArrows.push(x1, y1, x2, y2, j);
       drawn++;
     }
     const showHeads = drawn < 4000;
-    if (showHeads) for (const [hp, x1, y1, x2, y2] of heads) pathArrowHead(hp, x1, y1, x2, y2, 5);
+    if (showHeads) for (let k = 0; k < heads.length; k += 5) pathArrowHead(heads[k], heads[k + 1], heads[k + 2], heads[k + 3], heads[k + 4], 5);
     c.lineWidth = 1;
     for (const [color, [p, hp]] of paths) {
       c.strokeStyle = color;
@@ -879,79 +1288,102 @@
     c.globalAlpha = 1;
   }
 
-  function drawPointEvents(c, lo, hi, lim, W, H) {
-    const evs = S.events;
+  function drawPointEvents(c, lo, hi, lim, W, H, r0, r1) {
     const nk = KINDS.length;
     const time = S.xmode === 'time';
     const k0 = S.k0;
     const kpp = S.kpp;
-    const seen = new Set(); // (row, kind, pixel) already drawn: no overdraw when zoomed out
+    const top = rowTop();
+    const ymin = AXIS_H - 8;
+    const ymax = H + 8;
+    // Zoomed out, many marks of one kind land on the same pixel of a row: events come in x
+    // order, so remembering the last pixel drawn per (visible row, kind) finds them.
+    const rowBase = r0 - 1;
+    const nRows = r1 - r0 + 3;
+    const lastPx = new Float64Array(nRows * nk).fill(-Infinity);
+    const seen = new Set(); // pending sends and replies: segments already drawn
     const major = [];
     const replies = new Map(); // color -> [dashed Path2D, heads Path2D]
     const pending = new Path2D();
     let anyPending = false;
+    const f = EV.f;
+    const kinds = EV.kind;
+    const ts = EV.t;
+    const actor = EV.actor;
+    const peer = EV.peer;
+    const yRow = (r) => (r < 0 ? null : AXIS_H + r * ROW_H - top + ROW_H / 2);
     for (let i = lo; i < hi; i++) {
-      const ev = evs[i];
-      if (!ev.f) continue;
-      const kind = ev.kind;
-      const x = ((time ? ev.t : i) - k0) / kpp;
-      if (kind === 'send') {
-        const m = ev.m;
-        if (m.receive && m.receive.i < lim) continue;
-        const row = rowOfEvent(ev);
-        const y = yOfRow(row);
-        if (y === null || y < AXIS_H - 8 || y > H + 8) continue;
-        const dy = ev.p && ev.p.vrow >= 0 && ev.a.vrow >= 0 && ev.p.vrow !== ev.a.vrow ? (ev.a.vrow > ev.p.vrow ? 6 : -6) : 0;
+      if (!f[i]) continue;
+      const kind = kinds[i];
+      const x = ((time ? ts[i] : i) - k0) / kpp;
+      if (kind === K_SEND) {
+        const m = EV.msg[i];
+        if (m >= 0 && MS.recv[m] >= 0 && MS.recv[m] < lim) continue;
+        const y = yRow(rowOfEvent(i));
+        if (y === null || y < ymin || y > ymax) continue;
+        const pr = peer[i] >= 0 ? VROW[peer[i]] : -1;
+        const ar = VROW[actor[i]];
+        const dy = pr >= 0 && ar >= 0 && pr !== ar ? (ar > pr ? 6 : -6) : 0;
         const key = segKey(x, y, x + 14, y + dy);
-        if (key !== null) { if (seen.has(key)) continue; seen.add(key); }
+        if (key >= 0) { if (seen.has(key)) continue; seen.add(key); }
         pending.moveTo(x, y);
         pending.lineTo(x + 14, y + dy);
         anyPending = true;
         continue;
       }
-      if (kind === 'reply') {
-        const y1 = yOfRow(ev.a.vrow);
-        const y2 = ev.p ? yOfRow(ev.p.vrow) : null;
+      if (kind === K_REPLY) {
+        let y1 = yRow(VROW[actor[i]]);
+        let y2 = peer[i] >= 0 ? yRow(VROW[peer[i]]) : null;
         if (y1 === null && y2 === null) continue;
+        // clamp ends off screen to its edge (a reply to a far row is drawn to the edge)
+        let head = true;
+        if (y1 !== null && y2 !== null && y1 !== y2) {
+          if (Math.max(y1, y2) < AXIS_H || Math.min(y1, y2) > H) continue;
+          if (y2 < ymin || y2 > ymax) { y2 = y2 < ymin ? ymin : ymax; head = false; }
+          if (y1 < ymin || y1 > ymax) y1 = y1 < ymin ? ymin : ymax;
+        }
         const key = segKey(x, y1 === null ? -1000 : y1, 0, y2 === null ? -1000 : y2);
-        if (key !== null) { if (seen.has(key)) continue; seen.add(key); }
-        const color = ev.corr != null ? askColor(ev.corr) : TELL_COLOR;
+        if (key >= 0) { if (seen.has(key)) continue; seen.add(key); }
+        const corr = EV.corr[i];
+        const color = corr >= 0 ? askColor(corr) : TELL_COLOR;
         let pr = replies.get(color);
         if (!pr) { pr = [new Path2D(), new Path2D()]; replies.set(color, pr); }
         const [p, hp] = pr;
         if (y1 !== null && y2 !== null && y1 !== y2) {
-          if (Math.max(y1, y2) < AXIS_H || Math.min(y1, y2) > H) continue;
           p.moveTo(x, y1);
           p.lineTo(x + 3, y2);
-          pathArrowHead(hp, x, y1, x + 3, y2, 5);
+          if (head) pathArrowHead(hp, x, y1, x + 3, y2, 5);
         } else if (y1 !== null && y2 === y1) {
-          if (y1 < AXIS_H - 8 || y1 > H + 8) continue;
+          if (y1 < ymin || y1 > ymax) continue;
           p.moveTo(x, y1);
           p.quadraticCurveTo(x + 6, y1 + 12, x - 2, y1 + 3);
           pathArrowHead(hp, x + 4, y1 + 8, x - 2, y1 + 3, 4);
         } else if (y1 !== null) { // asker outside the actors (or not shown): stub back out
-          if (y1 < AXIS_H - 8 || y1 > H + 8) continue;
+          if (y1 < ymin || y1 > ymax) continue;
           p.moveTo(x, y1);
           p.lineTo(x - 10, y1 + 7);
           pathArrowHead(hp, x, y1, x - 10, y1 + 7, 4);
         } else { // replier not shown: stub into the asker's row
-          if (y2 < AXIS_H - 8 || y2 > H + 8) continue;
+          if (y2 < ymin || y2 > ymax) continue;
           p.moveTo(x - 10, y2 - 7);
           p.lineTo(x, y2);
           pathArrowHead(hp, x - 10, y2 - 7, x, y2, 4);
         }
         continue;
       }
-      const st = markStyle(ev);
+      const st = markStyle(i);
       if (!st) continue;
-      const row = ev.a.vrow;
+      const row = VROW[actor[i]];
       if (row < 0) continue;
-      const y = yOfRow(row);
-      if (y < AXIS_H - 8 || y > H + 8) continue;
-      const key = (row * nk + KINDS.indexOf(kind)) * 16384 + Math.round(x) + 4096;
-      if (seen.has(key)) continue;
-      seen.add(key);
-      if (st.major) major.push([st, x, y]);
+      const y = AXIS_H + row * ROW_H - top + ROW_H / 2;
+      if (y < ymin || y > ymax) continue;
+      const px = Math.round(x);
+      const slot = (row - rowBase) * nk + kind;
+      if (slot >= 0 && slot < lastPx.length) {
+        if (lastPx[slot] === px) continue;
+        lastPx[slot] = px;
+      }
+      if (st.major) major.push(st, x, y);
       else glyph(c, st.shape, x, y, st.color, false);
     }
     c.lineWidth = 1;
@@ -968,46 +1400,46 @@
       c.stroke(pending);
       c.setLineDash([]);
     }
-    for (const [st, x, y] of major) glyph(c, st.shape, x, y, st.color, true);
+    for (let k = 0; k < major.length; k += 3) glyph(c, major[k].shape, major[k + 1], major[k + 2], major[k].color, true);
   }
 
   function drawSelection(c, lim) {
-    const ev = S.sel;
-    if (!ev || ev.i >= lim) return;
-    const m = ev.m;
-    c.lineWidth = 2.5;
-    c.strokeStyle = SEL_COLOR;
+    const i = S.sel;
+    if (i < 0 || i >= lim) return;
+    const m = EV.msg[i];
     const strokeArrow = (mm, width, color) => {
-      if (!mm || !mm.send || !mm.receive || mm.receive.i >= lim) return;
-      const g = arrowGeom(mm);
-      if (!g) return;
-      const [x1, y1, x2, y2, kind] = g;
+      if (mm === undefined || mm < 0 || MS.send[mm] < 0 || MS.recv[mm] < 0 || MS.recv[mm] >= lim) return;
+      if (!arrowGeom(mm)) return;
+      const x1 = G[0]; const y1 = G[1]; const x2 = G[2]; const y2 = G[3]; const kind = G[4];
       c.lineWidth = width;
       c.strokeStyle = color;
       c.beginPath();
-      if (kind === 1) { c.moveTo(x1 - 10, y1 - 7); c.lineTo(x1, y1); c.lineTo(x2, y2); }
-      else if (kind === 3) { c.moveTo(x1, y1); c.quadraticCurveTo((x1 + x2) / 2, y1 - ROW_H, x2, y2); }
-      else { c.moveTo(x1, y1); c.lineTo(x2, y2); }
+      if (kind === 1) { c.moveTo(x1 - 10, y1 - 7); c.lineTo(x1, y1); c.lineTo(x2, y2); } else if (kind === 3) {
+        c.moveTo(x1, y1);
+        c.quadraticCurveTo((x1 + x2) / 2, y1 - ROW_H, x2, y2);
+      } else { c.moveTo(x1, y1); c.lineTo(x2, y2); }
       c.stroke();
     };
-    for (const id of S.selChain) strokeArrow(S.msgs.get(id), 1.5, 'rgba(255,180,84,0.8)');
-    if (m) {
+    for (const id of S.selChain) strokeArrow(msgById.get(id), 1.5, 'rgba(255,180,84,0.8)');
+    if (m >= 0) {
       strokeArrow(m, 2.5, SEL_COLOR);
-      const s = m.slice;
-      if (s && s.r.i < lim) {
-        const y = yOfRow(s.r.a.vrow);
+      const s = MS.slice[m];
+      if (s >= 0 && SL.r[s] < lim) {
+        const r = SL.r[s];
+        const y = yOfRow(VROW[EV.actor[r]]);
         if (y !== null) {
-          const x1 = xOf(s.r);
-          const x2 = s.h && s.h.i < lim ? xOf(s.h) : xOf(S.events[lim - 1]);
+          const h = SL.h[s];
+          const x1 = xOf(r);
+          const x2 = h >= 0 && h < lim ? xOf(h) : xOf(lim - 1);
           c.lineWidth = 1.5;
           c.strokeStyle = SEL_COLOR;
           c.strokeRect(x1 - 1, y - 5, Math.max(2, x2 - x1) + 2, 10);
         }
       }
     }
-    const y = yOfRow(rowOfEvent(ev));
+    const y = yOfRow(rowOfEvent(i));
     if (y !== null) {
-      const x = xOf(ev);
+      const x = xOf(i);
       c.lineWidth = 2;
       c.strokeStyle = SEL_COLOR;
       c.beginPath();
@@ -1032,7 +1464,7 @@
     c.fillRect(0, 0, W, AXIS_H);
     c.fillStyle = '#2c323c';
     c.fillRect(0, AXIS_H - 1, W, 1);
-    if (!S.events.length) return;
+    if (!EV.n) return;
     c.font = '11px system-ui, sans-serif';
     c.textBaseline = 'top';
     const step = niceStep(S.kpp * 110);
@@ -1051,8 +1483,8 @@
       let label;
       if (S.xmode === 'time') label = fmtTime(k, step);
       else {
-        const ev = S.events[Math.min(S.events.length - 1, Math.max(0, Math.round(k)))];
-        label = ev ? `#${ev.seq}  ${fmtTime(ev.t, 0.001)}` : '';
+        const i = Math.min(EV.n - 1, Math.max(0, Math.round(k)));
+        label = `#${EV.seq[i]}  ${fmtTime(EV.t[i], 0.001)}`;
       }
       c.fillText(label, x + 3, 5);
     }
@@ -1066,7 +1498,7 @@
     c.setTransform(S.dpr, 0, 0, S.dpr, 0, 0);
     c.clearRect(0, 0, S.W, S.H);
     S.overlayUsed = false;
-    if (!h || !S.events.length) { tooltip.hidden = true; return; }
+    if (!h || !EV.n) { tooltip.hidden = true; return; }
     S.overlayUsed = true;
     const x = h.x;
     c.strokeStyle = 'rgba(255,255,255,0.25)';
@@ -1079,10 +1511,9 @@
     const lim = cutLimit();
     const k = keyAtX(x);
     let i = Math.min(lim - 1, lowerBoundKey(k));
-    if (i > 0 && Math.abs(keyOf(S.events[i - 1]) - k) <= Math.abs(keyOf(S.events[i]) - k)) i--;
-    const near = i >= 0 ? S.events[i] : null;
-    const tAt = S.xmode === 'time' ? k : (near ? near.t : 0);
-    const label = `t=${tAt.toFixed(S.kpp < 0.001 ? 6 : 3)} s${near ? `  seq ${near.seq}` : ''}`;
+    if (i > 0 && Math.abs(keyOf(i - 1) - k) <= Math.abs(keyOf(i) - k)) i--;
+    const tAt = S.xmode === 'time' ? k : (i >= 0 ? EV.t[i] : 0);
+    const label = `t=${tAt.toFixed(S.kpp < 0.001 ? 6 : 3)} s${i >= 0 ? `  seq ${EV.seq[i]}` : ''}`;
     c.font = '11px system-ui, sans-serif';
     const w = c.measureText(label).width + 10;
     const lx = Math.min(S.W - w - 2, Math.max(2, x + 6));
@@ -1092,7 +1523,7 @@
     c.textBaseline = 'middle';
     c.fillText(label, lx + 5, 13);
     const hit = h.hit;
-    if (hit) {
+    if (hit >= 0) {
       const y = yOfRow(rowOfEvent(hit));
       if (y !== null) {
         c.strokeStyle = '#ffb454';
@@ -1111,11 +1542,13 @@
     }
   }
 
-  function summary(ev) {
-    const type = evType(ev);
-    const parts = [`seq ${ev.seq}  t=${ev.t}  ${ev.kind}${type ? ` ${type}` : ''}`, ev.actor];
-    if (ev.peer) parts.push(`peer ${ev.peer}`);
-    if (ev.detail) parts.push(ev.detail.length > 200 ? `${ev.detail.slice(0, 200)}…` : ev.detail);
+  function summary(i) {
+    const type = evType(i);
+    const parts = [`seq ${EV.seq[i]}  t=${EV.t[i]}  ${kindName(i)}${type ? ` ${type}` : ''}`, actorPath(i)];
+    const peer = peerPath(i);
+    if (peer) parts.push(`peer ${peer}`);
+    const detail = str(EV.detail[i]);
+    if (detail) parts.push(detail.length > 200 ? `${detail.slice(0, 200)}…` : detail);
     return parts.join('\n');
   }
 
@@ -1129,11 +1562,9 @@
     const lo = lowerBoundKey(keyAtX(x - HIT_PX));
     const hi = Math.min(lim, upperBoundKey(keyAtX(x + HIT_PX)));
     const out = [];
-    const evs = S.events;
     for (let i = lo; i < hi && out.length < 5000; i++) {
-      const ev = evs[i];
-      if (!ev.f || rowOfEvent(ev) !== row) continue;
-      out.push([Math.abs(xOf(ev) - x), ev]);
+      if (!EV.f[i] || rowOfEvent(i) !== row) continue;
+      out.push([Math.abs(xOf(i) - x), i]);
     }
     return out;
   }
@@ -1142,14 +1573,19 @@
     syncTop();
     const cand = hitCandidates(x, y);
     if (cand.length) {
-      const best = Math.min(...cand.map((c) => c[0]));
+      let best = Infinity;
+      for (const c of cand) if (c[0] < best) best = c[0];
       const ties = cand.filter((c) => c[0] <= best + 0.5).map((c) => c[1]);
       if (S.preferSeq !== null) {
-        const p = ties.find((e) => e.seq === S.preferSeq);
-        if (p) return p;
+        const p = ties.find((i) => EV.seq[i] === S.preferSeq);
+        if (p !== undefined) return p;
       }
-      const rank = (e) => (markStyle(e) && markStyle(e).major ? 0 : e.kind === 'send' || e.kind === 'receive' ? 1 : 2);
-      ties.sort((a, b) => rank(a) - rank(b) || a.seq - b.seq);
+      const rank = (i) => {
+        const st = markStyle(i);
+        const k = EV.kind[i];
+        return st && st.major ? 0 : k === K_SEND || k === K_RECEIVE ? 1 : 2;
+      };
+      ties.sort((a, b) => rank(a) - rank(b) || EV.seq[a] - EV.seq[b]);
       if (cycle && S.lastClick && Math.abs(S.lastClick.x - x) < 3 && Math.abs(S.lastClick.y - y) < 3) {
         const k = ties.indexOf(S.sel);
         if (k >= 0) return ties[(k + 1) % ties.length];
@@ -1162,26 +1598,27 @@
       const yc = yOfRow(row);
       if (row >= 0 && row < S.rows.length && Math.abs(y - yc) <= 5) {
         const lim = cutLimit();
-        const k = keyAtX(x);
-        const idx = upperBoundKey(k);
+        const idx = upperBoundKey(keyAtX(x));
         const from = lowerBoundSlices(idx - S.maxSliceSpan - 1);
-        const check = (s) => s.r.f && s.r.i < lim && s.r.a.vrow === row && xOf(s.r) <= x &&
-          (s.h && s.h.i < lim ? xOf(s.h) : Infinity) >= x - 2;
-        for (let j = from; j < S.slices.length && S.slices[j].r.i <= idx; j++) {
-          if (check(S.slices[j])) return S.slices[j].r;
-        }
-        for (const s of S.openSlices) if (check(s)) return s.r;
+        const check = (s) => {
+          const r = SL.r[s];
+          const h = SL.h[s];
+          return EV.f[r] && r < lim && VROW[EV.actor[r]] === row && xOf(r) <= x &&
+            (h >= 0 && h < lim ? xOf(h) : Infinity) >= x - 2;
+        };
+        for (let j = from; j < SL.n && SL.r[j] <= idx; j++) if (check(j)) return SL.r[j];
+        for (const s of openNow()) if (check(s)) return SL.r[s];
       }
     }
     // an arrow near the pointer (as drawn in the last frame)
     const ha = S.hitArrows;
     let bestD = 4;
-    let bestM = null;
+    let bestM = -1;
     for (let j = 0; j < ha.length; j += 5) {
       const d = segDist(x, y, ha[j], ha[j + 1], ha[j + 2], ha[j + 3]);
-      if (d < bestD) { bestD = d; bestM = S.arrows[ha[j + 4]]; }
+      if (d < bestD) { bestD = d; bestM = AR.m[ha[j + 4]]; }
     }
-    return bestM ? bestM.send : null;
+    return bestM >= 0 ? MS.send[bestM] : -1;
   }
 
   function segDist(px, py, x1, y1, x2, y2) {
@@ -1194,33 +1631,38 @@
   }
 
   // -- selection and details ---------------------------------------------------------------
-  function causalChain(ev) {
+  function causalChain(i) {
     // Follow `cause` (the msg_id the emitting actor was handling) back to the send of that
     // message, then that send's cause, and so on. Returns the send events, nearest first.
     const chain = [];
     const seen = new Set();
-    let cur = ev.cause;
-    if (cur == null && ev.m && ev.kind !== 'send' && ev.m.send && ev.m.send !== ev) {
-      chain.push({ ev: ev.m.send, id: ev.m.id, own: true });
-      seen.add(ev.m.id);
-      cur = ev.m.send.cause;
+    let cur = EV.cause[i];
+    const m = EV.msg[i];
+    if (cur < 0 && m >= 0 && EV.kind[i] !== K_SEND && MS.send[m] >= 0 && MS.send[m] !== i) {
+      chain.push({ ev: MS.send[m], id: MS.id[m], own: true });
+      seen.add(MS.id[m]);
+      cur = EV.cause[MS.send[m]];
     }
-    while (cur != null && !seen.has(cur) && chain.length < 200) {
+    while (cur >= 0 && !seen.has(cur) && chain.length < 200) {
       seen.add(cur);
-      const m = S.msgs.get(cur);
-      if (!m || !m.send) { chain.push({ ev: m ? m.receive : null, id: cur, missing: !m || !m.receive }); break; }
-      chain.push({ ev: m.send, id: cur });
-      cur = m.send.cause;
+      const mm = msgById.get(cur);
+      if (mm === undefined || MS.send[mm] < 0) {
+        const r = mm === undefined ? -1 : MS.recv[mm];
+        chain.push({ ev: r, id: cur, missing: r < 0 });
+        break;
+      }
+      chain.push({ ev: MS.send[mm], id: cur });
+      cur = EV.cause[MS.send[mm]];
     }
     return chain;
   }
 
-  function select(ev, reveal) {
-    S.sel = ev;
+  function select(i, reveal) {
+    S.sel = i;
     S.selChain = new Set();
-    if (ev) {
-      for (const link of causalChain(ev)) S.selChain.add(link.id);
-      if (reveal) revealEvent(ev);
+    if (i >= 0) {
+      for (const link of causalChain(i)) S.selChain.add(link.id);
+      if (reveal) revealEvent(i);
     }
     renderDetails();
     S.treeRendered = false;
@@ -1236,10 +1678,9 @@
     return e;
   }
 
-  function seqLink(ev, text) {
-    if (!ev) return el('span', { class: 'none', text: text || '—' });
-    const a = el('a', { class: 'seq', href: '#', 'data-seq': String(ev.seq), text: text || `seq ${ev.seq}` });
-    return a;
+  function seqLink(i, text) {
+    if (i === undefined || i === null || i < 0) return el('span', { class: 'none', text: text || '—' });
+    return el('a', { class: 'seq', href: '#', 'data-seq': String(EV.seq[i]), text: text || `seq ${EV.seq[i]}` });
   }
 
   function fmtDur(d) {
@@ -1247,68 +1688,90 @@
     return d < 0.001 ? `${(d * 1e6).toFixed(1)} µs` : d < 1 ? `${(d * 1e3).toFixed(3)} ms` : `${d.toFixed(3)} s`;
   }
 
+  // The fields of event i as the trace has them (null: absent).
+  function fieldsOf(i) {
+    return {
+      seq: EV.seq[i], t: EV.t[i], kind: kindName(i), actor: actorPath(i), peer: peerPath(i),
+      msg_id: num(EV.msgId[i]), cause: num(EV.cause[i]), corr: num(EV.corr[i]),
+      msg_type: str(EV.type[i]), outcome: str(EV.outcome[i]), detail: str(EV.detail[i]),
+    };
+  }
+
   function renderDetails() {
     const box = $('details');
     box.textContent = '';
-    const ev = S.sel;
-    if (!ev) {
+    const i = S.sel;
+    if (i < 0) {
       box.append(el('p', { class: 'hint', text: 'Click an event, an arrow or a handler slice to see its fields, payload and causal chain.' }));
       return;
     }
-    const type = evType(ev);
+    const ev = fieldsOf(i);
+    const type = evType(i);
     box.append(el('h3', { text: `seq ${ev.seq} · ${ev.kind}${type ? ` · ${type}` : ''}` }));
-    const table = el('table');
-    const fields = ['seq', 't', 'kind', 'actor', 'peer', 'msg_id', 'cause', 'corr', 'msg_type', 'outcome', 'detail'];
-    for (const f of fields) {
+    const tbl = el('table');
+    for (const f of ['seq', 't', 'kind', 'actor', 'peer', 'msg_id', 'cause', 'corr', 'msg_type', 'outcome', 'detail']) {
       let v = ev[f];
       let cell;
-      if (f === 'cause' && v != null) {
-        const m = S.msgs.get(v);
-        cell = el('td', null, seqLink(m && (m.receive || m.send), `#${v}`), m && m.type ? ` ${m.type}` : '');
-      } else if (f === 'corr' && v != null && v !== ev.msg_id) {
-        const m = S.msgs.get(v);
-        cell = el('td', null, seqLink(m && m.send, `#${v}`), m && m.type ? ` ${m.type}` : '');
+      if (f === 'cause' && v !== null) {
+        const m = msgById.get(v);
+        const to = m === undefined ? -1 : (MS.recv[m] >= 0 ? MS.recv[m] : MS.send[m]);
+        cell = el('td', null, seqLink(to, `#${v}`), m !== undefined && MS.type[m] >= 0 ? ` ${STR[MS.type[m]]}` : '');
+      } else if (f === 'corr' && v !== null && v !== ev.msg_id) {
+        const m = msgById.get(v);
+        cell = el('td', null, seqLink(m === undefined ? -1 : MS.send[m], `#${v}`), m !== undefined && MS.type[m] >= 0 ? ` ${STR[MS.type[m]]}` : '');
       } else {
-        if (v === undefined || v === null) v = '—';
+        if (v === null) v = '—';
         cell = el('td', { text: String(v) });
       }
-      table.append(el('tr', null, el('td', { class: 'k', text: f }), cell));
+      tbl.append(el('tr', null, el('td', { class: 'k', text: f }), cell));
     }
-    box.append(table);
+    box.append(tbl);
 
-    const m = ev.m;
-    if (m) {
-      box.append(el('h4', { text: `message #${m.id}${m.type ? ` ${m.type}` : ''}${m.send && m.send.corr != null ? ' (ask)' : ''}` }));
+    const m = EV.msg[i];
+    if (m >= 0) {
+      const send = MS.send[m];
+      const recv = MS.recv[m];
+      const mtype = str(MS.type[m]);
+      box.append(el('h4', { text: `message #${MS.id[m]}${mtype ? ` ${mtype}` : ''}${send >= 0 && EV.corr[send] >= 0 ? ' (ask)' : ''}` }));
       const t2 = el('table');
       const row = (k, ...v) => t2.append(el('tr', null, el('td', { class: 'k', text: k }), el('td', null, ...v)));
-      row('from', m.send ? (m.send.peer || '(outside any actor)') : '—');
-      row('to', m.send ? m.send.actor : (m.receive ? m.receive.actor : '—'));
-      row('sent', seqLink(m.send));
-      row('received', seqLink(m.receive), m.send && m.receive ? `  queued ${fmtDur(m.receive.t - m.send.t)}` : '');
-      const end = m.handle || (m.slice && m.slice.h);
-      row(!end || end.outcome === 'ok' ? 'handled' : `ended (${end.outcome})`, seqLink(end), end ? `  ${end.detail || ''}` : '',
-        m.receive && end ? `  in ${fmtDur(end.t - m.receive.t)}` : '');
-      if (m.replies) row('replies', ...m.replies.flatMap((r) => [seqLink(r), ` ${r.outcome || ''} ${r.detail || ''} `]));
+      row('from', send >= 0 ? (peerPath(send) || '(outside any actor)') : '—');
+      row('to', send >= 0 ? actorPath(send) : (recv >= 0 ? actorPath(recv) : '—'));
+      row('sent', seqLink(send));
+      row('received', seqLink(recv), send >= 0 && recv >= 0 ? `  queued ${fmtDur(EV.t[recv] - EV.t[send])}` : '');
+      let end = MS.handle[m];
+      if (end < 0 && MS.slice[m] >= 0) end = SL.h[MS.slice[m]];
+      const outcome = end >= 0 ? str(EV.outcome[end]) : null;
+      row(end < 0 || outcome === 'ok' ? 'handled' : `ended (${outcome})`, seqLink(end), end >= 0 ? `  ${str(EV.detail[end]) || ''}` : '',
+        recv >= 0 && end >= 0 ? `  in ${fmtDur(EV.t[end] - EV.t[recv])}` : '');
+      if (MS.reply[m] >= 0) {
+        const replies = [MS.reply[m], ...(moreReplies.get(m) || [])];
+        row('replies', ...replies.flatMap((r) => [seqLink(r), ` ${str(EV.outcome[r]) || ''} ${str(EV.detail[r]) || ''} `]));
+      }
       box.append(t2);
     }
 
     box.append(el('h4', { text: 'payload' }));
-    const pl = ev.payload !== undefined ? ev.payload : (m && m.send ? m.send.payload : undefined);
-    if (pl === undefined) box.append(el('p', { class: 'none', text: '(none recorded)' }));
-    else box.append(el('pre', { text: JSON.stringify(pl, null, 2) }));
+    const pl = payloadOf(i);
+    if (pl < 0) box.append(el('p', { class: 'none', text: '(none recorded)' }));
+    else {
+      let text = PL[pl];
+      try { text = JSON.stringify(JSON.parse(text), null, 2); } catch (e) { /* shown as sent */ }
+      box.append(el('pre', { text }));
+    }
 
     box.append(el('h4', { text: 'causal chain' }));
-    const chain = causalChain(ev);
+    const chain = causalChain(i);
     if (!chain.length) {
       box.append(el('p', { class: 'none', text: 'no cause (not emitted while handling a message)' }));
     } else {
       const ol = el('ol');
       for (const link of chain) {
-        if (!link.ev) { ol.append(el('li', { class: 'none', text: `#${link.id} (not in this trace)` })); continue; }
+        if (link.ev < 0) { ol.append(el('li', { class: 'none', text: `#${link.id} (not in this trace)` })); continue; }
         const s = link.ev;
         const what = link.own ? 'sent as' : 'while handling';
-        ol.append(el('li', null, `${what} #${link.id} ${s.msg_type || (s.m && s.m.type) || ''} `,
-          el('br'), `${s.peer || '(outside)'} → ${s.actor} `, seqLink(s), ` t=${s.t}`));
+        ol.append(el('li', null, `${what} #${link.id} ${evType(s) || ''} `,
+          el('br'), `${peerPath(s) || '(outside)'} → ${actorPath(s)} `, seqLink(s), ` t=${EV.t[s]}`));
       }
       box.append(ol);
     }
@@ -1332,24 +1795,25 @@
     if (changed) { S.fullDirty = true; refilter(); }
   }
 
-  // Scroll (and, if collapsed away, expand) so that ev is on screen. Returns false if a
-  // filter hides it.
-  function revealEvent(ev) {
+  // Scroll (and, if collapsed away, expand) so that event i is on screen. Returns false if
+  // a filter hides it.
+  function revealEvent(i) {
     refilter();
-    if (ev.i >= cutLimit()) return false;
-    if (ev.a.row < 0 && ev.a.vrow >= 0) expandTo(ev.a);
-    const row = rowOfEvent(ev);
+    if (i >= cutLimit()) return false;
+    const a = NODES[EV.actor[i]];
+    if (a.row < 0 && a.vrow >= 0) expandTo(a);
+    const row = rowOfEvent(i);
     if (row < 0) return false;
     const viewH = S.H - AXIS_H;
     const y = row * ROW_H;
     if (y < tree.scrollTop + ROW_H || y > tree.scrollTop + viewH - 2 * ROW_H) {
       tree.scrollTop = Math.max(0, y - viewH / 2);
     }
-    const x = xOf(ev);
+    const x = xOf(i);
     if (x < 30 || x > S.W - 30) {
       // far away: center it; just off an edge: shift it a little into view
       const to = x < -S.W || x > 2 * S.W ? S.W / 2 : (x < 30 ? 80 : S.W - 80);
-      S.k0 = keyOf(ev) - to * S.kpp;
+      S.k0 = keyOf(i) - to * S.kpp;
       S.autoFit = false;
       if (S.follow) setFollow(false);
     }
@@ -1358,6 +1822,9 @@
   }
 
   // -- the actor tree panel ----------------------------------------------------------------
+  // Virtualized: a pool of row elements as large as the visible part of the tree (plus a
+  // margin) is moved and relabelled as the tree scrolls; the inner box only has the tree's
+  // full height, so the scroll bar is right.
   const rowPool = [];
 
   function renderTree() {
@@ -1374,7 +1841,7 @@
       treeInner.append(d);
       rowPool.push(d);
     }
-    const selNode = S.sel ? S.rows[rowOfEvent(S.sel)] : null;
+    const selNode = S.sel >= 0 ? S.rows[rowOfEvent(S.sel)] : null;
     for (let k = 0; k < rowPool.length; k++) {
       const d = rowPool[k];
       const r = r0 + k;
@@ -1401,7 +1868,7 @@
     return true;
   }
 
-  // -- status, lists, scrubber ----------------------------------------------------------------
+  // -- status, progress, lists, scrubber ------------------------------------------------------
   function renderStatus() {
     const st = $('status');
     const conn = S.connected ? 'connected'
@@ -1409,7 +1876,7 @@
         : retry >= 2 ? 'cannot connect (server gone, or a missing / wrong ?token=)' : 'connecting…';
     const parts = [
       conn + (S.mode ? ` (${S.mode})` : ''),
-      `${S.events.length.toLocaleString()}${S.total != null && !S.ended ? ` / ${S.total.toLocaleString()}` : ''} events`,
+      `${EV.n.toLocaleString()}${S.total != null && !S.ended ? ` / ${S.total.toLocaleString()}` : ''} events`,
       `${S.filtered.toLocaleString()} shown`,
       `${S.arrowCount.toLocaleString()} arrows`,
       `${S.dropped.toLocaleString()} dropped`,
@@ -1419,20 +1886,46 @@
     if (S.latency !== null) parts.push(`rtt ${S.latency} ms`);
     const text = parts.join(' · ');
     if (st.textContent !== text) st.textContent = text;
-    st.className = S.connected ? (S.ended ? 'ended' : 'ok') : (S.ended ? 'ended' : 'bad');
-    st.title = S.header ? `header: ${JSON.stringify(S.header)}` : '';
+    const cls = S.connected ? (S.ended ? 'ended' : 'ok') : (S.ended ? 'ended' : 'bad');
+    if (st.className !== cls) st.className = cls;
+    const title = S.header ? `header: ${JSON.stringify(S.header)}` : '';
+    if (st.title !== title) st.title = title;
+  }
+
+  // The progress bar over the chart while a replay arrives (it is drawn once complete).
+  function renderProgress() {
+    S.lastProgress = performance.now();
+    const box = $('progress');
+    const on = loadingReplay();
+    if (box.hidden !== !on) box.hidden = !on;
+    if (!on) return;
+    const total = S.total || 0;
+    const pct = total ? Math.floor(Math.min(1, EV.n / total) * 100) : 0;
+    const text = total ? `loading ${EV.n} / ${total} events (${pct} %)` : `loading ${EV.n} events`;
+    const label = box.lastElementChild;
+    if (label.textContent === text) return;
+    label.textContent = text;
+    box.firstElementChild.firstElementChild.style.width = `${pct}%`;
+  }
+
+  // The type and VMM suggestions (datalists): only the values matching what is typed, at
+  // most SUGGEST of them, filled when the field is focused or edited (a trace may know
+  // thousands of VMMs: they are not all put in the page).
+  const SUGGEST = 100;
+  function suggest(listId, values, input) {
+    const q = input.value.trim().toLowerCase();
+    const out = [];
+    for (const v of values) if (!q || v.toLowerCase().includes(q)) out.push(v);
+    out.sort(collator.compare);
+    $(listId).replaceChildren(...out.slice(0, SUGGEST).map((v) => el('option', { value: v })));
   }
 
   function updateLists() {
     if (!S.listsDirty) return;
     S.listsDirty = false;
-    const fill = (id, values) => {
-      const dl = $(id);
-      dl.textContent = '';
-      for (const v of [...values].sort(collator.compare)) dl.append(el('option', { value: v }));
-    };
-    fill('type-list', S.types);
-    fill('vmm-list', S.vmms);
+    const active = document.activeElement;
+    if (active === $('filter-type')) suggest('type-list', S.types, active);
+    if (active === $('filter-vmm')) { scanPayloadVmms(); suggest('vmm-list', S.vmms, active); }
     // a type typed before it was known becomes an exact match once it is
     const type = $('filter-type').value.trim();
     if (type && S.types.has(type) !== S.F.typeExact) readFilterInputs();
@@ -1440,38 +1933,35 @@
 
   function updateScrubber() {
     const sc = $('scrubber');
-    const evs = S.events;
     const lab = $('scrub-label');
-    if (!evs.length) { sc.min = '0'; sc.max = '0'; sc.value = '0'; lab.textContent = ''; return; }
-    const min = evs[0].seq;
-    const max = evs[evs.length - 1].seq;
+    if (!EV.n) { sc.min = '0'; sc.max = '0'; sc.value = '0'; lab.textContent = ''; return; }
+    const min = EV.seq[0];
+    const max = EV.seq[EV.n - 1];
     if (sc.min !== String(min)) sc.min = String(min);
     if (sc.max !== String(max)) sc.max = String(max);
     const v = S.cutSeq === null ? max : S.cutSeq;
     if (sc.value !== String(v)) sc.value = String(v);
     const lim = cutLimit();
-    const t = lim ? evs[lim - 1].t : 0;
+    const t = lim ? EV.t[lim - 1] : 0;
     const text = `seq ${v.toLocaleString()} / ${max.toLocaleString()} · t=${t.toFixed(3)} s`;
     if (lab.textContent !== text) lab.textContent = text;
   }
 
   function setCut(seq) {
-    const evs = S.events;
-    if (!evs.length) return;
-    const max = evs[evs.length - 1].seq;
-    S.cutSeq = seq >= max ? null : Math.max(evs[0].seq, seq);
+    if (!EV.n) return;
+    const max = EV.seq[EV.n - 1];
+    S.cutSeq = seq >= max ? null : Math.max(EV.seq[0], seq);
     S.fullDirty = true;
     if (S.follow) followEnd();
     schedule();
   }
 
   function stepPlay() {
-    const evs = S.events;
-    if (!evs.length) { S.playing = false; return; }
-    const max = evs[evs.length - 1].seq;
+    if (!EV.n) { S.playing = false; return; }
+    const max = EV.seq[EV.n - 1];
     const cur = S.cutSeq === null ? max : S.cutSeq;
     const secs = Number($('speed').value) || 20;
-    const step = Math.max(1, Math.round((max - evs[0].seq) / (secs * 60)));
+    const step = Math.max(1, Math.round((max - EV.seq[0]) / (secs * 60)));
     const next = cur + step;
     if (next >= max) { setCut(max); setPlaying(false); } else setCut(next);
   }
@@ -1480,7 +1970,7 @@
     S.playing = on;
     $('play').textContent = on ? '⏸' : '▶';
     if (on) {
-      if (S.cutSeq === null && S.events.length) setCut(S.events[0].seq);
+      if (S.cutSeq === null && EV.n) setCut(EV.seq[0]);
       if (!S.follow) setFollow(true);
       schedule();
     }
@@ -1495,7 +1985,7 @@
   function wsUrl() {
     const token = new URLSearchParams(location.search).get('token');
     const proto = location.protocol === 'https:' ? 'wss:' : 'ws:';
-    return `${proto}//${location.host}/ws${token ? `?token=${encodeURIComponent(token)}` : ''}`;
+    return `${proto}//${location.host}/ws?format=columns${token ? `&token=${encodeURIComponent(token)}` : ''}`;
   }
 
   function connect() {
@@ -1509,6 +1999,7 @@
       S.connected = true;
       S.everConnected = true;
       retry = 0;
+      if (T.timing.wsOpen === null) T.timing.wsOpen = performance.now();
       clearInterval(pingTimer);
       pingTimer = setInterval(() => {
         if (ws && ws.readyState === 1) { pingSent = performance.now(); ws.send('{"type":"ping"}'); }
@@ -1516,20 +2007,18 @@
       schedule();
     };
     ws.onmessage = (e) => {
-      const M = S.M;
       const t0 = performance.now();
-      let msgObj;
-      try { msgObj = JSON.parse(e.data); } catch (err) { return; }
+      const data = e.data;
+      let m;
+      try { m = JSON.parse(data); } catch (err) { return; }
       const t1 = performance.now();
-      onFrame(msgObj);
+      onFrame(m);
       const t2 = performance.now();
-      if (msgObj.type === 'hello') {
-        S.M = { firstFrameAt: t0, endAt: null, drawnAt: null, parseMs: 0, ingestMs: 0, draws: 0, drawMs: 0, lastDraw: null };
-        return;
-      }
-      M.parseMs += t1 - t0;
-      M.ingestMs += t2 - t1;
-      if (msgObj.type === 'end') M.endAt = t2;
+      const tm = T.timing;
+      tm.frames++;
+      tm.bytes += data.length;
+      tm.parseMs += t1 - t0;
+      tm.ingestMs += t2 - t1;
     };
     ws.onclose = () => {
       S.connected = false;
@@ -1545,20 +2034,50 @@
     setTimeout(connect, 500 * 2 ** (retry - 1));
   }
 
+  function onData() {
+    const now = performance.now();
+    S.lastData = now;
+    const tm = T.timing;
+    if (tm.firstData === null) tm.firstData = now;
+    tm.lastData = now;
+    if (loadingReplay()) {
+      // no draw until the replay is complete; the progress bar, now and then
+      if (now - S.lastProgress > PROGRESS_EVERY_MS) { renderProgress(); renderStatus(); }
+      return;
+    }
+    schedule();
+  }
+
   function onFrame(m) {
     switch (m.type) {
-      case 'hello':
+      case 'hello': {
+        const wsOpen = T.timing.wsOpen;
+        T.timing = newTiming();
+        T.timing.wsOpen = wsOpen;
+        T.timing.hello = performance.now();
+        T.ready = false;
         resetData();
         S.header = m.header || null;
         S.mode = m.mode || null;
         S.total = typeof m.total === 'number' ? m.total : null;
-        break;
-      case 'events': {
-        S.lastData = performance.now();
-        const evs = m.events;
-        for (let i = 0; i < evs.length; i++) ingest(evs[i]);
+        if (S.total) {
+          // one allocation for a replay's events (the stores grow by half when full)
+          reserve(EV, S.total);
+          reserve(MS, Math.ceil(S.total / 3));
+          reserve(SL, Math.ceil(S.total / 4));
+          reserve(AR, Math.ceil(S.total / 4));
+        }
+        renderProgress();
         break;
       }
+      case 'columns':
+        ingestColumns(m);
+        onData();
+        return;
+      case 'events':
+        ingestObjects(m.events);
+        onData();
+        return;
       case 'dropped':
         S.dropped = m.count;
         break;
@@ -1568,6 +2087,8 @@
         break;
       case 'end':
         S.ended = true;
+        T.timing.end = performance.now();
+        if (typeof m.build_s === 'number') T.timing.serverBuildS = m.build_s;
         break;
       case 'pong':
         S.latency = Math.round(performance.now() - pingSent);
@@ -1595,11 +2116,14 @@
 
   // A kind this viewer does not know (a newer runtime): shown, with its own checkbox.
   function addKind(kind) {
+    const k = KINDS.length;
     KINDS.push(kind);
-    KIND_SET.add(kind);
+    KIND_INDEX.set(kind, k);
+    MARK_OF.push({ shape: 'dotSmall', color: '#d5dce5', label: kind });
     S.F.kinds.add(kind);
     const bar = $('filter-kinds');
     bar.insertBefore(kindCheckbox(kind), bar.querySelector('.all'));
+    return k;
   }
 
   function buildKinds() {
@@ -1655,6 +2179,13 @@
       $(id).addEventListener('input', soon);
       $(id).addEventListener('change', readFilterInputs);
     }
+    const vmms = () => { scanPayloadVmms(); return S.vmms; };
+    for (const [id, list, values] of [['filter-type', 'type-list', () => S.types], ['filter-vmm', 'vmm-list', vmms]]) {
+      const input = $(id);
+      const fill = () => suggest(list, values(), input);
+      input.addEventListener('focus', fill);
+      input.addEventListener('input', fill);
+    }
     $('compact').addEventListener('change', readFilterInputs);
     $('clear-filters').onclick = () => {
       for (const id of ['filter-actor', 'filter-type', 'filter-vmm', 'search']) $(id).value = '';
@@ -1666,13 +2197,13 @@
       S.xmode = $('xmode').value;
       S.autoFit = true;
       fit();
-      if (sel) revealEvent(sel);
+      if (sel >= 0) revealEvent(sel);
     });
     $('zoom-in').onclick = () => zoomAt(S.W / 2, 0.5);
     $('zoom-out').onclick = () => zoomAt(S.W / 2, 2);
     $('fit').onclick = () => { S.autoFit = true; fit(); };
-    $('expand-all').onclick = () => { for (const n of S.nodes.values()) n.collapsed = false; S.fullDirty = true; schedule(); };
-    $('collapse-all').onclick = () => { for (const n of S.nodes.values()) n.collapsed = n.children.length > 0 && n.depth >= 1; S.fullDirty = true; schedule(); };
+    $('expand-all').onclick = () => { for (const n of NODES) n.collapsed = false; S.fullDirty = true; schedule(); };
+    $('collapse-all').onclick = () => { for (const n of NODES) n.collapsed = n.children.length > 0 && n.depth >= 1; S.fullDirty = true; schedule(); };
     $('follow').addEventListener('change', () => setFollow($('follow').checked));
     $('scrubber').addEventListener('input', () => { setPlaying(false); setCut(Number($('scrubber').value)); });
     $('play').onclick = () => setPlaying(!S.playing);
@@ -1717,12 +2248,12 @@
           return;
         }
       }
-      if (e.target !== canvas) { if (S.hover) { S.hover = null; scheduleOverlay(); } return; }
+      if (e.target !== canvas || loadingReplay()) { if (S.hover) { S.hover = null; scheduleOverlay(); } return; }
       const rect = canvas.getBoundingClientRect();
       const x = e.clientX - rect.left;
       const y = e.clientY - rect.top;
       const cand = hitCandidates(x, y);
-      let hit = null;
+      let hit = -1;
       if (cand.length) hit = cand.reduce((a, b) => (b[0] < a[0] ? b : a))[1];
       S.hover = { x, y, hit };
       scheduleOverlay();
@@ -1731,7 +2262,7 @@
       const d = S.drag;
       S.drag = null;
       canvas.classList.remove('dragging');
-      if (!d || d.moved || e.target !== canvas) return;
+      if (!d || d.moved || e.target !== canvas || loadingReplay()) return;
       const rect = canvas.getBoundingClientRect();
       const x = e.clientX - rect.left;
       const y = e.clientY - rect.top;
@@ -1747,8 +2278,8 @@
       const a = e.target.closest('a.seq');
       if (!a) return;
       e.preventDefault();
-      const ev = eventBySeq(Number(a.dataset.seq));
-      if (ev) select(ev, true);
+      const i = eventBySeq(Number(a.dataset.seq));
+      if (i >= 0) select(i, true);
     });
 
     window.addEventListener('keydown', (e) => {
@@ -1758,7 +2289,7 @@
       else if (e.key === 'f') { S.autoFit = true; fit(); }
       else if (e.key === 'ArrowLeft') { S.k0 -= S.W * S.kpp * 0.2; S.autoFit = false; setFollow(false); schedule(); }
       else if (e.key === 'ArrowRight') { S.k0 += S.W * S.kpp * 0.2; S.autoFit = false; schedule(); }
-      else if (e.key === 'Escape') select(null, false);
+      else if (e.key === 'Escape') select(-1, false);
       else return;
       e.preventDefault();
     });
@@ -1777,47 +2308,54 @@
         actors: S.actorCount,
         lifelines: S.rows.length,
         arrows: S.arrowCount,
-        arrowsTotal: S.arrows.length,
-        events: S.events.length,
+        arrowsTotal: AR.n,
+        events: EV.n,
         filtered: S.filtered,
         dropped: S.dropped,
         lineErrors: S.lineErrors.length,
         connected: S.connected,
         ended: S.ended,
         mode: S.mode,
-        selected: S.sel ? S.sel.seq : null,
+        selected: S.sel >= 0 ? EV.seq[S.sel] : null,
         cutoff: S.cutSeq,
       };
     },
     /** Select the event with this seq (fills #details, scrolls it into view). */
     select(seq) {
-      const ev = eventBySeq(Number(seq));
-      select(ev, !!ev);
-      return !!ev;
+      const i = eventBySeq(Number(seq));
+      select(i, i >= 0);
+      return i >= 0;
     },
     /** Scroll the event into view and return its position in page (client) coordinates;
      * a click there selects this event, even if other events share the spot. */
     eventPosition(seq) {
-      const ev = eventBySeq(Number(seq));
-      if (!ev || !revealEvent(ev)) return null;
-      S.preferSeq = ev.seq;
+      const i = eventBySeq(Number(seq));
+      if (i < 0 || !revealEvent(i)) return null;
+      S.preferSeq = EV.seq[i];
       syncTop();
       const rect = canvas.getBoundingClientRect();
-      const y = yOfRow(rowOfEvent(ev));
-      return { x: rect.left + xOf(ev), y: rect.top + y };
+      const y = yOfRow(rowOfEvent(i));
+      return { x: rect.left + xOf(i), y: rect.top + y };
     },
     /** Where the event is drawn now, in page (client) coordinates, without scrolling;
      * null if it is hidden (filter, collapsed ancestor) or not drawn yet. */
     position(seq) {
-      const ev = eventBySeq(Number(seq));
-      if (!ev) return null;
+      const i = eventBySeq(Number(seq));
+      if (i < 0) return null;
       refilter();
       syncTop();
-      const y = yOfRow(rowOfEvent(ev));
-      if (y === null || ev.i >= cutLimit()) return null;
-      S.preferSeq = ev.seq; // a click there picks this one among events at the same spot
+      const y = yOfRow(rowOfEvent(i));
+      if (y === null || i >= cutLimit()) return null;
+      S.preferSeq = EV.seq[i]; // a click there picks this one among events at the same spot
       const rect = canvas.getBoundingClientRect();
-      return { x: rect.left + xOf(ev), y: rect.top + y };
+      return { x: rect.left + xOf(i), y: rect.top + y };
+    },
+    /** The fields of the event with this seq, as the trace has them (null if unknown). */
+    event(seq) {
+      const i = eventBySeq(Number(seq));
+      if (i < 0) return null;
+      const pl = payloadOf(i);
+      return { ...fieldsOf(i), payload: EV.pl[i] >= 0 ? PL[pl] : null, shown: EV.f[i] === 1 };
     },
     /** Apply filters programmatically: {actor, type, vmm, search, kinds: [..]}. */
     setFilter(f) {
@@ -1846,10 +2384,14 @@
     setXMode(mode) { $('xmode').value = mode; $('xmode').dispatchEvent(new Event('change')); },
     setCutoff(seq) { setPlaying(false); if (seq == null) { S.cutSeq = null; S.fullDirty = true; schedule(); } else setCut(Number(seq)); },
     kinds: KINDS.slice(),
-    /** Load and render timings in ms (performance.now() clock, 0 = navigation start):
-     * firstFrameAt (hello), endAt ("end" processed), drawnAt (first draw after it), time
-     * spent parsing and ingesting frames, number and total time of draws, last draw. */
-    metrics() { return { ...S.M, now: performance.now() }; },
+    /** Load and render timings (see window.__trioxide.timing), ms since navigation start. */
+    metrics() { return { ...T.timing, ready: T.ready, now: performance.now() }; },
+    /** Bytes held in typed arrays (columns and indexes) and the number of payload texts. */
+    memory() {
+      let bytes = 0;
+      for (const t of [EV, MS, SL, AR]) for (const k of Object.keys(t.fields)) bytes += t[k].byteLength;
+      return { typedArrayBytes: bytes, payloads: PL.length, strings: STR.length, nodes: NODES.length, messages: MS.n };
+    },
   };
 
   function init() {
