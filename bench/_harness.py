@@ -9,6 +9,7 @@ noise of a shared machine better than a mean does.
 from __future__ import annotations
 
 import gc
+import statistics
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -23,7 +24,9 @@ __all__ = [
     "Incr",
     "Sizes",
     "best_of",
-    "best_of_rounds",
+    "interleaved_rounds",
+    "median_of_rounds",
+    "median_ratio",
     "timed",
 ]
 
@@ -86,19 +89,30 @@ def best_of(measure: Callable[[], float], repeats: int = REPEATS, *, higher: boo
     return max(results) if higher else min(results)
 
 
-def best_of_rounds(
-    measures: dict[str, Callable[[], float]], repeats: int = REPEATS
-) -> dict[str, float]:
-    """Run every measurement once per round, ``repeats`` rounds, keep each one's best rate.
+def interleaved_rounds(
+    measures: dict[str, Callable[[], float]], rounds: int = REPEATS
+) -> list[dict[str, float]]:
+    """Run every measurement once per round, *rounds* rounds; each round's results.
 
     Interleaving (rather than three runs of A, then three of B) exposes a measurement and
-    the baseline it is compared with to the same machine load, so ratios stay meaningful
-    on a shared machine.
+    the baseline it is compared with to the same machine load, so the ratio of two
+    measurements taken in the same round is meaningful on a shared machine.
     """
-    best: dict[str, float] = {}
-    for _ in range(repeats):
+    out: list[dict[str, float]] = []
+    for _ in range(rounds):
+        got: dict[str, float] = {}
         for key, measure in measures.items():
             gc.collect()
-            value = measure()
-            best[key] = max(best.get(key, value), value)
-    return best
+            got[key] = measure()
+        out.append(got)
+    return out
+
+
+def median_of_rounds(rounds: list[dict[str, float]]) -> dict[str, float]:
+    """Each measurement's median over *rounds*."""
+    return {key: statistics.median(r[key] for r in rounds) for key in rounds[0]}
+
+
+def median_ratio(rounds: list[dict[str, float]], a: str, b: str) -> float:
+    """The median over *rounds* of ``a / b`` taken within each round."""
+    return statistics.median(r[a] / r[b] for r in rounds)

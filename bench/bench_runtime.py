@@ -23,6 +23,7 @@ import math
 import os
 import subprocess
 import sys
+import tempfile
 import time
 import tracemalloc
 from collections.abc import Callable
@@ -95,11 +96,28 @@ def _tracer() -> traces.Tracer:
 # -- tell and ask ---------------------------------------------------------------------
 
 
-def tell_rate(n: int, *, tracing: bool) -> float:
-    """Messages/s: *n* tells from a plain task, then one ask to wait for them all."""
+def _jsonl_tracer(path: str) -> traces.Tracer:
+    # What an agent process writing its trace to disk runs: the file sink, payloads on.
+    return traces.Tracer(traces.JsonlFileSink(path, traces.TraceHeader()), payloads=True)
 
+
+def tell_rate(n: int, *, tracing: bool | str) -> float:
+    """Messages/s: *n* tells from a plain task, then one ask to wait for them all.
+    *tracing*: ``False``, ``True`` (a ``MemorySink``, no payloads) or ``"jsonl"`` (a
+    JSONL file in a temporary directory, payloads on; the time includes handing the last
+    records to the writer thread, not waiting for the disk)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        return _tell_rate(n, tracing, os.path.join(tmp, "bench.jsonl"))
+
+
+def _tell_rate(n: int, tracing: bool | str, path: str) -> float:
     async def main() -> float:
-        async with runtime.open_runtime(tracer=_tracer() if tracing else None) as rt:
+        tracer = None
+        if tracing == "jsonl":
+            tracer = _jsonl_tracer(path)
+        elif tracing:
+            tracer = _tracer()
+        async with runtime.open_runtime(tracer=tracer) as rt:
             ref = await rt.spawn(Counter, 0, name="counter", mailbox_size=1024)
             tell = ref.tell
             msg = INCR_ONE
@@ -111,6 +129,8 @@ def tell_rate(n: int, *, tracing: bool) -> float:
             elapsed = time.perf_counter() - t0
             assert count == n, count
             await ref.stop()
+        if tracer is not None:
+            tracer.close()  # outside the measured loop: joins a file sink's writer
         return n / elapsed
 
     return trio.run(main)
@@ -236,6 +256,7 @@ def rate_measurements(sizes: Sizes) -> dict[str, Callable[[], float]]:
     return {
         "tell_off": lambda: tell_rate(sizes.tell, tracing=False),
         "tell_on": lambda: tell_rate(sizes.tell, tracing=True),
+        "tell_jsonl": lambda: tell_rate(sizes.tell, tracing="jsonl"),
         "ask_timeout": lambda: ask_rate(sizes.ask, timeout=2.0),
         "ask_plain": lambda: ask_rate(sizes.ask, timeout=None),
     }

@@ -127,7 +127,7 @@ class ActorCell:
         self.stop_deadline = math.inf  # handlers are cancelled then (stop's grace)
         # The message being handled: an Envelope, or _loop.BARE for an untraced tell.
         self.current: Any = None
-        self.taken: list[Any] | None = None  # items taken by receive()/Interrupted
+        self.taken: list[Envelope] | None = None  # asks taken (receive, Interrupted), owed
         self.orphans: list[Envelope] | None = None  # asks to answer once the failure is known
         self.waiting = False  # the handler is parked in receive()/serve_until()
         # The actor this one's own task is blocked on (an ask, a spawn's on_start, a stop
@@ -224,6 +224,7 @@ class ActorCell:
                     tr = self.rt.tracer
                     if tr is not None:
                         tr.fail(self.path, failure)
+                        self.rt.on_failure(self, failure)  # the flight recorder's dump
                     if self.start_status is not None:
                         # The first on_start failed: the spawner gets the exception itself.
                         self.start_status = None

@@ -3,17 +3,22 @@
 from __future__ import annotations
 
 import math
+import os
 import random
 import re
+import signal
 import threading
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import outcome
 import trio
 from trio.lowlevel import reschedule
+
+from trioxide.traces import FlightRecorder, Tracer
 
 from ._actor import Actor
 from ._cell import ActorCell
@@ -61,9 +66,12 @@ class Runtime:
         name: str,
         seed: int | None = None,
         extra_yields: float = 0.0,
+        flight_recorder: FlightRecorder | None = None,
     ) -> None:
         self.name = name
         self.tracer = tracer
+        #: The recorder dumped on failures, SIGUSR1 and ``dump_trace`` (a sink of ``tracer``).
+        self.flight_recorder = flight_recorder
         #: The thread the runtime runs in (``tell_nowait`` refuses other threads).
         self.thread = threading.get_ident()
         self.seed = seed
@@ -213,6 +221,47 @@ class Runtime:
 
         return [info(c) for c in self.top_level.values()]
 
+    # -- the flight recorder ------------------------------------------------------------
+
+    def on_failure(self, cell: ActorCell, failure: BaseException) -> None:
+        """An incarnation of *cell* failed (called where its ``fail`` is traced): with a
+        flight recorder, dump it to ``trioxide-<actor path>-<seq>.jsonl`` in the
+        recorder's directory - a snapshot now, written by the recorder's thread, rate
+        limited (``FlightRecorder.dump_soon``). Without one, nothing."""
+        recorder = self.flight_recorder
+        if recorder is not None:
+            recorder.dump_soon(cell.path.replace("/", "."), now=self.now())
+
+    async def dump_trace(self, path: str | os.PathLike[str] | None = None) -> Path:
+        """Write the flight recorder's records to *path* (default: the recorder's
+        directory, ``trioxide-<runtime name>-<seq>.jsonl``) and return it once written.
+
+        The tracer is flushed first (``Tracer.flush``: a receive it holds to fold into
+        its handle is written; file sinks wait for their writer, at most their
+        ``flush_timeout``). The snapshot is taken at once, on this thread; the file is
+        written by a worker thread while this task waits. Raises ``RuntimeError`` without
+        a flight recorder."""
+        recorder = self.flight_recorder
+        if recorder is None or self.tracer is None:
+            raise RuntimeError(
+                "this runtime has no flight recorder (open_runtime(flight_recorder=...))"
+            )
+        self.tracer.flush()
+        target = Path(path) if path is not None else recorder.path_for(self.name)
+        records = recorder.records
+        return await trio.to_thread.run_sync(recorder.write_snapshot, target, records)
+
+    async def _dump_on_signal(
+        self, recorder: FlightRecorder, *, task_status: trio.TaskStatus[None]
+    ) -> None:
+        """Dump the flight recorder on every SIGUSR1 (a system task; main thread only)."""
+        with trio.open_signal_receiver(signal.SIGUSR1) as signals:
+            task_status.started()
+            async for _ in signals:
+                if self.tracer is not None:
+                    self.tracer.flush()
+                recorder.dump_soon(f"{self.name}.sigusr1", limited=False)
+
     async def _stop_all(self, reason: object) -> None:
         while self.top_level:
             last = next(reversed(self.top_level.values()))
@@ -226,6 +275,7 @@ async def open_runtime(
     name: str = "root",
     seed: int | None = None,
     extra_yields: float = 0.0,
+    flight_recorder: FlightRecorder | None = None,
 ) -> AsyncIterator[Runtime]:
     """Open an actor runtime that lives as long as the ``async with`` block.
 
@@ -239,8 +289,21 @@ async def open_runtime(
     order (each after its own children). An exception in the block cancels them all and
     propagates. An actor failure that escalates to the root cancels the block and is
     raised from it (inside an ``ExceptionGroup``, as Trio nurseries do).
+
+    ``flight_recorder`` (``traces.FlightRecorder``): keep the newest trace records in a
+    ring bounded by bytes and dump them to a trace file when an actor fails (every
+    ``fail``, rate limited), on ``SIGUSR1`` (if the runtime runs in the main thread and
+    the recorder's ``signal_dumps`` is on), and on ``Runtime.dump_trace``. Without a
+    ``tracer`` the runtime traces into the recorder alone (``Tracer(flight_recorder)``, no
+    payloads). With a ``tracer``, the recorder must be one of its sinks
+    (``Tracer(file_sink, recorder)``); a recorder among the tracer's sinks is found
+    without naming it here. When the block exits, the tracer is flushed: dumps asked for
+    are written by then.
     """
-    rt = Runtime(tracer, name, seed, extra_yields)
+    recorder = _find_recorder(tracer, flight_recorder)
+    if tracer is None and recorder is not None:
+        tracer = Tracer(recorder)
+    rt = Runtime(tracer, name, seed, extra_yields, recorder)
     rt.now = trio.lowlevel.current_clock().current_time
     saved_schedule = None
     if seed is not None and not schedule_hooks.active:
@@ -252,6 +315,13 @@ async def open_runtime(
     try:
         async with trio.open_nursery() as system:
             system.start_soon(rt.deadlines.run, name=f"{name}:ask-deadlines")
+            if (
+                recorder is not None
+                and recorder.signal_dumps
+                and hasattr(signal, "SIGUSR1")
+                and threading.current_thread() is threading.main_thread()
+            ):
+                await system.start(rt._dump_on_signal, recorder, name=f"{name}:sigusr1")
             try:
                 async with trio.open_nursery() as root:
                     rt._nursery = root
@@ -281,3 +351,22 @@ async def open_runtime(
             schedule_hooks.restore(saved_schedule)
         if tracer is not None:
             tracer.flush()
+
+
+def _find_recorder(
+    tracer: Recorder | None, recorder: FlightRecorder | None
+) -> FlightRecorder | None:
+    """The runtime's flight recorder: *recorder*, which must be a sink of *tracer* if one
+    is given, or the one ``FlightRecorder`` among *tracer*'s sinks."""
+    sinks = tuple(getattr(tracer, "sinks", ()))
+    found = [s for s in sinks if isinstance(s, FlightRecorder)]
+    if recorder is not None:
+        if tracer is not None and not any(s is recorder for s in sinks):
+            raise ValueError(
+                "flight_recorder must be one of the tracer's sinks: "
+                "Tracer(..., recorder) (or pass no tracer: the runtime traces into it)"
+            )
+        return recorder
+    if len(found) > 1:
+        raise ValueError("the tracer has more than one FlightRecorder among its sinks")
+    return found[0] if found else None

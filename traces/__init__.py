@@ -6,8 +6,9 @@ This package never imports ``runtime`` or ``actors``.
 from . import otel
 from ._event import KINDS, NO_PAYLOAD, OUTCOMES, SCHEMA_VERSION, TraceEvent, TraceHeader
 from ._expand import expand, is_folded
+from ._flight import FlightRecorder
 from ._reader import LineError, TraceFile, follow_trace, iter_trace, read_trace
-from ._sinks import JsonlFileSink, MemorySink, SinkStatistics
+from ._sinks import JsonlFileSink, MemorySink, SinkStatistics, TraceFileObject
 from ._tracer import Recorder, Sink, Tracer, describe, unwrap
 from .export import to_otlp, to_perfetto, write_otlp, write_perfetto
 
@@ -16,6 +17,7 @@ __all__ = [
     "NO_PAYLOAD",
     "OUTCOMES",
     "SCHEMA_VERSION",
+    "FlightRecorder",
     "JsonlFileSink",
     "LineError",
     "MemorySink",
@@ -24,6 +26,7 @@ __all__ = [
     "SinkStatistics",
     "TraceEvent",
     "TraceFile",
+    "TraceFileObject",
     "TraceHeader",
     "Tracer",
     "describe",
