@@ -30,6 +30,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/run_all.py
 	$(BIN)/python bench/bench_explorer.py
 	$(BIN)/python bench/bench_sled.py
+	$(BIN)/python bench/bench_scale.py
 
 fuzz: $(STAMP)
 	$(BIN)/python -m tests.runtime.fuzz --scenarios 10000

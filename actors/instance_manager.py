@@ -189,7 +189,12 @@ class InstanceManager(Actor):
         self.legacy = legacy
         self.table: dict[str, Entry] = {}  # key: propolis id (legacy: instance id)
         self.last_gen: dict[str, int] = {}  # per propolis id; never decreases
-        self.runners: list[tuple[str, int, ActorRef]] = []  # every runner ever spawned
+        # The runners that may still exist, in spawn order, with their VMM id and
+        # generation; and the same per VMM id (for the sled invariants). A runner is
+        # forgotten once its ``Terminated`` is handled: it has exited (``ref.instance`` is
+        # None), so the invariants, which skip exited runners, see nothing less.
+        self.runners: dict[ActorRef, tuple[str, int]] = {}
+        self.runners_by_id: dict[str, dict[ActorRef, int]] = {}
         self.stale_removals = 0
 
     async def on_start(self) -> None:
@@ -232,7 +237,8 @@ class InstanceManager(Actor):
         self.monitor(runner)
         entry = Entry(propolis_id, instance_id, gen, runner)
         self.table[self._key(propolis_id, instance_id)] = entry
-        self.runners.append((propolis_id, gen, runner))
+        self.runners[runner] = (propolis_id, gen)
+        self.runners_by_id.setdefault(propolis_id, {})[runner] = gen
         return entry
 
     def _registration(self, entry: Entry, created: bool) -> Registration:
@@ -244,6 +250,17 @@ class InstanceManager(Actor):
             key = self._key(entry.propolis_id, entry.instance_id)
             if self.table.get(key) is entry:
                 del self.table[key]
+
+    def _forget_runner(self, ref: ActorRef) -> None:
+        """Drop an exited runner from ``runners`` and ``runners_by_id`` (O(1))."""
+        known = self.runners.pop(ref, None)
+        if known is None:
+            return
+        of_id = self.runners_by_id.get(known[0])
+        if of_id is not None:
+            of_id.pop(ref, None)
+            if not of_id:
+                del self.runners_by_id[known[0]]
 
     # -- handlers ---------------------------------------------------------------------
 
@@ -297,6 +314,7 @@ class InstanceManager(Actor):
             case LegacyTicketDrop(iid, _gen):
                 self.table.pop(iid, None)  # the old design: whatever is there now
             case Terminated(ref):
+                self._forget_runner(ref)
                 for entry in list(self.table.values()):
                     if entry.runner is ref and entry.runner_alive:
                         entry.runner_alive = False  # a runner that failed without deregistering

@@ -67,8 +67,10 @@ class VmmKind(enum.Enum):
     SAGA_UNWOUND = "saga_unwound"
 
 
-class VmmState(msgspec.Struct, frozen=True):
-    """Nexus's VMM state: ``kind`` and, only for ``FAILED``, a ``reason``."""
+class VmmState(msgspec.Struct, frozen=True, gc=False):
+    """Nexus's VMM state: ``kind`` and, only for ``FAILED``, a ``reason``. (Not tracked
+    by the cyclic GC: Nexus's history keeps one per update, and holding only enums it can
+    be part of no cycle.)"""
 
     kind: VmmKind
     reason: VmmFailureReason | None = None

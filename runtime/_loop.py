@@ -269,12 +269,8 @@ def _cancelled(exc: BaseException) -> bool:
 def _finish_taken(cell: ActorCell, exc: BaseException | None) -> None:
     """Asks taken by receive()/Interrupted and not answered get None (or the error)."""
     taken = cell.taken
-    if not taken:
-        return
     cell.taken = None
-    for item in taken:
-        if type(item) is not Envelope or item.asker is None:
-            continue
+    for item in taken or ():
         if exc is None:
             answer(cell, item, outcome.Value(None))
         elif isinstance(exc, Exception):
@@ -295,11 +291,14 @@ def reply(cell: ActorCell, msg: Any, value: Any, error: BaseException | None) ->
         before: int = env.state
         answer(cell, env, result)
         return before == RUNNING
-    for item in cell.taken or ():
-        if type(item) is Envelope and item.msg is msg and item.asker is not None:
-            before = item.state
-            answer(cell, item, result)
-            return before == RUNNING
+    taken = cell.taken
+    if taken:
+        for i, item in enumerate(taken):
+            if item.msg is msg:
+                del taken[i]  # answered: no longer owed when the handler ends
+                before = item.state
+                answer(cell, item, result)
+                return before == RUNNING
     return False
 
 
@@ -307,14 +306,18 @@ def reply(cell: ActorCell, msg: Any, value: Any, error: BaseException | None) ->
 
 
 def _take(cell: ActorCell, item: Any, why: str) -> Any:
-    """Record *item* as taken by the current handler; return its message."""
-    if cell.taken is None:
-        cell.taken = []
-    cell.taken.append(item)
+    """Take *item* for the current handler; return its message. An ask is recorded in
+    ``cell.taken`` until it is answered (``reply``) or the handler ends
+    (``_finish_taken``), so a long handler taking many messages keeps only the asks it
+    still owes an answer."""
     if type(item) is not Envelope:
         return item
-    if item.asker is not None and item.state == QUEUED:
-        item.state = RUNNING
+    if item.asker is not None:
+        if cell.taken is None:
+            cell.taken = []
+        cell.taken.append(item)
+        if item.state == QUEUED:
+            item.state = RUNNING
     tr = cell.rt.tracer
     if tr is not None:
         corr = item.id if item.asker else None

@@ -36,7 +36,6 @@ model Nexus's own side: they are never subject to latency or outages and are not
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import NamedTuple
 
 import msgspec
 import trio
@@ -76,7 +75,7 @@ class SledInfo(msgspec.Struct, frozen=True):
     decommissioned: bool = False
 
 
-class NexusVmm(msgspec.Struct, frozen=True):
+class NexusVmm(msgspec.Struct, frozen=True, gc=False):
     """Nexus's record of one VMM: its state, generation and when it was last applied."""
 
     state: VmmState
@@ -84,8 +83,10 @@ class NexusVmm(msgspec.Struct, frozen=True):
     time_updated: float
 
 
-class NexusRequest(NamedTuple):
-    """One async call as Nexus processed it (compare with a plain 4-tuple)."""
+class NexusRequest(msgspec.Struct, frozen=True, gc=False):
+    """One async call as Nexus processed it. (Not tracked by the cyclic GC: a run keeps
+    tens of thousands, and holding only strings and numbers it can be part of no
+    cycle.)"""
 
     t: float
     op: str  # "get_sled" | "put_sled" | "put_vmm"

@@ -31,10 +31,11 @@ in microseconds under ``MockClock``) and is a cancel point. What is guaranteed:
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
 
+import msgspec
 import trio
 
 __all__ = [
@@ -124,9 +125,10 @@ class ZoneOpFailed(ZoneError):
 # -- records -----------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class ZoneOpRecord:
-    """One call: ``result`` is ``"ok"``, the exception class name, or ``"cancelled"``."""
+class ZoneOpRecord(msgspec.Struct, frozen=True, gc=False):
+    """One call: ``result`` is ``"ok"``, the exception class name, or ``"cancelled"``.
+    (Not tracked by the cyclic GC: thousands are kept for a run's history, and holding
+    only strings and floats it can be part of no cycle.)"""
 
     op: str
     started: float
@@ -196,6 +198,17 @@ class SimZones:
         self._bundles_collected = 0
         self._errors: dict[str, int] = {}  # "op:ErrorClass" -> count (not injected)
         self._injected_names: set[str] = set()
+        self._on_change: Callable[[str], None] | None = None
+
+    def on_change(self, callback: Callable[[str], None] | None) -> None:
+        """Call ``callback(name)`` right after every change of a zone: created (the name
+        claimed), moved to another state, removed or vanished. One observer (``None``
+        removes it), e.g. the sled invariants' incremental checks; it must not raise."""
+        self._on_change = callback
+
+    def _changed(self, name: str) -> None:
+        if self._on_change is not None:
+            self._on_change(name)
 
     # -- queries ---------------------------------------------------------------------------
 
@@ -209,8 +222,12 @@ class SimZones:
     def is_running(self, name: str) -> bool:
         return self._zones.get(name) == "running"
 
+    def count(self) -> int:
+        """How many zones exist (O(1); ``names()`` sorts them)."""
+        return len(self._zones)
+
     def names(self) -> list[str]:
-        """Existing zones, sorted."""
+        """Existing zones, sorted (O(n log n): ``count()`` and ``exists()`` are O(1))."""
         return sorted(self._zones)
 
     def history(self, name: str) -> list[ZoneOpRecord]:
@@ -261,6 +278,7 @@ class SimZones:
         if name in self._zones:
             raise ZoneAlreadyExists(name, "add")
         self._zones[name] = state
+        self._changed(name)
         now = trio.current_time()
         self._history.setdefault(name, []).append(ZoneOpRecord("add", now, now, "ok"))
 
@@ -270,6 +288,7 @@ class SimZones:
             raise ZoneMissing(name, "vanish")
         self._injected_names.add(name)
         del self._zones[name]
+        self._changed(name)
         now = trio.current_time()
         self._history.setdefault(name, []).append(ZoneOpRecord("vanish", now, now, "ok"))
 
@@ -297,6 +316,7 @@ class SimZones:
                 raise ZoneAlreadyExists(name, "create")
             await self._injected("create", name)
             self._zones[name] = "configured"
+            self._changed(name)
             await self._work("create", name)
 
     async def install(self, name: str) -> None:
@@ -306,6 +326,7 @@ class SimZones:
             await self._injected("install", name)
             await self._work("install", name)
             self._zones[name] = "installed"
+            self._changed(name)
 
     async def boot(self, name: str) -> None:
         """``zoneadm boot``: installed or halted -> running."""
@@ -316,6 +337,7 @@ class SimZones:
             await self._injected("boot", name)
             await self._work("boot", name)
             self._zones[name] = "running"
+            self._changed(name)
 
     async def provision(self, name: str) -> None:
         """create + install + boot (what the runner's ``propolis_ensure`` does)."""
@@ -332,6 +354,7 @@ class SimZones:
                 return
             await self._work("halt", name)
             self._zones[name] = "halted"
+            self._changed(name)
 
     async def remove(self, name: str) -> None:
         """``zoneadm uninstall`` + ``zonecfg delete``: the zone no longer exists. Refused
@@ -343,6 +366,7 @@ class SimZones:
             await self._injected("remove", name)
             await self._work("remove", name)
             del self._zones[name]
+            self._changed(name)
 
     async def collect_bundle(self, name: str) -> str:
         """Collect a zone bundle (logs, core files) of an existing zone in any state;
