@@ -535,11 +535,9 @@ async def test_live_columns_clients_get_history_then_live_events() -> None:
         sink.write(ev(4, kind="receive", peer="sled/b", msg_type="Ping"))
         while len(got) < 4:
             got.extend(decode_columns(await recv(ws)))
-        assert [comparable(e) for e in got] == [
-            comparable(e)
-            for e in [ev(1, detail="d1"), ev(2, detail="d2"), ev(3, detail="d3")]
-            + [ev(4, kind="receive", peer="sled/b", msg_type="Ping")]
-        ]
+        want = [ev(s, detail=f"d{s}") for s in (1, 2, 3)]
+        want.append(ev(4, kind="receive", peer="sled/b", msg_type="Ping"))
+        assert [comparable(e) for e in got] == [comparable(e) for e in want]
 
 
 async def test_an_unknown_format_is_refused_at_the_handshake() -> None:
