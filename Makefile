@@ -31,6 +31,9 @@ bench: $(STAMP)
 	$(BIN)/python bench/bench_explorer.py
 	$(BIN)/python bench/bench_sled.py
 	$(BIN)/python bench/bench_scale.py
+	$(BIN)/python bench/bench_latency.py
+	$(BIN)/python bench/bench_flight.py
+	$(BIN)/python bench/bench_viewer.py
 
 fuzz: $(STAMP)
 	$(BIN)/python -m tests.runtime.fuzz --scenarios 10000
