@@ -19,16 +19,18 @@ tell with valgrind's callgrind (the difference of runs of N and 2N tells, as
 from __future__ import annotations
 
 import argparse
-import os
-import re
-import subprocess
-import sys
-import tempfile
 import time
 from pathlib import Path
 
 import trio
-from _harness import INCR_ONE, Get, interleaved_rounds, median_of_rounds, median_ratio
+from _harness import (
+    INCR_ONE,
+    Get,
+    callgrind_instructions,
+    interleaved_rounds,
+    median_of_rounds,
+    median_ratio,
+)
 from bench_runtime import Counter
 
 from trioxide import runtime, traces
@@ -94,17 +96,9 @@ tell_rate_into(int(sys.argv[1]), sys.argv[2])
 
 
 def _callgrind_total(into: str, n: int) -> int:
-    with tempfile.TemporaryDirectory() as tmp:
-        out = subprocess.run(
-            ["valgrind", "--tool=callgrind", f"--callgrind-out-file={tmp}/cg",
-             sys.executable, "-c", _PROGRAM, str(n), into, str(ROOT / "bench")],
-            env={**os.environ, "PYTHONPATH": str(ROOT / "src")},
-            capture_output=True, text=True, check=True,
-        )  # fmt: skip
-    m = re.search(r"Collected : (\d+)", out.stderr)
-    if m is None:
-        raise SystemExit(f"bench_flight.py: no callgrind total in:\n{out.stderr[-2000:]}")
-    return int(m.group(1))
+    return callgrind_instructions(
+        _PROGRAM, str(n), into, str(ROOT / "bench"), pythonpath=str(ROOT / "src")
+    )
 
 
 def instructions_per_tell(n: int = 10_000) -> dict[str, float]:

@@ -9,13 +9,12 @@ start-up and the runtime's set-up cancel out. With ``--old`` it prints new/old r
 from __future__ import annotations
 
 import argparse
-import os
-import re
 import subprocess
-import sys
 import tarfile
 import tempfile
 from pathlib import Path
+
+from _harness import callgrind_instructions
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -52,17 +51,7 @@ SIZES = {"tell": 20_000, "ask": 2_000, "tell-traced": 10_000, "tell-jsonl": 10_0
 
 
 def _count(src: Path, kind: str, n: int) -> int:
-    with tempfile.TemporaryDirectory() as tmp:
-        out = subprocess.run(
-            ["valgrind", "--tool=callgrind", f"--callgrind-out-file={tmp}/cg",
-             sys.executable, "-c", _PROGRAM, str(n), kind, str(ROOT / "bench")],
-            env={**os.environ, "PYTHONPATH": str(src)},
-            capture_output=True, text=True, check=True,
-        )  # fmt: skip
-    m = re.search(r"Collected : (\d+)", out.stderr)
-    if m is None:
-        raise SystemExit(f"instr.py: no callgrind total in:\n{out.stderr[-2000:]}")
-    return int(m.group(1))
+    return callgrind_instructions(_PROGRAM, str(n), kind, str(ROOT / "bench"), pythonpath=str(src))
 
 
 def per_op(src: Path) -> dict[str, float]:
