@@ -156,7 +156,12 @@ async def _scenario(
         assert isinstance(manager, InstanceManager) and isinstance(cleanup, ZoneCleanup)
         assert isinstance(host_actor, PropolisHost)
         sink.view = SledView(
-            manager, cleanup, world.zones, world.nexus.vmm_history, host=host_actor
+            manager,
+            cleanup,
+            world.zones,
+            world.nexus.vmm_history,
+            host=host_actor,
+            nexus_failed=world.nexus.failed_ids,
         )
         if freeze:
             gc.freeze()
@@ -200,11 +205,28 @@ async def _scenario(
             async with placement:
                 await fn(*args)
 
+        async def arrivals(work: trio.Nursery) -> None:
+            """VMM *i* arrives at a seeded time in the first third of the run; its
+            lifecycle starts once it is placed (a slot of the reservoir taken on its
+            behalf, in arrival order), so the VMMs still waiting to be placed cost a
+            list entry each, not a task."""
+            start = trio.current_time()
+            arriving = sorted((rng.uniform(0, opts.duration / 3), i) for i in range(opts.vmms))
+            for at, i in arriving:
+                await trio.sleep_until(start + at)
+                await placement.acquire_on_behalf_of(("vmm", i))
+                work.start_soon(lifecycle, i)
+
         async def lifecycle(i: int) -> None:
-            await trio.sleep(rng.uniform(0, opts.duration / 3))
             for round_ in range(rng.randint(1, 3)):
-                async with placement:
-                    await one_vmm(i, round_)
+                if round_ == 0:  # placed by arrivals()
+                    try:
+                        await one_vmm(i, round_)
+                    finally:
+                        placement.release_on_behalf_of(("vmm", i))
+                else:
+                    async with placement:
+                        await one_vmm(i, round_)
                 await trio.sleep(rng.uniform(30, 600))
 
         async def one_vmm(i: int, round_: int) -> None:
@@ -310,8 +332,7 @@ async def _scenario(
         async with trio.open_nursery() as nursery:
             nursery.start_soon(progress)
             async with trio.open_nursery() as work:
-                for i in range(opts.vmms):
-                    work.start_soon(lifecycle, i)
+                work.start_soon(arrivals, work)
                 for i in range(max(1, opts.vmms // 20)):
                     work.start_soon(placed, reregistered_while_tearing_down, i)
                 work.start_soon(placed, blackholed_then_fixed)

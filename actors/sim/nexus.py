@@ -40,7 +40,7 @@ from dataclasses import dataclass
 import msgspec
 import trio
 
-from ..vmm_state import VmmFailureReason, VmmRuntimeState, VmmState, to_nexus
+from ..vmm_state import VmmFailureReason, VmmKind, VmmRuntimeState, VmmState, to_nexus
 
 __all__ = [
     "OP_GET_SLED",
@@ -141,6 +141,9 @@ class SimNexus:
         self._sleds: dict[str, SledInfo] = {}
         self._vmms: dict[str, NexusVmm] = {}
         self.vmm_history: dict[str, list[tuple[float, VmmState, int]]] = {}
+        #: The VMM ids whose history holds a ``Failed`` state (so that a check of every
+        #: failed VMM costs what there is to check, not a walk of every VMM ever seen).
+        self.failed_ids: set[str] = set()
         self.request_log: list[NexusRequest] = []
         self._available = True
         self._down_until = float("-inf")
@@ -271,6 +274,8 @@ class SimNexus:
         now = trio.current_time()
         self._vmms[propolis_id] = NexusVmm(state, gen, now)
         self.vmm_history.setdefault(propolis_id, []).append((now, state, gen))
+        if state.kind is VmmKind.FAILED:
+            self.failed_ids.add(propolis_id)
 
     # -- common --------------------------------------------------------------------------
 

@@ -143,3 +143,55 @@ def test_checker_runs_full_checks_periodically(monkeypatch: pytest.MonkeyPatch) 
     assert checker.full_checks == 2 and checker.checks == 4
     checker.touch_all()
     assert checker.check(view) == [] and checker.full_checks == 3
+
+
+async def test_the_failed_check_looks_at_failed_vmms_only_and_still_catches_one() -> None:
+    """``SledView.nexus_failed`` (the demo passes ``SimNexus.failed_ids``): the full
+    ``failed_only_when_injected`` visits the VMMs that failed, not every VMM ever seen,
+    and still reports one that failed with nothing injected (what the full walk reports);
+    an injected failure (a crashed Propolis) is fine."""
+    from types import SimpleNamespace
+
+    from trioxide.actors.sim.nexus import SimNexus
+    from trioxide.actors.sim.zones import SimZones
+    from trioxide.actors.vmm_state import SledVmmState, VmmRuntimeState
+
+    nexus = SimNexus()
+    for i in range(50):
+        await nexus.put_vmm_state(f"ok-{i}", VmmRuntimeState(SledVmmState.RUNNING, 2, 0.0))
+    await nexus.put_vmm_state("crashed", VmmRuntimeState(SledVmmState.FAILED, 3, 0.0))
+    assert nexus.failed_ids == {"crashed"}
+    host = SimpleNamespace(crashed_ids={"crashed"})
+    visited: list[str] = []
+
+    class Zones(SimZones):
+        def was_injected(self, name: str) -> bool:
+            visited.append(name)
+            return super().was_injected(name)
+
+    class History(dict[str, Any]):
+        """Nexus's history, refusing to be walked whole when the failed ids are known."""
+
+        walk_allowed = True
+
+        def items(self) -> Any:
+            assert self.walk_allowed, "walked every VMM's history"
+            return super().items()
+
+    def view(failed: set[str] | None) -> Any:
+        history = History(nexus.vmm_history)
+        history.walk_allowed = failed is None
+        return SimpleNamespace(
+            nexus_history=history, nexus_failed=failed, host=host, zones=Zones()
+        )
+
+    assert invariants.failed_only_when_injected(view(nexus.failed_ids))
+    await nexus.put_vmm_state("healthy", VmmRuntimeState(SledVmmState.FAILED, 2, 0.0))
+    for failed in (nexus.failed_ids, None):  # the demo's way and the full walk agree
+        visited.clear()
+        with pytest.raises(AssertionError, match="healthy Failed with no failure injected"):
+            invariants.failed_only_when_injected(view(failed))
+    visited.clear()
+    host.crashed_ids.add("healthy")
+    assert invariants.failed_only_when_injected(view(nexus.failed_ids))
+    assert visited == []  # both failures were crashes: no zone looked at, no other VMM
