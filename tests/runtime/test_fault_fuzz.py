@@ -21,12 +21,22 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import outcome
 import pytest
 import trio
 
-from trioxide.runtime import ActorRef, MailboxFull, _cell, _deadlines, _mailbox, _ref, _supervision
-from trioxide.traces import TraceEvent, Tracer
+from trioxide.runtime import (
+    ActorRef,
+    MailboxFull,
+    Runtime,
+    _cell,
+    _deadlines,
+    _mailbox,
+    _ref,
+    _supervision,
+)
+from trioxide.traces import FlightRecorder, MemorySink, TraceEvent, Tracer
 
 from .fuzz import Scenario, check, generate, key_of, run_detailed, run_scenario, world
 from .fuzz import scenario as sc_mod
@@ -487,3 +497,42 @@ def test_g6_a_receive_that_takes_after_stop_is_reported() -> None:
 
     key = "G6 stop-rules/taken-after-stop"
     _break_observation(key, lambda sc, o: target(o) is not None, mutate, range(400))
+
+
+# G7 the flight recorder (traced runs)
+
+
+def test_g7_a_failure_that_is_not_dumped_is_reported(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(Runtime, "on_failure", lambda self, cell, failure: None)
+    _find("G7 flight-recorder/flight-dumps", range(40), (True,))
+
+
+def test_g7_a_dump_taken_before_its_fail_is_reported(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The snapshot misses the newest record (as if taken before the fail was recorded)."""
+    monkeypatch.setattr(FlightRecorder, "records", property(lambda self: list(self._ring)[:-1]))
+    _find("G7 flight-recorder/flight-last", range(40), (True,))
+
+
+def test_g7_a_dump_named_after_another_actor_is_reported(monkeypatch: pytest.MonkeyPatch) -> None:
+    def on_failure(self: Runtime, cell: Any, failure: BaseException) -> None:
+        assert self.flight_recorder is not None
+        self.flight_recorder.dump_soon("someone-else", now=self.now())
+
+    monkeypatch.setattr(Runtime, "on_failure", on_failure)
+    _find("G7 flight-recorder/flight-name", range(40), (True,))
+
+
+def test_g7_a_recorder_over_its_byte_bound_is_reported(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(MemorySink, "_trim", lambda self: None)  # never drops for bytes
+    _find("G7 flight-recorder/flight-bytes", range(100), (True,))
+
+
+def test_g7_a_dump_that_differs_from_the_trace_is_reported() -> None:
+    def mutate(obs: Observation) -> None:
+        assert obs.flight is not None
+        events = obs.flight.dumps[0][1]
+        first = events[0]
+        events[0] = msgspec.structs.replace(first, t=first.t + 1.0)
+
+    key = "G7 flight-recorder/flight-content"
+    _break_observation(key, lambda sc, o: bool(o.flight and o.flight.dumps), mutate)

@@ -6,7 +6,8 @@ random spawn options, admission/priority rules, monitors, crashing hooks, handle
 child tasks, self-stops), and an outside driver (tells, asks with timeouts and cancel
 scopes, stops with various graces, leaving or raising out of the block). ``world`` runs it
 under a seeded scheduler and a virtual clock, traced or untraced, and records everything;
-``checker`` holds the record against the guarantees of ``docs/semantics.md`` (G1-G6).
+``checker`` holds the record against the guarantees of ``docs/semantics.md`` (G1-G7;
+G7: the flight recorder of traced runs).
 
 * ``run_scenario(seed, traced) -> list[str]``: the failures of one run (empty = ok);
 * ``python -m tests.runtime.fuzz --scenarios N [--start S] [--workers 2]``;

@@ -20,6 +20,11 @@ Each failure names its guarantee (``G1``..``G6``, as in the fuzzer's brief and
 * G6 stop-rules: nothing handled or taken after a stop request, no restart after it,
   ``receive`` cancelled at once, grace honoured (children within the parent's grace),
   a stop during backoff ends the actor at once.
+* G7 flight-recorder (traced runs): every ``fail`` asked for a dump (written, or skipped
+  while another was being written), none failed; each dump reads back whole, ends with
+  its ``fail``, is named after its actor and seq and holds exactly the full trace's
+  events for its seqs, contiguous; the recorder's records stay within its byte bound
+  (counted here from the records themselves, not from its own bookkeeping).
 """
 
 from __future__ import annotations
@@ -58,6 +63,7 @@ G3 = "G3 nothing-lost-nothing-twice"
 G4 = "G4 nothing-left-behind"
 G5 = "G5 supervision"
 G6 = "G6 stop-rules"
+G7 = "G7 flight-recorder"
 
 #: Kinds of world exceptions that make an incarnation fail (and so may cancel others).
 FAILING_KINDS = ("handler-tell", "task", "on_start", "on_stop", "body")
@@ -111,6 +117,8 @@ def check(sc: Scenario, obs: Observation) -> list[Failure]:
     _check_accounting(obs, out)
     if obs.traced:
         _check_trace(obs, out)
+    if obs.flight is not None:
+        _check_flight(obs, out)
     _check_left_behind(obs, out)
     _check_supervision(sc, obs, out)
     _check_stops(obs, out)
@@ -869,3 +877,42 @@ def _check_stops(obs: Observation, out: _Out) -> None:
             out.add(G6, "stop-late",
                     f"{who}: stop(grace={s.grace:g}) at t={s.t:g} returned at "
                     f"t={s.returned_t:g}{why}")  # fmt: skip
+
+
+# -- G7 the flight recorder ---------------------------------------------------------------
+
+
+def _check_flight(obs: Observation, out: _Out) -> None:
+    flight = obs.flight
+    assert flight is not None
+    fails = [e for e in obs.events if e.kind == "fail"]
+    asked = len(flight.dumps) + flight.skipped + flight.failed
+    if asked != len(fails):
+        out.add(G7, "flight-dumps", f"{len(fails)} fail events, {asked} dumps asked for")
+    if flight.failed:
+        out.add(G7, "flight-write", f"{flight.failed} dumps could not be written")
+    by_seq = {e.seq: msgspec.json.encode(e) for e in obs.events}
+    fail_seqs = {e.seq: e for e in fails}
+    for name, events, errors in flight.dumps:
+        if errors or not events:
+            out.add(G7, "flight-file", f"{name}: {errors} unreadable lines, {len(events)} events")
+            continue
+        last = events[-1]
+        if last.seq not in fail_seqs:
+            out.add(G7, "flight-last", f"{name} ends with {last.kind} seq {last.seq}, not a fail")
+        else:
+            stem = f"trioxide-{last.actor.replace('/', '.')}-{last.seq}"
+            if not (name == f"{stem}.jsonl" or name.startswith(f"{stem}-")):
+                out.add(G7, "flight-name", f"{name} holds the fail of {last.actor} seq {last.seq}")
+        seqs = [e.seq for e in events]
+        if seqs != list(range(seqs[0], seqs[0] + len(seqs))):
+            out.add(G7, "flight-gap", f"{name}: seqs are not contiguous")
+        wrong = [e.seq for e in events if by_seq.get(e.seq) != msgspec.json.encode(e)]
+        if wrong:
+            out.add(G7, "flight-content", f"{name}: events {wrong[:3]} differ from the trace")
+    held = flight.held
+    size = len(held) * flight.record_bytes + sum(
+        len(e.payload) + len(e.detail or "") for e in held
+    )
+    if size > flight.max_total_bytes:
+        out.add(G7, "flight-bytes", f"holds ~{size} bytes, bound {flight.max_total_bytes}")

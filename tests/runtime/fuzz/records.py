@@ -241,3 +241,19 @@ class Observation:
     events: list[TraceEvent] = field(default_factory=list)
     trace_dropped: int = 0
     trace_seq_at_exit: int | None = None
+    # the flight recorder of a traced run (G7)
+    flight: FlightObs | None = None
+
+
+@dataclass
+class FlightObs:
+    """What the flight recorder of a traced run did: each dump read back (its file name,
+    its events, how many lines could not be read), the dumps skipped and failed, and the
+    records it held at the end with its byte bound."""
+
+    dumps: list[tuple[str, list[TraceEvent], int]]
+    skipped: int
+    failed: int
+    held: list[TraceEvent]
+    record_bytes: int
+    max_total_bytes: int

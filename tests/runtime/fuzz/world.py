@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import signal
+import tempfile
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -44,11 +45,19 @@ from trioxide.runtime import (
     open_runtime,
 )
 from trioxide.testing import run_seeded
-from trioxide.traces import JsonlFileSink, MemorySink, TraceHeader, Tracer
+from trioxide.traces import (
+    FlightRecorder,
+    JsonlFileSink,
+    MemorySink,
+    TraceHeader,
+    Tracer,
+    read_trace,
+)
 
 from .records import (
     CellRec,
     Fate,
+    FlightObs,
     HandlerRec,
     IncRec,
     MsgRec,
@@ -966,14 +975,53 @@ def wall_limit(seconds: float) -> Iterator[None]:
         signal.signal(signal.SIGALRM, previous)
 
 
+#: The flight recorder of traced runs: a small ring (records and payload bytes both
+#: overflow in many scenarios), dumping on every failure (no rate limit but one dump at a
+#: time). (records, payload + detail bytes)
+FLIGHT_RECORDS, FLIGHT_EXTRA_BYTES = 48, 1024
+
+
 def run_world(scenario: Scenario, traced: bool, trace_out: Path | None = None) -> Observation:
-    """Run *scenario* once (traced or not) and return what was observed."""
+    """Run *scenario* once (traced or not) and return what was observed. A traced run
+    also has a flight recorder among its sinks, its dumps read back (``obs.flight``)."""
+    if not traced:
+        return _run_world(scenario, None, trace_out)
+    with tempfile.TemporaryDirectory(prefix="fuzz-flight-") as tmp:
+        recorder = FlightRecorder(
+            FLIGHT_RECORDS * FlightRecorder.RECORD_BYTES + FLIGHT_EXTRA_BYTES,
+            tmp,
+            max_records=FLIGHT_RECORDS,
+            min_interval=0.0,
+            max_dumps=10**9,
+            signal_dumps=False,
+        )
+        obs = _run_world(scenario, recorder, trace_out)
+        recorder.close()
+        dumps = []
+        for path in recorder.dumps:
+            got = read_trace(path)
+            dumps.append((path.name, got.events, len(got.errors)))
+        held = recorder.records
+        obs.flight = FlightObs(
+            dumps=dumps,
+            skipped=recorder.dumps_skipped,
+            failed=recorder.dumps_failed,
+            held=held,
+            record_bytes=FlightRecorder.RECORD_BYTES,
+            max_total_bytes=recorder.max_total_bytes,
+        )
+        return obs
+
+
+def _run_world(
+    scenario: Scenario, recorder: FlightRecorder | None, trace_out: Path | None
+) -> Observation:
     tracer: Tracer | None = None
     memory: MemorySink | None = None
     file_sink: JsonlFileSink | None = None
-    if traced:
+    if recorder is not None:
         memory = MemorySink()
-        sinks: list[Any] = [memory]
+        sinks: list[Any] = [memory, recorder]
         if trace_out is not None:
             header = TraceHeader(
                 seed=scenario.seed,
