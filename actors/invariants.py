@@ -261,7 +261,7 @@ def zones_have_one_owner(v: SledView) -> bool:
     for pid, gen, inst in _runners(v.manager):
         if inst.zone is not None and not inst.done_with_zone:
             by_zone.setdefault(inst.zone, []).append(f"runner {pid} gen {gen}")
-    for name in v.zones.names():
+    for name in v.zones.existing():
         _check_owners(v, name, by_zone.get(name, []))
     return True
 
@@ -472,6 +472,9 @@ class TraceAttribution:
     #: by an interrupt), hence the bound.
     PENDING_KEPT = 1 << 14
 
+    #: Actor paths whose VMM id is remembered (a cache, emptied when full).
+    ACTORS_KEPT = 1 << 12
+
     def __init__(self, checker: IncrementalChecker, root: str = "sled") -> None:
         self.checker = checker
         self._payload_actors = frozenset(
@@ -490,6 +493,8 @@ class TraceAttribution:
         try:
             pid = self._actor[actor]
         except KeyError:
+            if len(self._actor) >= self.ACTORS_KEPT:
+                self._actor.clear()  # a cache: runners come and go, the sled does not grow
             pid = self._actor[actor] = self._vmm_of_actor(actor)
         if pid is not None:
             if pid:
