@@ -1,6 +1,6 @@
 """Is the sled demo linear at scale? ``trioxide demo --vmms 2000`` against ``--vmms 200``.
 
-Usage: ``python bench/bench_scale.py [--rounds 3] [--small 200] [--large 2000]``
+Usage: ``python bench/bench_scale.py [--rounds 5] [--small 200] [--large 2000]``
 (also run by ``make bench``).
 
 Each round runs the demo (seed 1, trace written to a temporary directory) once at each
@@ -80,7 +80,7 @@ def summary_of(output: str) -> dict[str, str]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--small", type=int, default=200, help="VMMs of the small run")
     parser.add_argument("--large", type=int, default=2000, help="VMMs of the large run")
     parser.add_argument("--seed", type=int, default=1)
