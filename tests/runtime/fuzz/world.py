@@ -22,7 +22,7 @@ import contextlib
 import signal
 import tempfile
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -49,6 +49,7 @@ from trioxide.traces import (
     FlightRecorder,
     JsonlFileSink,
     MemorySink,
+    Sink,
     TraceHeader,
     Tracer,
     read_trace,
@@ -981,9 +982,15 @@ def wall_limit(seconds: float) -> Iterator[None]:
 FLIGHT_RECORDS, FLIGHT_EXTRA_BYTES = 48, 1024
 
 
-def run_world(scenario: Scenario, traced: bool, trace_out: Path | None = None) -> Observation:
+def run_world(
+    scenario: Scenario,
+    traced: bool,
+    trace_out: Path | None = None,
+    extra_sinks: Sequence[Sink] = (),
+) -> Observation:
     """Run *scenario* once (traced or not) and return what was observed. A traced run
-    also has a flight recorder among its sinks, its dumps read back (``obs.flight``)."""
+    also has a flight recorder among its sinks, its dumps read back (``obs.flight``), and
+    *extra_sinks* (the caller's to close)."""
     if not traced:
         return _run_world(scenario, None, trace_out)
     with tempfile.TemporaryDirectory(prefix="fuzz-flight-") as tmp:
@@ -995,7 +1002,7 @@ def run_world(scenario: Scenario, traced: bool, trace_out: Path | None = None) -
             max_dumps=10**9,
             signal_dumps=False,
         )
-        obs = _run_world(scenario, recorder, trace_out)
+        obs = _run_world(scenario, recorder, trace_out, extra_sinks)
         recorder.close()
         dumps = []
         for path in recorder.dumps:
@@ -1014,14 +1021,17 @@ def run_world(scenario: Scenario, traced: bool, trace_out: Path | None = None) -
 
 
 def _run_world(
-    scenario: Scenario, recorder: FlightRecorder | None, trace_out: Path | None
+    scenario: Scenario,
+    recorder: FlightRecorder | None,
+    trace_out: Path | None,
+    extra_sinks: Sequence[Sink] = (),
 ) -> Observation:
     tracer: Tracer | None = None
     memory: MemorySink | None = None
     file_sink: JsonlFileSink | None = None
     if recorder is not None:
         memory = MemorySink()
-        sinks: list[Any] = [memory, recorder]
+        sinks: list[Any] = [memory, recorder, *extra_sinks]
         if trace_out is not None:
             header = TraceHeader(
                 seed=scenario.seed,
