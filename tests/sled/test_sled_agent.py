@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import pytest
 import trio
 from trio.testing import wait_all_tasks_blocked
@@ -15,12 +13,10 @@ from trioxide.actors.errors import (
     NoSuchVmm,
     PropolisAlreadyRegistered,
 )
-from trioxide.actors.instance_manager import Deregister, InstanceManager
+from trioxide.actors.instance_manager import Deregister
 from trioxide.actors.instance_runner import (
-    InstanceRunner,
     MigrationRecord,
     PutState,
-    RunnerConfig,
     Target,
     apply_migration_observation,
     migration_on_halt,
@@ -33,49 +29,9 @@ from trioxide.actors.sled_agent import SledAgent, SledAgentClient, SledConfig, S
 from trioxide.actors.vmm_state import SledVmmState, VmmFailureReason, VmmKind, VmmState
 from trioxide.runtime import Runtime
 
+from ._sled import Sled, make_sled
+
 S = SledVmmState
-
-
-@dataclass
-class Sled:
-    api: SledAgentClient
-    world: SledWorld
-    rt: Runtime
-
-    @property
-    def manager(self) -> InstanceManager:
-        inst = self.api.manager.instance
-        assert isinstance(inst, InstanceManager)
-        return inst
-
-    def runner(self, pid: str) -> InstanceRunner:
-        entry = self.manager.find(pid)
-        assert entry is not None
-        inst = entry.runner.instance
-        assert isinstance(inst, InstanceRunner)
-        return inst
-
-    def agent_reservoir_state(self) -> object:
-        return self.api.agent.reservoir_watch.value
-
-    def nexus_states(self, pid: str) -> list[tuple[VmmState, int]]:
-        return [(state, gen) for _t, state, gen in self.world.nexus.vmm_history.get(pid, [])]
-
-
-async def make_sled(
-    rt: Runtime,
-    *,
-    zones: SimZones | None = None,
-    vm: SimulatedVm | None = None,
-    runner: RunnerConfig | None = None,
-) -> Sled:
-    world = SledWorld(
-        zones=zones or SimZones(install_time=1.0, boot_time=1.0, bundle_time=1800.0),
-        vm_template=vm or SimulatedVm(),
-    )
-    config = SledConfig(runner=runner or RunnerConfig())
-    sled = await rt.spawn(SledAgent, world, config, name="sled")
-    return Sled(SledAgentClient(sled), world, rt)
 
 
 async def run_vmm(sled: Sled, pid: str, iid: str = "inst") -> None:

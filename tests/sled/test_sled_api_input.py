@@ -16,7 +16,6 @@ every call ends with its result or a typed sled-agent error carrying its HTTP st
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 from typing import Any
 
 import pytest
@@ -45,8 +44,8 @@ from trioxide.actors.errors import (
     VmNotRunning,
     describe_value,
 )
-from trioxide.actors.instance_manager import InstanceManager, StartToken
-from trioxide.actors.instance_runner import InstanceRunner, Target, VmmSpec
+from trioxide.actors.instance_manager import StartToken
+from trioxide.actors.instance_runner import Target, VmmSpec
 from trioxide.actors.propolis.crucible import Region, ReplaceResult, Volume
 from trioxide.actors.reservoir import (
     Percentage,
@@ -57,17 +56,16 @@ from trioxide.actors.reservoir import (
 )
 from trioxide.actors.sim.hypervisor import GiB, SimHypervisor
 from trioxide.actors.sim.vm import SimulatedVm
-from trioxide.actors.sim.zones import SimZones
 from trioxide.actors.sled_agent import (
     PROPOLIS_ID_MAX,
-    SledAgent,
     SledAgentClient,
-    SledConfig,
-    SledWorld,
 )
 from trioxide.actors.vmm_state import SledVmmState
 from trioxide.runtime import Runtime, open_runtime
 from trioxide.runtime.testing import run_seeded
+
+from ._sled import Sled
+from ._sled import make_sled as _make_sled
 
 S = SledVmmState
 
@@ -88,38 +86,12 @@ def with_parent_gen(gen: object) -> Volume:
     return Volume(id="vol-1", block_size=512, sub_volumes=(region(),), read_only_parent=parent)
 
 
-@dataclass
-class Sled:
-    api: SledAgentClient
-    world: SledWorld
-
-    @property
-    def manager(self) -> InstanceManager:
-        inst = self.api.manager.instance
-        assert isinstance(inst, InstanceManager)
-        return inst
-
-    def runner(self, pid: str) -> InstanceRunner:
-        entry = self.manager.find(pid)
-        assert entry is not None
-        inst = entry.runner.instance
-        assert isinstance(inst, InstanceRunner)
-        return inst
-
-    def table(self) -> dict[str, int]:
-        return {pid: e.gen for pid, e in self.manager.table.items()}
-
-
 async def make_sled(
     rt: Runtime, *, vm: SimulatedVm | None = None, reservoir: ReservoirMode | None = None
 ) -> Sled:
-    world = SledWorld(
-        zones=SimZones(install_time=1.0, boot_time=1.0, bundle_time=1800.0),
-        vm_template=vm or SimulatedVm(),
-        hypervisor=SimHypervisor(physical_bytes=40 * GiB, control_plane_reserve_bytes=8 * GiB),
-    )
-    ref = await rt.spawn(SledAgent, world, SledConfig(reservoir=reservoir), name="sled")
-    return Sled(SledAgentClient(ref), world)
+    """A sled with 40 GiB of memory, 8 GiB of it for the control plane."""
+    hypervisor = SimHypervisor(physical_bytes=40 * GiB, control_plane_reserve_bytes=8 * GiB)
+    return await _make_sled(rt, vm=vm, reservoir=reservoir, hypervisor=hypervisor)
 
 
 async def run_vmm(sled: Sled, pid: str, spec: VmmSpec | None = None) -> None:

@@ -15,8 +15,6 @@ asserts our behaviour. docs/upstream/sled-agent.md lists what cannot be expresse
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import pytest
 import trio
 
@@ -27,13 +25,10 @@ from trioxide.actors.errors import (
     PropolisRefused,
     VmNotRunning,
 )
-from trioxide.actors.instance_manager import InstanceManager
 from trioxide.actors.instance_monitor import Observation
 from trioxide.actors.instance_runner import (
     CurrentState,
-    InstanceRunner,
     PutState,
-    RunnerConfig,
     Target,
     VmmSpec,
 )
@@ -42,7 +37,6 @@ from trioxide.actors.propolis.state_driver import GuestHalted, VmState
 from trioxide.actors.sim.propolis_host import Crash
 from trioxide.actors.sim.vm import SimulatedVm
 from trioxide.actors.sim.zones import SimZones
-from trioxide.actors.sled_agent import SledAgent, SledAgentClient, SledConfig, SledWorld
 from trioxide.actors.vmm_state import (
     SledVmmState,
     VmmFailureReason,
@@ -50,7 +44,9 @@ from trioxide.actors.vmm_state import (
     VmmRuntimeState,
     VmmState,
 )
-from trioxide.runtime import ActorRef, Runtime
+from trioxide.runtime import Runtime
+
+from ._sled import Sled, make_sled
 
 S = SledVmmState
 OMICRON = "b848b6df"
@@ -60,51 +56,6 @@ DESTROYED = VmmState(VmmKind.DESTROYED)
 FAILED = VmmState.failed(VmmFailureReason.FROM_SLED_AGENT)
 STOP_GRACE_PERIOD = 600.0  # upstream InstanceRunner::STOP_GRACE_PERIOD (10 minutes)
 TIMEOUT_DURATION = 30.0  # upstream tests' TIMEOUT_DURATION
-
-
-@dataclass
-class Sled:
-    api: SledAgentClient
-    world: SledWorld
-
-    @property
-    def manager(self) -> InstanceManager:
-        inst = self.api.manager.instance
-        assert isinstance(inst, InstanceManager)
-        return inst
-
-    def runner_ref(self, pid: str) -> ActorRef:
-        entry = self.manager.find(pid)
-        assert entry is not None
-        return entry.runner
-
-    def runner(self, pid: str) -> InstanceRunner:
-        inst = self.runner_ref(pid).instance
-        assert isinstance(inst, InstanceRunner)
-        return inst
-
-    def nexus(self, pid: str) -> list[VmmState]:
-        return [state for _t, state, _gen in self.world.nexus.vmm_history.get(pid, [])]
-
-    async def nexus_sees(self, pid: str, state: VmmState, within: float) -> float:
-        """Wait (virtual time) until Nexus holds *state* for *pid*; when it got it."""
-        with trio.fail_after(within):
-            while True:
-                for t, seen, _gen in self.world.nexus.vmm_history.get(pid, []):
-                    if seen == state:
-                        return t
-                await trio.sleep(0.05)
-
-
-async def make_sled(
-    rt: Runtime, *, zones: SimZones | None = None, vm: SimulatedVm | None = None
-) -> Sled:
-    world = SledWorld(
-        zones=zones or SimZones(install_time=1.0, boot_time=1.0, bundle_time=1800.0),
-        vm_template=vm or SimulatedVm(),
-    )
-    ref = await rt.spawn(SledAgent, world, SledConfig(runner=RunnerConfig()), name="sled")
-    return Sled(SledAgentClient(ref), world)
 
 
 def disk(pid: str) -> dict[str, Volume]:
