@@ -48,7 +48,13 @@ async def saga_scenario(run: SeededRun, *, legacy_tickets: bool) -> None:
     assert isinstance(cleanup, ZoneCleanup) and isinstance(host, PropolisHost)
     sagas: set[str] = set()
     run.state["view"] = SledView(
-        manager, cleanup, world.zones, world.nexus.vmm_history, host=host, sagas=sagas
+        manager,
+        cleanup,
+        world.zones,
+        world.nexus.vmm_history,
+        host=host,
+        sagas=sagas,
+        nexus_failed=world.nexus.failed_ids,
     )
 
     async def saga(i: int) -> None:
