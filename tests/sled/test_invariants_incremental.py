@@ -202,3 +202,21 @@ async def test_the_failed_check_looks_at_failed_vmms_only_and_still_catches_one(
     host.crashed_ids.add("healthy")
     assert invariants.failed_only_when_injected(view(nexus.failed_ids))
     assert visited == []  # both failures were crashes: no zone looked at, no other VMM
+
+
+def test_the_attribution_cache_of_actor_paths_stays_bounded_and_right(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Runners come and go for the whole run: the actor-path cache is emptied when full,
+    and a path seen again after that is attributed to its VMM as before."""
+    monkeypatch.setattr(invariants.TraceAttribution, "ACTORS_KEPT", 8)
+    checker = invariants.IncrementalChecker(full_every=10**9)
+    attribution = invariants.TraceAttribution(checker, root="sled")
+    for i in range(50):
+        actor = f"sled/instance-manager/runner-vmm-{i}-g1"
+        attribution.write(traces.TraceEvent(i + 1, 0.0, "start", actor))
+        assert len(attribution._actor) <= 8
+        assert list(checker._touched)[-1] == f"vmm-{i}"
+    checker._touched.clear()
+    attribution.write(traces.TraceEvent(99, 0.0, "start", "sled/instance-manager/runner-vmm-0-g1"))
+    assert list(checker._touched) == ["vmm-0"]
