@@ -196,7 +196,9 @@ async def _scenario(
                 await trio.sleep(5.0)
 
         # Nexus places a VMM on a sled only while the sled's reservoir has room for its
-        # memory (upstream's placement accounts for it): without this, at thousands of
+        # memory (upstream: omicron nexus/src/app/sagas/instance_common.rs,
+        # reserve_vmm_resources, reserves the guest RAM on a sled that has it before the
+        # VMM is placed there; tests/sled/test_demo.py pins it): without this, at thousands of
         # VMMs the arrivals overcommit the sled and the late starts fail for want of
         # guest memory - a placement bug, not the sled's. Every VMM here has 1 GiB.
         placement = trio.CapacityLimiter(RESERVOIR_MIB // 1024)
