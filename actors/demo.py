@@ -434,7 +434,17 @@ async def _viewed(
 def run_demo(opts: DemoOptions, view: dict[str, Any] | None = None) -> int:
     """Run the demo; with *view* (host/port/token) also serve the live viewer and keep
     serving after the run until Ctrl-C."""
-    opts.trace.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        opts.trace.parent.mkdir(parents=True, exist_ok=True)
+        opts.trace.touch()
+    except OSError as exc:  # a user's mistake: one line, no traceback
+        why = exc.strerror or type(exc).__name__
+        print(
+            f"trioxide demo: cannot write the trace to {opts.trace}: {why}; "
+            "choose another path with --trace",
+            file=sys.stderr,
+        )
+        return 2
     header = traces.TraceHeader(
         seed=opts.seed, trio_version=trio.__version__, command=["trioxide", "demo"]
     )

@@ -179,3 +179,15 @@ def test_the_demo_places_vmms_only_while_the_reservoir_has_room(
     assert "invariants checked / violated" in printed and "VIOLATION" not in printed
     details = [e.detail or "" for e in traces.read_trace(out).events]
     assert not any("cannot reserve" in d for d in details)
+
+
+def test_an_unwritable_trace_path_is_one_line_not_a_traceback(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    bad = blocker / "demo.jsonl"  # its folder is a file
+    assert main(["demo", "--vmms", "2", "--trace", str(bad)]) == 2
+    captured = capsys.readouterr()
+    assert captured.err.count("\n") == 1 and "Traceback" not in captured.err
+    assert f"cannot write the trace to {bad}" in captured.err and "--trace" in captured.err
