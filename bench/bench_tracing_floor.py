@@ -4,14 +4,15 @@ Usage: ``python bench/bench_tracing_floor.py [--tells 200000] [--rounds 5]``
 
 The same tell benchmark as ``bench_runtime.tell_rate`` (one task tells ``Incr(1)`` to one
 ``Counter``, then asks for the count) with stand-in tracers that keep the runtime's traced
-path exactly as it is but do less per event:
+path exactly as it is but do less per tell. A traced tell is a ``send`` (one tracer call
+from ``tell``: a clock read and a ``TraceEvent``) and, on the actor's side, its slot in the
+loop's ``HandleRun`` (``traces._runs``: no call, four list slots and a clock read):
 
-* ``null``: every tracer call only advances ``seq`` - the floor of the runtime's traced
-  structure and the three calls per tell (``send``, ``begin``, ``handle``);
-* ``one_clock``: ``null`` plus one clock read per tell (on ``send``);
-* ``three_clocks``: ``null`` plus a clock read per call, as the real tracer does;
-* ``builds``: the real tracer's records (two ``TraceEvent`` built and appended to the
-  ring, the pending receive), but ``t = 0`` - no clock read;
+* ``send_seq``: ``send`` only advances ``seq`` - the floor of the traced structure (the
+  envelope, the sender lookup, one call) plus the runs;
+* ``send_no_clock``: ``send`` builds and appends its record with ``t = 0``;
+* ``per_event``: the real tracer into a ring that declines runs (``begin``/``handle``
+  per tell, a ``TraceEvent`` for each: how tracing into memory worked before runs);
 * ``memory``: the real ``Tracer`` into a ``MemorySink``.
 
 Prints the median over interleaved rounds of each rate divided by the untraced rate of the
@@ -36,78 +37,48 @@ from trioxide.traces import NO_PAYLOAD, TraceEvent
 __all__ = ["STAND_INS", "main", "rate_with"]
 
 
-class NullTracer(traces.Tracer):
-    """Each message event only advances ``seq``."""
+class SendSeqTracer(traces.Tracer):
+    """``send`` only advances ``seq`` (after writing what is pending, as it must)."""
 
     def send(
         self, actor: str, sender: str | None, cause: int | None, ask: bool, msg: Any,
         system: bool = False,
     ) -> int:  # fmt: skip
+        if self.pending is not None:
+            self._flush_pending()
         self._seq = seq = self._seq + 1
         return seq
 
-    def begin(self, actor: str, msg_id: int, corr: int | None, msg: Any) -> None:
-        self._seq += 1
 
-    def handle(self, actor: str, msg_id: int, corr: int | None, exc: BaseException | None) -> None:
-        self._seq += 1
-
-
-class OneClockTracer(NullTracer):
-    """``NullTracer`` plus one clock read per tell."""
+class SendNoClockTracer(traces.Tracer):
+    """``send`` builds its record with ``t = 0``: no clock read."""
 
     def send(
         self, actor: str, sender: str | None, cause: int | None, ask: bool, msg: Any,
         system: bool = False,
     ) -> int:  # fmt: skip
-        self._seq = seq = self._seq + 1
-        self._clock() + self._t_offset
-        return seq
-
-
-class ThreeClocksTracer(OneClockTracer):
-    """``NullTracer`` plus a clock read per call."""
-
-    def begin(self, actor: str, msg_id: int, corr: int | None, msg: Any) -> None:
-        self._seq += 1
-        self._clock() + self._t_offset
-
-    def handle(self, actor: str, msg_id: int, corr: int | None, exc: BaseException | None) -> None:
-        self._seq += 1
-        self._clock() + self._t_offset
-
-
-class BuildsTracer(traces.Tracer):
-    """The real records, with ``t = 0``: no clock read."""
-
-    def send(
-        self, actor: str, sender: str | None, cause: int | None, ask: bool, msg: Any,
-        system: bool = False,
-    ) -> int:  # fmt: skip
+        if self.pending is not None:
+            self._flush_pending()
         self._seq = seq = self._seq + 1
         self._write(TraceEvent(seq, 0.0, "send", actor, sender, seq, cause, None,
                                type(msg).__name__, NO_PAYLOAD, None))  # fmt: skip
         return seq
 
-    def begin(self, actor: str, msg_id: int, corr: int | None, msg: Any) -> None:
-        self._seq = seq = self._seq + 1
-        self._pending = (actor, msg_id, corr, type(msg).__name__, 0.0, seq)
 
-    def handle(self, actor: str, msg_id: int, corr: int | None, exc: BaseException | None) -> None:
-        pending, self._pending = self._pending, None
-        msg_type, t0 = (pending[3], pending[4]) if pending is not None else (None, None)
-        self._seq = seq = self._seq + 1
-        self._write(TraceEvent(seq, 0.0, "handle", actor, None, msg_id, None, corr, msg_type,
-                               NO_PAYLOAD, None, "ok", t0))  # fmt: skip
+class PerEventRing(traces.MemorySink):
+    """A ``MemorySink`` that declines runs: the loop records each tell through
+    ``Tracer.begin``/``handle``."""
+
+    def run_writer(self, held: Callable[[], object]) -> None:
+        return None
 
 
 #: Stand-in tracers by name (``None``: untraced).
 STAND_INS: dict[str, Callable[[], traces.Tracer | None]] = {
     "off": lambda: None,
-    "null": lambda: NullTracer(traces.MemorySink()),
-    "one_clock": lambda: OneClockTracer(traces.MemorySink()),
-    "three_clocks": lambda: ThreeClocksTracer(traces.MemorySink()),
-    "builds": lambda: BuildsTracer(traces.MemorySink()),
+    "send_seq": lambda: SendSeqTracer(traces.MemorySink()),
+    "send_no_clock": lambda: SendNoClockTracer(traces.MemorySink()),
+    "per_event": lambda: traces.Tracer(PerEventRing()),
     "memory": lambda: traces.Tracer(traces.MemorySink()),
 }
 

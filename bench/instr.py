@@ -1,7 +1,8 @@
 """Instructions per tell and per ask, counted by valgrind's callgrind: repeatable to ~0.1%
 whatever else the machine does (wall-clock rates on this VM drift by ±20% within minutes).
 
-Usage: ``python bench/instr.py [--old REV]`` (needs ``valgrind``; REV with ``src/trioxide``).
+Usage: ``python bench/instr.py [--old REV] [--kinds tell,tell-traced]`` (needs
+``valgrind``; REV with ``src/trioxide``).
 Each count is the difference between two runs of N and 2N operations, so interpreter
 start-up and the runtime's set-up cancel out. With ``--old`` it prints new/old ratios.
 """
@@ -54,20 +55,26 @@ def _count(src: Path, kind: str, n: int) -> int:
     return callgrind_instructions(_PROGRAM, str(n), kind, str(ROOT / "bench"), pythonpath=str(src))
 
 
-def per_op(src: Path) -> dict[str, float]:
+def per_op(src: Path, kinds: list[str] | None = None) -> dict[str, float]:
     """Instructions per operation (differences of N and 2N operations): an untraced tell,
-    an ask, a tell traced into a MemorySink (no payloads) and into a JSONL file (payloads)."""
+    an ask, a tell traced into a MemorySink (no payloads) and into a JSONL file (payloads)
+    (or only *kinds* of them)."""
     return {
         kind: (_count(src, kind, 2 * n) - _count(src, kind, n)) / n
         for kind, n in SIZES.items()
+        if kinds is None or kind in kinds
     }
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--old", help="also count this revision and print new/old")
+    parser.add_argument("--kinds", help=f"comma-separated, of: {', '.join(SIZES)}")
     args = parser.parse_args()
-    new = per_op(ROOT / "src")
+    kinds = args.kinds.split(",") if args.kinds else None
+    if kinds is not None and (unknown := set(kinds) - set(SIZES)):
+        parser.error(f"unknown kinds {sorted(unknown)}; choose from {', '.join(SIZES)}")
+    new = per_op(ROOT / "src", kinds)
     if args.old is None:
         for kind, value in new.items():
             print(f"{kind}: {value:,.0f} instructions")
@@ -78,7 +85,7 @@ def main() -> None:
             subprocess.run(["git", "-C", str(ROOT), "archive", args.old], stdout=f, check=True)
         with tarfile.open(archive) as tar:
             tar.extractall(tmp, filter="tar")
-        old = per_op(Path(tmp) / "src")
+        old = per_op(Path(tmp) / "src", kinds)
     for kind in new:
         print(
             f"{kind}: {new[kind]:,.0f} instructions (old {old[kind]:,.0f}), "

@@ -19,6 +19,8 @@ import outcome
 import trio
 from trio.lowlevel import reschedule, wait_task_rescheduled
 
+from trioxide.traces import RUN_MAX_MESSAGES, Tracer
+
 from ._context import task_actor, task_name
 from ._errors import ActorGone
 from ._mailbox import DONE, QUEUED, RUNNING, Envelope, message_of
@@ -50,6 +52,10 @@ NOT_STOPPING: Final = object()
 HANDLER_BATCH: Final = 64
 
 
+def _no_clock() -> float:  # pragma: no cover - only read by the Tracer fast path
+    return 0.0
+
+
 class _BareCurrent:
     """``ActorCell.current`` while an untraced tell is handled (no envelope exists)."""
 
@@ -73,12 +79,21 @@ async def run(cell: ActorCell) -> None:
     tr = cell.rt.tracer
     untraced = tr is None
     path = cell.path
+    # The run fast path needs the concrete Tracer (its pending record and clock) writing
+    # to a sink that keeps runs (Tracer.runs).
+    runs = isinstance(tr, Tracer) and tr.runs
+    clock, offset = tr.time_source if isinstance(tr, Tracer) else (_no_clock, 0.0)
+    run: Any = None  # this loop's run; it is being recorded while it is tr.pending
+    items: list[Any] = []
+    room = 0  # messages the run still takes
+    last_t: float | None = None  # when the last handler ended, if no wait since
     n = 0
     batch = cell.rt.next_handler_batch()
     while cell.stopping is NOT_STOPPING:
         # ready and pop are the level-0 deque and its popleft in the common state.
         if not mb.ready:
             await wait_task_rescheduled(mb.parking(task, None))  # Mailbox.wait_put
+            last_t = None
             continue
         item = mb.pop()
         # ---- hot path (inlined dispatch; keep in step with dispatch() below) -------------
@@ -90,18 +105,39 @@ async def run(cell: ActorCell) -> None:
             if not untraced and item.asker is None:
                 assert tr is not None
                 mid = item.id
+                msg = item.msg
                 cell.current = item
-                tr.begin(path, mid, None, item.msg)
+                if runs:
+                    # Recorded into the tracer's pending HandleRun (traces._runs): four
+                    # list slots per tell while nothing else is traced; a handler that
+                    # follows the previous one without a wait began when it ended.
+                    if room == 0 or tr.pending is not run:  # type: ignore[attr-defined]
+                        run = tr.open_run(path)  # type: ignore[attr-defined]
+                        items = run.items
+                        room = RUN_MAX_MESSAGES
+                    room -= 1
+                    if last_t is None:
+                        last_t = clock() + offset
+                    items.append(mid)
+                    items.append(msg.__class__.__name__)
+                    items.append(last_t)
+                else:
+                    tr.begin(path, mid, None, msg)
                 try:
-                    await handle(item.msg)
+                    await handle(msg)
                 except BaseException as exc:
+                    last_t = None
                     tr.handle(path, mid, None, exc.error if type(exc) is ServedTellFailed else exc)
                     _finish_taken(cell, exc)
                     raise
                 finally:
                     cell.current = None
                     cell.handled += 1
-                tr.handle(path, mid, None, None)
+                if runs and tr.pending is run:  # type: ignore[attr-defined]
+                    items.append(last_t := clock() + offset)
+                else:  # something was traced meanwhile: the run was written
+                    last_t = None
+                    tr.handle(path, mid, None, None)
                 if cell.taken is not None:
                     _finish_taken(cell, None)
             elif untraced and item.asker is not None:
@@ -127,6 +163,7 @@ async def run(cell: ActorCell) -> None:
                     cell.current = None
                     cell.handled += 1
             else:
+                last_t = None
                 await dispatch(cell, item)
         else:
             cell.current = BARE
@@ -146,6 +183,7 @@ async def run(cell: ActorCell) -> None:
             n = 0
             batch = cell.rt.next_handler_batch()
             await trio.lowlevel.checkpoint()
+            last_t = None
 
 
 class ServedTellFailed(BaseException):

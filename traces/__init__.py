@@ -5,9 +5,10 @@ This package never imports ``runtime`` or ``actors``.
 
 from . import otel
 from ._event import KINDS, NO_PAYLOAD, OUTCOMES, SCHEMA_VERSION, TraceEvent, TraceHeader
-from ._expand import expand, is_folded
+from ._expand import expand, is_folded, records_of
 from ._flight import FlightRecorder
 from ._reader import LineError, TraceFile, follow_trace, iter_trace, read_trace
+from ._runs import RUN_MAX_MESSAGES, HandleRun
 from ._sinks import JsonlFileSink, MemorySink, SinkStatistics, TraceFileObject
 from ._tracer import Recorder, Sink, Tracer, describe, unwrap
 from .export import to_otlp, to_perfetto, write_otlp, write_perfetto
@@ -16,8 +17,10 @@ __all__ = [
     "KINDS",
     "NO_PAYLOAD",
     "OUTCOMES",
+    "RUN_MAX_MESSAGES",
     "SCHEMA_VERSION",
     "FlightRecorder",
+    "HandleRun",
     "JsonlFileSink",
     "LineError",
     "MemorySink",
@@ -36,6 +39,7 @@ __all__ = [
     "iter_trace",
     "otel",
     "read_trace",
+    "records_of",
     "to_otlp",
     "to_perfetto",
     "unwrap",

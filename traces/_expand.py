@@ -4,7 +4,9 @@ A tracer folds a ``receive`` into its ``handle`` when nothing was traced in betw
 handle then carries ``t0`` (when the receive happened) and ``msg_type``, and the receive's
 ``seq`` (the handle's minus one) is absent from the file. ``expand`` puts the receive back,
 so a consumer sees every ``seq`` once, in order, in the vocabulary of ``KINDS`` - the trace
-readers, ``MemorySink.events`` and the trace server all hand out expanded events.
+readers, ``MemorySink.events`` and the trace server all hand out expanded events. A
+``MemorySink`` also holds the actor loop's runs of handled tells (``HandleRun``):
+``records_of`` gives the records they stand for, ``expand`` their events.
 """
 
 from __future__ import annotations
@@ -14,8 +16,9 @@ from collections.abc import Iterable, Iterator
 import msgspec
 
 from ._event import TraceEvent
+from ._runs import HandleRun
 
-__all__ = ["expand", "is_folded"]
+__all__ = ["expand", "is_folded", "records_of"]
 
 _replace = msgspec.structs.replace
 
@@ -25,10 +28,22 @@ def is_folded(event: TraceEvent) -> bool:
     return event.t0 is not None and event.kind == "handle"
 
 
-def expand(records: Iterable[TraceEvent]) -> Iterator[TraceEvent]:
+def records_of(records: Iterable[TraceEvent | HandleRun]) -> Iterator[TraceEvent]:
+    """*records* with every ``HandleRun`` replaced by the records it stands for (folded
+    handles, as a tracer writes them)."""
+    for r in records:
+        if isinstance(r, HandleRun):
+            yield from r.records()
+        else:
+            yield r
+
+
+def expand(records: Iterable[TraceEvent | HandleRun]) -> Iterator[TraceEvent]:
     """Every event of *records*, a folded handle as its receive and its handle."""
     for e in records:
-        if e.t0 is not None and e.kind == "handle":
+        if isinstance(e, HandleRun):
+            yield from expand(e.records())
+        elif e.t0 is not None and e.kind == "handle":
             yield TraceEvent(
                 e.seq - 1, e.t0, "receive", e.actor, None, e.msg_id, None, e.corr, e.msg_type
             )

@@ -144,6 +144,10 @@ class FlightRecorder(MemorySink):
         """Declined: the tracer calls ``write``, which holds the byte bound."""
         return self.write
 
+    def run_writer(self, held: Callable[[], object]) -> None:
+        """Declined too: the tracer writes each event, through ``write``."""
+        return None
+
     @property
     def max_total_bytes(self) -> int:
         """The bound on ``nbytes``: records at ``RECORD_BYTES`` plus payloads and details."""

@@ -22,7 +22,8 @@ from typing import ClassVar, Generic, Protocol, TypeVar
 import msgspec
 
 from ._event import TraceEvent, TraceHeader
-from ._expand import expand
+from ._expand import expand, is_folded, records_of
+from ._runs import HandleRun
 
 __all__ = ["JsonlFileSink", "MemorySink", "SinkStatistics", "TraceFileObject"]
 
@@ -184,11 +185,21 @@ class MemorySink:
     payloads, records are small (a detail is a type name or an exception's description),
     so ``maxlen`` bounds them; a sink that must hold a byte bound whatever it is given
     (``FlightRecorder``) declines the direct path.
+
+    On the direct path the ring also keeps the actor loop's runs of handled tells whole
+    (``write_run``, ``traces.HandleRun``: up to ``RUN_MAX_MESSAGES`` messages at about
+    ``RUN_EVENT_BYTES`` per event); ``maxlen`` then bounds the *events* held, checked
+    whenever a run is written. Every view (``events``, ``records``, ``len``) expands them.
     """
 
     #: Estimated memory of one record without its payload and detail (measured with
     #: tracemalloc: about 185 bytes for the event, its float and ints, and the ring slot).
     RECORD_BYTES: ClassVar[int] = 192
+
+    #: Estimated memory of one event inside a ``HandleRun`` (a message is four list
+    #: slots, its id and its end time - its start is the previous message's end - for
+    #: two events; measured with tracemalloc: about 84 bytes per message).
+    RUN_EVENT_BYTES: ClassVar[int] = 48
 
     __slots__ = (
         "_append",
@@ -197,8 +208,11 @@ class MemorySink:
         "_counted",
         "_direct",
         "_extra",
+        "_held",
         "_max_extra",
         "_ring",
+        "_run_extra",
+        "_runs",
     )
 
     def __init__(self, maxlen: int = 1_000_000, max_bytes: int = 64 << 20) -> None:
@@ -206,7 +220,7 @@ class MemorySink:
             raise ValueError(f"maxlen must be positive, got {maxlen!r}")
         if max_bytes < 0:
             raise ValueError(f"max_bytes must not be negative, got {max_bytes!r}")
-        self._ring: deque[TraceEvent] = deque(maxlen=maxlen)
+        self._ring: deque[TraceEvent | HandleRun] = deque(maxlen=maxlen)
         self._append = self._ring.append
         self._cleared = 0
         self._counted = 0  # events written through write() (a folded handle counts 2)
@@ -215,6 +229,22 @@ class MemorySink:
         self._extra = 0  # payload + detail bytes of the records in _big
         # (seq, payload + detail bytes) of held records that have any, oldest first.
         self._big: deque[tuple[int, int]] = deque()
+        # (seq, events - 1) of the runs held, oldest first; _run_extra is their sum.
+        self._runs: deque[tuple[int, int]] = deque()
+        self._run_extra = 0
+        self._held: list[Callable[[], object]] = []  # pending records of run writers
+
+    def _held_runs(self) -> list[HandleRun]:
+        """The runs tracers still hold (not written yet, shown as held)."""
+        runs = []
+        for held in self._held:
+            run = held()
+            if isinstance(run, HandleRun) and run.items:
+                runs.append(run)
+        return runs
+
+    def _all(self) -> list[TraceEvent | HandleRun]:
+        return [*self._ring, *self._held_runs()] if self._held else list(self._ring)
 
     def write(self, event: TraceEvent) -> None:
         # A folded handle stands for its receive too (``len`` counts it twice).
@@ -246,6 +276,35 @@ class MemorySink:
             while big and big[0][0] <= seq:
                 self._extra -= big.popleft()[1]
 
+    def run_writer(self, held: Callable[[], object]) -> Callable[[HandleRun], None] | None:
+        """``write_run``, for a tracer that appends to this ring directly
+        (``direct_writer``) and records runs of handled tells (``Tracer.runs``); *held()*
+        is the tracer's pending record: a ``HandleRun`` there is shown as held (every
+        view includes it), so reading the ring never lags behind the actors."""
+        self._held.append(held)
+        return self.write_run
+
+    def write_run(self, run: HandleRun) -> None:
+        """Keep *run* whole (the direct path's writer for runs, see ``run_writer``);
+        drop the oldest records while the events held exceed ``maxlen``."""
+        ring, runs = self._ring, self._runs
+        ring.append(run)
+        self._forget_runs()
+        extra = run.count - 1
+        runs.append((run.seq, extra))
+        self._run_extra += extra
+        maxlen = self.maxlen
+        while len(ring) + self._run_extra > maxlen and len(ring) > 1:
+            ring.popleft()
+            self._forget_runs()
+
+    def _forget_runs(self) -> None:
+        """Stop counting the runs the ring no longer holds (seqs increase along it)."""
+        runs, ring = self._runs, self._ring
+        oldest = ring[0].seq if ring else None
+        while runs and (oldest is None or runs[0][0] < oldest):
+            self._run_extra -= runs.popleft()[1]
+
     def direct_writer(self, written: Callable[[], int]) -> Callable[[TraceEvent], None]:
         """The ring's own ``append`` (a C call, no Python frame), for a tracer that writes
         only here; *written()* must say how many events it has written so far. (The
@@ -275,7 +334,13 @@ class MemorySink:
             oldest = ring[0].seq if ring else big[-1][0] + 1
             while big and big[0][0] < oldest:
                 self._extra -= big.popleft()[1]
-        return len(ring) * self.RECORD_BYTES + self._extra
+        self._forget_runs()
+        runs = len(self._runs)
+        return (
+            (len(ring) - runs) * self.RECORD_BYTES
+            + (runs + self._run_extra) * self.RUN_EVENT_BYTES
+            + self._extra
+        )
 
     @property
     def written(self) -> int:
@@ -294,20 +359,25 @@ class MemorySink:
     def events(self) -> list[TraceEvent]:
         """A snapshot of the events held, oldest first, expanded (``traces.expand``: a
         receive folded into its handle is listed as both)."""
-        return list(expand(self._ring))
+        return list(expand(self._all()))
 
     @property
     def records(self) -> list[TraceEvent]:
         """A snapshot of the records held as written (folded handles stay folded)."""
-        return list(self._ring)
+        return list(records_of(self._all()))
 
     def __iter__(self) -> Iterator[TraceEvent]:
         return iter(self.events)
 
     def __len__(self) -> int:
         """Events held (a folded handle counts as its receive and itself)."""
-        return len(self._ring) + sum(
-            1 for r in self._ring if r.t0 is not None and r.kind == "handle"
+        self._forget_runs()
+        ring = self._ring
+        return (
+            len(ring)
+            + self._run_extra
+            + sum(run.count for run in self._held_runs())
+            + sum(1 for r in ring if type(r) is TraceEvent and is_folded(r))
         )
 
     def clear(self) -> None:
@@ -315,10 +385,12 @@ class MemorySink:
         self._ring.clear()
         self._big.clear()
         self._extra = 0
+        self._runs.clear()
+        self._run_extra = 0
 
     def of_kind(self, *kinds: str) -> list[TraceEvent]:
         """The (expanded) events of these kinds."""
-        return [e for e in expand(self._ring) if e.kind in kinds]
+        return [e for e in expand(self._all()) if e.kind in kinds]
 
     def statistics(self) -> SinkStatistics:
         return SinkStatistics(self.written, self.dropped, len(self))

@@ -19,6 +19,7 @@ import msgspec
 import trio
 
 from ._event import NO_PAYLOAD, TraceEvent
+from ._runs import HandleRun
 
 __all__ = ["Recorder", "Sink", "Tracer", "describe"]
 
@@ -178,13 +179,15 @@ class Tracer:
 
     __slots__ = (
         "_clock",
-        "_pending",
         "_seq",
         "_sinks",
         "_t_offset",
         "_write",
+        "_write_run",
         "payloads",
+        "pending",
         "redact",
+        "runs",
     )
 
     def __init__(
@@ -198,13 +201,27 @@ class Tracer:
         self._seq = 0
         self._write: Callable[[TraceEvent], None]
         direct = getattr(sinks[0], "direct_writer", None) if len(sinks) == 1 else None
+        self._write_run: Callable[[HandleRun], None] = self._write_run_records
+        runs = False
         if direct is not None:
             # One memory ring: append to it directly (it counts through our seq).
-            self._write = direct(lambda: self._seq)
+            self._write = direct(lambda: self.seq)
+            run_writer = getattr(sinks[0], "run_writer", None)
+            writer = run_writer(lambda: self.pending) if run_writer is not None else None
+            if writer is not None:
+                self._write_run, runs = writer, True
         else:
             self._write = sinks[0].write if len(sinks) == 1 else self._fan_out
-        # A receive not written yet (see ``begin``): (actor, msg_id, corr, msg_type, t, seq).
-        self._pending: tuple[str, int, int | None, str, float, int] | None = None
+        #: Whether the actor loop records handled tells into ``HandleRun`` records
+        #: (``open_run``): only for a sink that keeps them whole and shows the run this
+        #: tracer still holds (``MemorySink.run_writer``). Every other sink gets each
+        #: event as soon as it happened, as before.
+        self.runs = runs
+        #: The record held back, written before anything else is: a receive to fold into
+        #: its handle (``begin``: ``(actor, msg_id, corr, msg_type, t, seq)``) or a
+        #: ``HandleRun`` the actor loop appends to (``open_run``). Read by the loop's fast
+        #: path; only the tracer sets it.
+        self.pending: tuple[str, int, int | None, str, float, int] | HandleRun | None = None
         self._clock = clock
         self._t_offset = 0.0
         self.payloads = payloads
@@ -217,12 +234,20 @@ class Tracer:
         self._t_offset = offset
 
     @property
+    def time_source(self) -> tuple[Callable[[], float], float]:
+        """``(read, offset)``: ``read() + offset`` is an event's ``t`` (see ``use_clock``)."""
+        return self._clock, self._t_offset
+
+    @property
     def sinks(self) -> tuple[Sink, ...]:
         return self._sinks
 
     @property
     def seq(self) -> int:
         """The ``seq`` of the last event emitted (0 before the first)."""
+        pending = self.pending
+        if isinstance(pending, HandleRun):
+            return self._seq + pending.count
         return self._seq
 
     def _payload(self, msg: Any) -> msgspec.Raw:
@@ -252,8 +277,8 @@ class Tracer:
 
         Private on purpose: every kind has its typed method below.
         """
-        if self._pending is not None:
-            self._flush_receive()
+        if self.pending is not None:
+            self._flush_pending()
         self._seq = seq = self._seq + 1
         msg_type = None
         payload = NO_PAYLOAD
@@ -307,8 +332,8 @@ class Tracer:
         only; later events about the message carry its ``msg_type``.
 
         (A hot path: the event is built here rather than through ``_emit``.)"""
-        if self._pending is not None:
-            self._flush_receive()
+        if self.pending is not None:
+            self._flush_pending()
         self._seq = seq = self._seq + 1
         payload = NO_PAYLOAD
         if self.payloads:
@@ -345,8 +370,8 @@ class Tracer:
     ) -> None:
         """*actor* took ``msg_id``; *taken* (``selective``/``interrupt``) if inside a handler.
         Carries the message's type; its payload is on the ``send``. (A hot path.)"""
-        if self._pending is not None:
-            self._flush_receive()
+        if self.pending is not None:
+            self._flush_pending()
         self._seq = seq = self._seq + 1
         self._write(
             TraceEvent(
@@ -361,11 +386,11 @@ class Tracer:
         ``handle`` - not at all, folded into the handle (``t0``; the receive's seq, the
         handle's minus one, is left free so ``expand`` can restore it). Traces stay
         complete and ordered; a tell whose handler traces nothing costs two events."""
-        if self._pending is not None:
-            self._flush_receive()
+        if self.pending is not None:
+            self._flush_pending()
         # The receive's seq is taken now (``seq`` stays the order of what happened).
         self._seq = seq = self._seq + 1
-        self._pending = (
+        self.pending = (
             actor,
             msg_id,
             corr,
@@ -374,10 +399,28 @@ class Tracer:
             seq,
         )
 
-    def _flush_receive(self) -> None:
-        pending = self._pending
+    def open_run(self, actor: str) -> HandleRun:
+        """Write what is pending and make a new ``HandleRun`` of *actor* the pending
+        record, for the actor loop to append the tells it handles to (see ``HandleRun``:
+        valid while ``pending`` is the run)."""
+        if self.pending is not None:
+            self._flush_pending()
+        run = self.pending = HandleRun(actor, self._seq + 1)
+        return run
+
+    def _write_run_records(self, run: HandleRun) -> None:
+        for record in run.records():
+            self._write(record)
+
+    def _flush_pending(self) -> None:
+        pending = self.pending
         assert pending is not None
-        self._pending = None
+        self.pending = None
+        if isinstance(pending, HandleRun):
+            if pending.items:
+                self._seq = pending.last_seq
+                self._write_run(pending)
+            return
         actor, msg_id, corr, msg_type, t, seq = pending
         self._write(TraceEvent(seq, t, "receive", actor, None, msg_id, None, corr, msg_type))
 
@@ -385,16 +428,23 @@ class Tracer:
         """The handler of ``msg_id`` ended: returned (*exc* ``None``), raised or was cancelled.
         Folds the handler's ``receive`` in if nothing was traced since (``begin``). (A hot
         path: the event is built here.)"""
-        pending = self._pending
+        pending = self.pending
         t0 = msg_type = None
         if pending is not None:
-            if pending[1] == msg_id:
+            if isinstance(pending, HandleRun):
+                # The loop's run: its open message is this one if nothing was traced since.
+                taken = pending.take_open(msg_id)
+                self._flush_pending()
+                if taken is not None:
+                    msg_type, t0 = taken
+                    self._seq += 1  # the folded receive's seq
+            elif pending[1] == msg_id:
                 # Folded: the receive's seq (taken by begin, this one minus 1) and time t0.
-                self._pending = None
+                self.pending = None
                 msg_type = pending[3]
                 t0 = pending[4]
             else:
-                self._flush_receive()
+                self._flush_pending()
         self._seq = seq = self._seq + 1
         t = self._clock() + self._t_offset
         if exc is None:
@@ -457,8 +507,8 @@ class Tracer:
     def flush(self) -> None:
         """Make everything emitted so far visible to readers (file sinks write through),
         including a receive still waiting to be folded into its handle."""
-        if self._pending is not None:
-            self._flush_receive()
+        if self.pending is not None:
+            self._flush_pending()
         for sink in self._sinks:
             flush = getattr(sink, "flush", None)
             if flush is not None:
@@ -466,7 +516,7 @@ class Tracer:
 
     def close(self) -> None:
         """Close every sink (flushes file sinks)."""
-        if self._pending is not None:
-            self._flush_receive()
+        if self.pending is not None:
+            self._flush_pending()
         for sink in self._sinks:
             sink.close()

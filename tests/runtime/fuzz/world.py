@@ -987,12 +987,17 @@ def run_world(
     traced: bool,
     trace_out: Path | None = None,
     extra_sinks: Sequence[Sink] = (),
+    *,
+    runs: bool = False,
 ) -> Observation:
     """Run *scenario* once (traced or not) and return what was observed. A traced run
     also has a flight recorder among its sinks, its dumps read back (``obs.flight``), and
-    *extra_sinks* (the caller's to close)."""
+    *extra_sinks* (the caller's to close) - or, with *runs*, a lone ``MemorySink``: the
+    configuration in which the actor loops record ``HandleRun`` records."""
     if not traced:
         return _run_world(scenario, None, trace_out)
+    if runs:
+        return _run_world(scenario, None, None, lone_memory=True)
     with tempfile.TemporaryDirectory(prefix="fuzz-flight-") as tmp:
         recorder = FlightRecorder(
             FLIGHT_RECORDS * FlightRecorder.RECORD_BYTES + FLIGHT_EXTRA_BYTES,
@@ -1025,11 +1030,17 @@ def _run_world(
     recorder: FlightRecorder | None,
     trace_out: Path | None,
     extra_sinks: Sequence[Sink] = (),
+    *,
+    lone_memory: bool = False,
 ) -> Observation:
     tracer: Tracer | None = None
     memory: MemorySink | None = None
     file_sink: JsonlFileSink | None = None
-    if recorder is not None:
+    if lone_memory:
+        memory = MemorySink()
+        tracer = Tracer(memory, payloads=True)
+        assert tracer.runs
+    elif recorder is not None:
         memory = MemorySink()
         sinks: list[Any] = [memory, recorder, *extra_sinks]
         if trace_out is not None:

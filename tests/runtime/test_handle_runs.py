@@ -1,0 +1,124 @@
+"""Runs of handled tells (``traces.HandleRun``, semantics.md 11): what the actor loop
+records when its tracer's only sink is a ``MemorySink``, and what every view of that sink
+shows. The fuzzed equivalence (the same trace as per-event recording, over fault
+scenarios) is ``test_fault_fuzz.test_handle_runs_record_the_same_trace_and_keep_every_guarantee``.
+"""
+
+from __future__ import annotations
+
+import itertools
+
+import trio
+import trio.testing
+
+from trioxide import open_runtime, traces
+from trioxide.traces import RUN_MAX_MESSAGES, HandleRun, MemorySink, TraceEvent, Tracer
+
+from ._msgs import Boom, Counter, Get, Incr
+
+
+def held_runs(sink: MemorySink) -> list[HandleRun]:
+    return [r for r in sink._ring if isinstance(r, HandleRun)]
+
+
+async def tell_stream(tracer: Tracer, n: int, *, boom_every: int = 0) -> int:
+    # Seeded: Trio's own scheduler shuffles otherwise, and two runs are compared.
+    async with open_runtime(tracer=tracer, seed=1) as rt:
+        ref = await rt.spawn(Counter, name="counter", restart="permanent", max_restarts=10**6)
+        for i in range(n):
+            await ref.tell(Boom() if boom_every and i % boom_every == boom_every - 1 else Incr())
+        count: int = await ref.ask(Get())
+        await ref.stop()
+    return count
+
+
+async def test_a_tell_stream_is_recorded_in_runs_and_reads_as_per_event_recording(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """1,000 tells (every 7th raising: the actor restarts): a lone MemorySink holds runs of
+    at most RUN_MAX_MESSAGES messages, at least one of them full; its events are those of
+    a tracer that records every event at once (two sinks: no runs), seq for seq."""
+    for boom_every in (0, 7):
+        lone, a, b = MemorySink(), MemorySink(), MemorySink()
+        runs_tracer, plain_tracer = Tracer(lone), Tracer(a, b)
+        assert runs_tracer.runs and not plain_tracer.runs
+        await tell_stream(runs_tracer, 1000, boom_every=boom_every)
+        await tell_stream(plain_tracer, 1000, boom_every=boom_every)
+        assert lone.events == a.events
+        assert lone.records == a.records
+        assert [e.seq for e in lone.events] == list(range(1, runs_tracer.seq + 1))
+        sizes = [len(r.items) // 4 for r in held_runs(lone)]
+        assert sizes and max(sizes) == (RUN_MAX_MESSAGES if not boom_every else boom_every - 1)
+    # The raising handlers were folded too (their receive was in the open run).
+    errors = [r for r in lone.records if r.kind == "handle" and r.outcome == "error"]
+    assert len(errors) == 1000 // 7 and all(traces.is_folded(r) for r in errors)
+
+
+async def test_a_run_still_held_by_the_tracer_is_shown_by_every_view(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """Handles recorded into the run the tracer still holds (nothing traced since) are
+    in ``events``, ``records``, ``len`` and ``statistics`` at once: a reader of the ring
+    never lags behind the actors."""
+    sink = MemorySink()
+    tracer = Tracer(sink)
+    async with open_runtime(tracer=tracer) as rt:
+        ref = await rt.spawn(Counter, name="counter")
+        for _ in range(3):
+            await ref.tell(Incr())
+        await trio.testing.wait_all_tasks_blocked()
+        assert isinstance(tracer.pending, HandleRun)  # not written yet
+        handles = sink.of_kind("handle")
+        assert [h.msg_id for h in handles] == [e.seq for e in sink.of_kind("send")]
+        assert len(sink) == len(sink.events) == tracer.seq
+        assert sink.statistics() == traces.SinkStatistics(tracer.seq, 0, tracer.seq)
+        assert sink.events[-1].kind == "handle" and sink.events[-1].seq == tracer.seq
+        await ref.stop()
+
+
+async def test_the_ring_bound_counts_the_events_of_runs(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """``maxlen`` bounds events, runs included: after 2,000 tells into a ring of 100, it
+    holds the newest events, contiguous, no more than 100 of them plus the run written
+    last; ``dropped + len == written``."""
+    sink = MemorySink(maxlen=100)
+    tracer = Tracer(sink)
+    assert await tell_stream(tracer, 2000) == 2000
+    events = sink.events
+    assert 0 < len(events) <= 100 + 2 * RUN_MAX_MESSAGES
+    assert [e.seq for e in events] == list(range(tracer.seq - len(events) + 1, tracer.seq + 1))
+    assert sink.dropped + len(sink) == sink.written == tracer.seq
+    assert sink.nbytes < 100 * MemorySink.RECORD_BYTES + 2 * RUN_MAX_MESSAGES * 48
+
+
+async def test_under_a_real_clock_a_handler_that_follows_another_began_when_it_ended() -> None:
+    """The documented time of a run: a handler the loop went to straight from the
+    previous one has ``t0`` equal to that one's ``t``; times never go back. (No
+    wall-clock assertion: only the recorded values are compared.)"""
+    sink = MemorySink()
+    tracer = Tracer(sink)
+    await tell_stream(tracer, 200)
+    handles = [r for r in sink.records if r.kind == "handle" and r.msg_type == "Incr"]
+    assert all(r.t0 is not None and r.t0 <= r.t for r in handles)
+    chained = sum(1 for a, b in itertools.pairwise(handles) if b.t0 == a.t)
+    assert chained >= len(handles) // 2
+    times = [e.t for e in sink.events]
+    assert times == sorted(times)
+
+
+def test_a_run_stands_for_folded_handles_and_an_open_receive() -> None:
+    run = HandleRun("a", 10)
+    run.items += [3, "Incr", 1.0, 2.0, 4, "Incr", 2.0, 2.5, 7, "Note", 2.5]
+    assert run.count == 5 and run.last_seq == 14
+    assert list(run.records()) == [
+        TraceEvent(11, 2.0, "handle", "a", msg_id=3, msg_type="Incr", outcome="ok", t0=1.0),
+        TraceEvent(13, 2.5, "handle", "a", msg_id=4, msg_type="Incr", outcome="ok", t0=2.0),
+        TraceEvent(14, 2.5, "receive", "a", msg_id=7, msg_type="Note"),
+    ]
+    assert [(e.seq, e.kind) for e in traces.expand([run])] == [
+        (10, "receive"), (11, "handle"), (12, "receive"), (13, "handle"), (14, "receive"),
+    ]  # fmt: skip
+    assert run.take_open(8) is None
+    assert run.take_open(7) == ("Note", 2.5) and run.count == 4
+    assert run.take_open(4) is None  # only the open message can be taken
