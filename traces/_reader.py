@@ -1,8 +1,19 @@
-"""Reading trace files back, tolerant of damage: a bad line is reported and skipped."""
+"""Reading trace files back, tolerant of damage: a bad line is reported and skipped.
+
+A line is bad - reported as a :class:`LineError` with its 1-based number, and skipped -
+if it is not a JSON event, if it is not valid UTF-8 (anywhere, payload included), or if
+it nests arrays and objects more than :data:`MAX_DEPTH` deep (anywhere, payload
+included): so no reader raises ``RecursionError``, and whoever decodes a payload later
+(the viewer, the exporters) gets valid UTF-8 JSON of bounded depth. The checks cost two
+``bytes.count`` and one ``isascii`` per ordinary line; only a line that could fail them
+is looked at more closely (in bounded memory).
+"""
 
 from __future__ import annotations
 
+import codecs
 import os
+import re
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -13,7 +24,20 @@ import trio
 from ._event import SCHEMA_VERSION, TraceEvent, TraceHeader
 from ._expand import expand
 
-__all__ = ["LineError", "TraceFile", "follow_trace", "iter_trace", "read_trace"]
+__all__ = [
+    "MAX_DEPTH",
+    "LineError",
+    "TraceFile",
+    "decode_event",
+    "follow_trace",
+    "iter_trace",
+    "read_trace",
+]
+
+#: The deepest nesting of arrays and objects a trace line may have (the event object
+#: itself counts as one level): far more than any message needs, far less than what
+#: would exhaust the Python stack of whoever decodes the payload.
+MAX_DEPTH = 64
 
 _event_decoder = msgspec.json.Decoder(TraceEvent)
 _header_decoder = msgspec.json.Decoder(TraceHeader)
@@ -24,6 +48,59 @@ class _HeaderMark(msgspec.Struct):
 
 
 _mark_decoder = msgspec.json.Decoder(_HeaderMark)
+
+
+_STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"')
+_TO_BRACKETS = bytes.maketrans(b"{}", b"[]")
+_NOT_BRACKETS = bytes(sorted(set(range(256)) - set(b"[]{}")))
+_UTF8_CHUNK = 1 << 20  # bytes validated at a time (a bounded temporary copy)
+
+
+def _depth_error(line: bytes) -> str | None:
+    """Why *line* nests too deep, if it does. Exact for valid JSON: strings are cut out,
+    what is left of the brackets loses its innermost pairs once per level."""
+    if line.count(b"[") + line.count(b"{") <= MAX_DEPTH:
+        return None  # the common case: not enough brackets to nest that deep
+    rest = _STRING.sub(b"", line).translate(_TO_BRACKETS, _NOT_BRACKETS)
+    for _ in range(MAX_DEPTH):
+        inner = rest.replace(b"[]", b"")
+        if not inner or inner == rest:  # (unchanged: unbalanced, for the decoder to say)
+            return None
+        rest = inner
+    return f"nested more than {MAX_DEPTH} levels deep"
+
+
+def _utf8_error(line: bytes) -> str | None:
+    """Where *line* is not valid UTF-8, if it is not (checked a chunk at a time)."""
+    if line.isascii():
+        return None
+    view = memoryview(line)
+    start = 0
+    try:
+        while start < len(view):
+            end = min(start + _UTF8_CHUNK, len(view))
+            while end < len(view) and view[end] & 0xC0 == 0x80:
+                end -= 1  # never cut a character in two (a continuation byte follows)
+            try:
+                codecs.utf_8_decode(view[start:end], "strict", True)
+            except UnicodeDecodeError as exc:
+                return f"invalid UTF-8 at byte {start + exc.start + 1} of the line"
+            start = end
+    finally:
+        view.release()
+    return None
+
+
+def decode_event(line: bytes) -> TraceEvent:
+    """One trace line as an event (not expanded). Raises ``msgspec.DecodeError`` if the
+    line is not an event, is not valid UTF-8, or nests more than ``MAX_DEPTH`` deep."""
+    problem = _utf8_error(line) or _depth_error(line)
+    if problem is not None:
+        raise msgspec.DecodeError(problem)
+    try:
+        return _event_decoder.decode(line)
+    except RecursionError:  # (only for unbalanced lines, which _depth_error leaves alone)
+        raise msgspec.DecodeError(f"nested more than {MAX_DEPTH} levels deep") from None
 
 
 @dataclass(frozen=True)
@@ -69,8 +146,14 @@ def upgrade_v1(event: TraceEvent) -> TraceEvent:
 
 
 def _decode_header(line: bytes) -> TraceHeader:
-    _mark_decoder.decode(line)  # the schema version must be present
-    header = _header_decoder.decode(line)
+    problem = _utf8_error(line) or _depth_error(line)
+    if problem is not None:
+        raise msgspec.DecodeError(problem)
+    try:
+        _mark_decoder.decode(line)  # the schema version must be present
+        header = _header_decoder.decode(line)
+    except RecursionError:
+        raise msgspec.DecodeError(f"nested more than {MAX_DEPTH} levels deep") from None
     if header.trioxide_trace > SCHEMA_VERSION:
         raise ValueError(
             f"trace schema {header.trioxide_trace} is newer than this reader ({SCHEMA_VERSION})"
@@ -90,7 +173,7 @@ def iter_trace(
             if not line.strip():
                 continue
             try:
-                event = _event_decoder.decode(line)
+                event = decode_event(line)
             except msgspec.DecodeError as exc:
                 if errors is not None:
                     errors.append(LineError(lineno, str(exc)))
@@ -144,7 +227,7 @@ async def follow_trace(
                 if not line.strip():
                     continue
                 try:
-                    event = _event_decoder.decode(line)
+                    event = decode_event(line)
                 except msgspec.DecodeError as exc:
                     if errors is not None:
                         errors.append(LineError(lineno, str(exc)))

@@ -1,0 +1,165 @@
+"""Trace reader limits: hostile lines are reported and skipped, huge lines cost bounded
+memory in ``trioxide export``, and the header carries the seed of a seeded run."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import msgspec
+import pytest
+import trio
+from trio.testing import MockClock
+
+from trioxide import traces
+from trioxide.cli import main as cli_main
+from trioxide.traces._reader import MAX_DEPTH
+
+HEADER = traces.TraceHeader(seed=5, trio_version=trio.__version__, command=["test"])
+
+
+def ev(seq: int, kind: str = "send", **kw: Any) -> traces.TraceEvent:
+    return traces.TraceEvent(seq, float(seq), kind, "a", **kw)
+
+
+def line(event: traces.TraceEvent) -> bytes:
+    return msgspec.json.encode(event) + b"\n"
+
+
+def with_payload(seq: int, payload: bytes) -> bytes:
+    """An event line whose payload is *payload*, verbatim (whatever it is)."""
+    head = line(ev(seq, msg_id=seq, msg_type="P"))[:-2]  # without the closing "}\n"
+    return head + b',"payload":' + payload + b"}\n"
+
+
+def nested(depth: int) -> bytes:
+    return b"[" * depth + b"]" * depth
+
+
+def write(path: Path, *lines: bytes) -> Path:
+    path.write_bytes(msgspec.json.encode(HEADER) + b"\n" + b"".join(lines))
+    return path
+
+
+GOOD = [ev(1), ev(3), ev(5)]
+
+
+@pytest.mark.parametrize(
+    ("bad", "message"),
+    [
+        (with_payload(2, nested(100_000)), f"nested more than {MAX_DEPTH} levels deep"),
+        (b'{"seq":2,"t":0,"kind":' + nested(100_000) + b"}\n", "levels deep"),
+        (with_payload(2, b'{"name":"caf\xe9"}'), "invalid UTF-8 at byte"),  # latin-1
+        (with_payload(2, b'"\xed\xa0\x80"'), "invalid UTF-8 at byte"),  # a lone surrogate
+        (b'{"seq":2,"t":0,"kind":"send","actor":"\xff"}\n', "invalid UTF-8"),
+    ],
+    ids=["deep-payload", "deep-field", "latin1-payload", "surrogate", "bad-actor"],
+)
+def test_a_hostile_line_is_reported_with_its_number_and_skipped(
+    tmp_path: Path, bad: bytes, message: str
+) -> None:
+    path = write(tmp_path / "t.jsonl", line(GOOD[0]), bad, line(GOOD[1]), line(GOOD[2]))
+    tf = traces.read_trace(path)  # no RecursionError, no UnicodeDecodeError
+    assert tf.events == GOOD
+    assert [e.line for e in tf.errors] == [3]
+    assert message in tf.errors[0].error
+    errors: list[traces.LineError] = []
+    assert list(traces.iter_trace(path, errors)) == GOOD
+    assert errors == tf.errors
+
+
+def test_nesting_is_bounded_exactly_and_strings_do_not_count(tmp_path: Path) -> None:
+    # The event object is one level: a payload may nest MAX_DEPTH - 1 deep, not more.
+    deepest = with_payload(2, nested(MAX_DEPTH - 1))
+    too_deep = with_payload(4, b'{"a":' * MAX_DEPTH + b"0" + b"}" * MAX_DEPTH)
+    brackets_in_strings = with_payload(6, b'["' + b"[{" * 5000 + b'\\"]"]')
+    many_shallow = with_payload(8, b"[" + b",".join([b"[{}]"] * 5000) + b"]")
+    path = write(tmp_path / "t.jsonl", deepest, too_deep, brackets_in_strings, many_shallow)
+    tf = traces.read_trace(path)
+    assert [e.seq for e in tf.events] == [2, 6, 8]
+    assert [e.line for e in tf.errors] == [3]
+    assert bytes(tf.events[0].payload) == nested(MAX_DEPTH - 1)
+    # What got through decodes, whoever decodes it next (the viewer, the exporters).
+    for e in tf.events:
+        msgspec.json.decode(e.payload)
+
+
+def test_valid_utf8_in_payloads_passes(tmp_path: Path) -> None:
+    text = "héllo € 🦀 " * 100_000  # crosses the validator's chunk boundaries
+    payload = msgspec.json.encode({"s": text})
+    path = write(tmp_path / "t.jsonl", with_payload(2, payload))
+    tf = traces.read_trace(path)
+    assert tf.errors == [] and msgspec.json.decode(tf.events[0].payload) == {"s": text}
+    broken = payload[:-3] + b"\xe2\x82" + payload[-3:]  # a character cut short at the end
+    tf = traces.read_trace(write(tmp_path / "u.jsonl", with_payload(2, broken)))
+    assert tf.events == [] and [e.line for e in tf.errors] == [2]
+    assert f"at byte {len(with_payload(2, b'')) - 2 + len(payload) - 2}" in tf.errors[0].error
+
+
+@pytest.mark.parametrize(
+    "header",
+    [
+        b'{"trioxide_trace":3,"command":' + nested(100_000) + b"}",
+        b'{"trioxide_trace":3,"x":' + nested(100_000) + b"}",
+        b'{"trioxide_trace":3,"command":["\xff"]}',
+    ],
+    ids=["deep-field", "deep-unknown-field", "bad-utf8"],
+)
+def test_a_hostile_header_is_an_unusable_header(tmp_path: Path, header: bytes) -> None:
+    path = tmp_path / "t.jsonl"
+    path.write_bytes(header + b"\n" + line(GOOD[0]))
+    with pytest.raises(ValueError, match="line 1 is not a trioxide trace header"):
+        traces.read_trace(path)
+
+
+async def test_follow_trace_skips_hostile_lines(tmp_path: Path, autojump_clock: MockClock) -> None:
+    path = write(
+        tmp_path / "live.jsonl",
+        line(GOOD[0]),
+        with_payload(2, nested(100_000)),
+        with_payload(4, b'"\xff"'),
+        line(GOOD[1]),
+        line(GOOD[2]),
+    )
+    got: list[traces.TraceEvent] = []
+    errors: list[traces.LineError] = []
+
+    async def follow() -> None:
+        async for e in traces.follow_trace(path, poll_interval=0.1, errors=errors):
+            got.append(e)
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(follow)
+        for _ in range(400):  # (the file is read in a thread: small sleeps, no big jump)
+            if len(got) == len(GOOD):
+                break
+            await trio.sleep(0.25)
+        nursery.cancel_scope.cancel()
+    assert got == GOOD
+    assert [e.line for e in errors] == [3, 4]
+
+
+def test_export_reports_hostile_lines_and_exports_the_rest(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    send = ev(1, msg_id=1, msg_type="M", payload=msgspec.Raw(b'{"n":1}'))
+    receive = traces.TraceEvent(2, 2.0, "receive", "a", msg_id=1, msg_type="M")
+    handle = traces.TraceEvent(4, 3.0, "handle", "a", msg_id=1, outcome="ok")
+    path = write(
+        tmp_path / "t.jsonl",
+        line(send),
+        with_payload(2, nested(100_000)),
+        line(receive),
+        with_payload(3, b'"\xc3"'),
+        line(handle),
+    )
+    perfetto, otlp = tmp_path / "p.json", tmp_path / "o.json"
+    assert cli_main(["export", str(path), "--perfetto", str(perfetto), "--otlp", str(otlp)]) == 0
+    err = capsys.readouterr().err
+    assert f"{path}:3: skipped" in err and "levels deep" in err
+    assert f"{path}:5: skipped" in err and "invalid UTF-8" in err
+    doc = json.loads(perfetto.read_bytes())
+    (handler,) = (e for e in doc["traceEvents"] if e["ph"] == "X" and e["name"] == "M")
+    assert handler["args"]["payload"] == {"n": 1}
+    assert json.loads(otlp.read_bytes())["resourceSpans"][0]["scopeSpans"][0]["spans"]
