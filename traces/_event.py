@@ -51,6 +51,11 @@ KINDS: dict[str, str] = {
     "task_end": "a child task of actor ended; outcome ok | error | cancelled; detail = task "
     "name and outcome",
     "watch_set": "a named Watch was set; actor = the setter (if any); detail = watch name",
+    "violation": "the explorer found an invariant broken (outcome error); actor = the actor "
+    "whose handled message was being checked (else the runtime's name), cause = that "
+    "message's msg_id (None for an end-of-run check); detail = 'invariant: message'. "
+    "Written by trioxide.testing's explorer, never by the runtime; a violating run's "
+    "trace ends with it",
 }
 
 #: The structured ``outcome`` of handler, ask and task events (``None`` on other kinds).
@@ -84,7 +89,8 @@ class TraceEvent(msgspec.Struct, frozen=True, gc=False, omit_defaults=True):
     #: The message's msgspec JSON, kept undecoded; empty (``len(payload) == 0``) if none.
     payload: msgspec.Raw = NO_PAYLOAD
     detail: str | None = None
-    #: One of ``OUTCOMES`` on handle, reply, cancel, timeout, task_end, fail and stop events.
+    #: One of ``OUTCOMES`` on handle, reply, cancel, timeout, task_end, fail, stop and
+    #: violation events.
     outcome: str | None = None
     #: On a ``handle`` that also stands for its ``receive``: when the handler began.
     t0: float | None = None

@@ -502,6 +502,15 @@ class Tracer:
         """A named ``Watch`` was set by *actor*; *what* is ``name = value``."""
         self._emit("watch_set", actor, None, None, cause, None, None, what)
 
+    # -- the explorer ---------------------------------------------------------------------
+
+    def violation(self, actor: str, cause: int | None, invariant: str, message: str) -> None:
+        """The explorer found *invariant* broken (outcome ``error``) while checking the
+        message ``cause`` that *actor* handled (``cause`` ``None``: an end-of-run check,
+        *actor* the runtime's name)."""
+        self._emit("violation", actor, None, None, cause, None, None,
+                   f"{invariant}: {message}", "error")  # fmt: skip
+
     # -- sinks ----------------------------------------------------------------------------
 
     def flush(self) -> None:

@@ -7,8 +7,11 @@
   every handled message, then reproduce the first violation exactly;
 * ``TestProbe``: an actor to assert on what others send it;
 * the pytest plugin (``trioxide.runtime.testing._plugin``, auto-loaded): fixtures
-  ``actor_runtime``, ``probe``, ``trace_sink``, ``trioxide_seed`` and the options
-  ``--trioxide-seed``/``--trace-dir``;
+  ``actor_runtime``, ``probe``, ``trace_sink``, ``trioxide_seed`` (``pytest --fixtures``
+  describes them) and the options ``--trioxide-seed``, ``--trace-dir`` and
+  ``--trace-keep=failed|all`` (whose traces ``--trace-dir`` keeps);
+* ``SeededRun``: what a scenario and its invariants see in one explorer run (its
+  docstring has a complete ``explore``/``replay`` example);
 * ``seeds()``: a Hypothesis strategy for seeds, to let Hypothesis shrink a command list
   together with the schedule (see ``tests/test_shrinking.py``).
 """

@@ -8,6 +8,10 @@ invariants. An *invariant* is ``def inv(run: SeededRun) -> bool | None``: it fai
 returning ``False`` or raising ``AssertionError``. Invariants run synchronously inside the
 tracer, right after every ``handle`` event, so they see the state between two messages.
 
+A failed invariant is recorded in the run's trace as a ``violation`` event (its ``cause``
+is the handled message that was being checked), and the trace ends there: what the
+explorer's cancellation of the run shakes loose afterwards is not recorded.
+
 The same seed replays the same run: the same trace, byte for byte, and the same violation
 at the same event (``replay``).
 """
@@ -70,9 +74,54 @@ class Perturb:
 
 
 class SeededRun:
-    """What a scenario and its invariants see during one seeded run."""
+    """What a scenario and its invariants see during one seeded run.
+
+    ``explore``/``replay`` create it; a scenario gets it as its argument, an invariant
+    too. Attributes:
+
+    * ``seed``: the run's seed;
+    * ``rt``: an open ``Runtime``, traced and seeded, under
+      ``MockClock(autojump_threshold=0)`` (virtual time) with Trio's scheduler seeded;
+    * ``random``: a ``random.Random(seed)`` for the scenario's own choices;
+    * ``state``: a dict the scenario fills for its invariants;
+    * ``sink``/``events``: the trace so far.
+
+    Guarantee: a scenario that only uses Trio time, runtime messages and ``random`` makes
+    the same choices, runs the same schedule and writes the same trace (byte for byte,
+    ``write_trace``) under the same seed - in this process or another - so ``replay``
+    reproduces a violation ``explore`` found, at the same event. Example (run by
+    ``tests/runtime/test_plugin_docs.py``):
+
+    >>> import msgspec, trio, trioxide
+    >>> from trioxide.testing import SeededRun, explore, replay
+    >>> class Hit(msgspec.Struct, frozen=True):
+    ...     n: int
+    >>> class Log(trioxide.Actor):
+    ...     def __init__(self, hits: list[int]) -> None:
+    ...         self.hits = hits
+    ...     async def handle(self, msg: Hit) -> None:
+    ...         self.hits.append(msg.n)
+    >>> async def race(run: SeededRun) -> None:  # four senders race to one actor
+    ...     hits = run.state["hits"] = []
+    ...     log = await run.rt.spawn(Log, hits, name="log")
+    ...     async with trio.open_nursery() as nursery:
+    ...         for n in range(4):
+    ...             nursery.start_soon(log.tell, Hit(n))
+    ...     await trio.sleep(1.0)  # virtual: returns at once
+    >>> def in_order(run: SeededRun) -> bool:  # checked after every handled message
+    ...     return run.state["hits"] == sorted(run.state["hits"])
+    >>> found = explore(race, seeds=range(100), invariants=[in_order], progress=False)
+    >>> seed = found.violation.seed
+    >>> again = replay(race, seed, invariants=[in_order])
+    >>> again.violation.key() == found.violation.key()  # same invariant, same event
+    True
+    >>> again.events == replay(race, seed, invariants=[in_order]).events  # same trace
+    True
+    """
 
     def __init__(self, seed: int, rt: Runtime, sink: MemorySink) -> None:
+        """Bind a run's *seed*, its open runtime *rt* and the *sink* its tracer writes to
+        (done by ``replay``; ``random`` is seeded with *seed*, ``state`` starts empty)."""
         self.seed = seed
         self.rt = rt
         self.random = random.Random(seed)
@@ -81,6 +130,7 @@ class SeededRun:
 
     @property
     def events(self) -> list[TraceEvent]:
+        """The events traced so far in this run, in order (a new list on each access)."""
         return self.sink.events
 
 
@@ -173,20 +223,29 @@ class Exploration:
 
 
 class _Checker:
-    """The run's sink: keeps every event and checks the invariants after each handle."""
+    """The run's sink: keeps every event and checks the invariants after each handle.
+
+    On the first failure it records a ``violation`` event through *tracer* and keeps
+    nothing after it (the run is being cancelled: the rest is the explorer's doing)."""
 
     def __init__(self, invariants: Sequence[Invariant], check_kinds: frozenset[str]) -> None:
         self.memory = MemorySink(maxlen=10_000_000)
+        self.tracer: Tracer | None = None
         self.invariants = tuple((_name(inv), inv) for inv in invariants)
         self.check_kinds = check_kinds
         self.run: SeededRun | None = None
         self.scope: trio.CancelScope | None = None
         self.violation: Violation | None = None
+        self.sealed = False  # the violation event is recorded: the trace ends there
         self.checks = 0
 
     def write(self, event: TraceEvent) -> None:
+        if self.sealed:
+            return
         self.memory.write(event)
-        if (
+        if event.kind == "violation":
+            self.sealed = True
+        elif (
             self.violation is None
             and self.run is not None
             and self.invariants
@@ -194,7 +253,10 @@ class _Checker:
         ):
             self.check(self.invariants, event)
 
-    def check(self, invariants: Iterable[tuple[str, Invariant]], event: TraceEvent) -> None:
+    def check(
+        self, invariants: Iterable[tuple[str, Invariant]], event: TraceEvent, end: bool = False
+    ) -> None:
+        """Run *invariants* after *event* (*end*: the run's end-of-run checks)."""
         assert self.run is not None
         for name, inv in invariants:
             self.checks += 1
@@ -203,6 +265,11 @@ class _Checker:
                 # (the handle as a trace reader sees it: a folded receive expanded)
                 shown = list(expand((event,)))[-1]
                 self.violation = Violation(self.run.seed, name, message, shown)
+                if self.tracer is not None:
+                    if not end and event.kind == "handle" and event.msg_id is not None:
+                        self.tracer.violation(event.actor, event.msg_id, name, message)
+                    else:  # an end-of-run check: no handled message to point at
+                        self.tracer.violation(self.run.rt.name, None, name, message)
                 if self.scope is not None:
                     self.scope.cancel()
                 return
@@ -259,7 +326,7 @@ def replay(
     *trace_path* is given the trace is written there.
     """
     checker = _Checker(invariants, frozenset(check_kinds))
-    tracer = Tracer(checker)
+    tracer = checker.tracer = Tracer(checker)
     ends = tuple((_name(inv), inv) for inv in at_end)
 
     async def main() -> None:
@@ -273,7 +340,7 @@ def replay(
                 await scenario(run)
                 if ends and checker.violation is None:
                     last = checker.memory.events[-1] if len(checker.memory) else _START
-                    checker.check(ends, last)
+                    checker.check(ends, last, end=True)
 
     error: BaseException | None = None
     try:

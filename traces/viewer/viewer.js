@@ -21,6 +21,7 @@
   const KINDS = [
     'send', 'receive', 'handle', 'reply', 'admit', 'unhandled', 'drop', 'timeout', 'cancel',
     'fail', 'restart', 'spawn', 'start', 'stop', 'task_start', 'task_end', 'watch_set',
+    'violation',
   ];
   const ROW_H = 18;
   const AXIS_H = 28;
@@ -50,6 +51,7 @@
     task_start: { shape: 'tickSmall', color: '#36cfc9', label: 'task_start' },
     task_end: { shape: 'tickSmallDown', color: '#36cfc9', label: 'task_end' },
     watch_set: { shape: 'dotSmall', color: '#69b1ff', label: 'watch_set' },
+    violation: { shape: 'diamond', color: '#ff1744', label: 'violation', major: true },
   };
   const ADMIT_COLORS = { ignore: '#8c8c8c', reject: '#ff4d4f', full: '#fa8c16' };
   const KIND_ICONS = {
