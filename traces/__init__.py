@@ -11,6 +11,7 @@ from ._reader import LineError, TraceFile, follow_trace, iter_trace, read_trace
 from ._runs import RUN_MAX_MESSAGES, HandleRun
 from ._sinks import JsonlFileSink, MemorySink, SinkStatistics, TraceFileObject
 from ._tracer import Recorder, Sink, Tracer, describe, unwrap
+from .diff import Divergence, causal_chain, first_divergence, format_divergence
 from .export import to_otlp, to_perfetto, write_otlp, write_perfetto
 
 __all__ = [
@@ -19,6 +20,7 @@ __all__ = [
     "OUTCOMES",
     "RUN_MAX_MESSAGES",
     "SCHEMA_VERSION",
+    "Divergence",
     "FlightRecorder",
     "HandleRun",
     "JsonlFileSink",
@@ -32,9 +34,12 @@ __all__ = [
     "TraceFileObject",
     "TraceHeader",
     "Tracer",
+    "causal_chain",
     "describe",
     "expand",
+    "first_divergence",
     "follow_trace",
+    "format_divergence",
     "is_folded",
     "iter_trace",
     "otel",

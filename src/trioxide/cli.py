@@ -1,8 +1,9 @@
 """The ``trioxide`` command: the composition root of the three packages' subcommands.
 
 Each package offers its own (``register(subparsers)``): ``demo`` and ``runtime-demo`` from
-``trioxide.actors``, ``view`` and ``export`` from ``trioxide.traces``, ``explore`` from the
-testing toolkit. This module only gathers them; it holds no subcommand of its own.
+``trioxide.actors``, ``view``, ``export`` and ``trace diff`` from ``trioxide.traces``,
+``explore`` from the testing toolkit. This module only gathers them; it holds no
+subcommand of its own.
 """
 
 from __future__ import annotations
@@ -15,12 +16,14 @@ from typing import Any
 from .actors import cli as actors_cli
 from .runtime.testing import _cli as testing_cli
 from .traces import cli as traces_cli
+from .traces import diff as traces_diff
 
 __all__ = ["main"]
 
 _REGISTRARS: tuple[Callable[[Any], None], ...] = (
     actors_cli.register,
     traces_cli.register,
+    traces_diff.register,
     testing_cli.register,
 )
 
