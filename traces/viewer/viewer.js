@@ -937,6 +937,7 @@
     renderStatus();
     renderProgress();
     updateScrubber();
+    hookTick(); // panels hook (panels.js)
     const t2 = performance.now();
     const tm = T.timing;
     S.lastDrawAt = t2;
@@ -1667,6 +1668,7 @@
       if (reveal) revealEvent(i);
     }
     renderDetails();
+    hookEmit('selection'); // panels hook (panels.js)
     S.treeRendered = false;
     schedule();
   }
@@ -2395,6 +2397,62 @@
       return { typedArrayBytes: bytes, payloads: PL.length, strings: STR.length, nodes: NODES.length, messages: MS.n };
     },
   };
+
+  // ---- panels hook (panels.js) ----
+  // What the side panels (panels.js) read and call. They never write to what data()
+  // returns. Subscribers (on(name, fn)): 'data' (events arrived, the replay ended, or the
+  // data was reset), 'cursor' (the scrubber's cutoff changed): both checked at the end of
+  // each drawn frame, so they follow the draw throttle; 'filter' (a filter or the search
+  // changed): when the next frame has applied it; 'selection': right after select()
+  // redrew #details.
+  const hookSubs = { data: [], cursor: [], filter: [], selection: [] };
+  const hookSeen = { str: null, n: -1, ended: null, cut: undefined, kinds: null };
+  function hookEmit(name) {
+    for (const fn of hookSubs[name]) {
+      try { fn(); } catch (e) { console.error(`panels: ${name} subscriber failed`, e); }
+    }
+  }
+  function hookTick() {
+    if (hookSeen.str !== STR || hookSeen.n !== EV.n || hookSeen.ended !== S.ended) {
+      hookSeen.str = STR; hookSeen.n = EV.n; hookSeen.ended = S.ended;
+      hookEmit('data');
+    }
+    if (hookSeen.cut !== S.cutSeq) { hookSeen.cut = S.cutSeq; hookEmit('cursor'); }
+    // readFilterInputs() gives F a new kinds set each time it reads the inputs
+    if (hookSeen.kinds !== S.F.kinds) { hookSeen.kinds = S.F.kinds; hookEmit('filter'); }
+  }
+  Object.assign(window.viewer, {
+    /** Subscribe fn to 'data', 'cursor', 'filter' or 'selection' (see above). */
+    on(name, fn) {
+      if (!hookSubs[name]) throw new Error(`unknown viewer event ${JSON.stringify(name)}`);
+      hookSubs[name].push(fn);
+    },
+    /** The ingested columns and indexes (read-only), with the filters applied. */
+    data() {
+      if (S.inputsPending) readFilterInputs();
+      refilter();
+      return {
+        EV, MS, SL, AR, STR, PL, NODES, KINDS, msgById, moreReplies, lim: cutLimit(),
+        filtered: S.filtered, search: S.F.search, filtering: !!(S.F.actor || eventFilterActive()),
+        ended: S.ended, mode: S.mode, sel: S.sel, typeOf, payloadOf,
+      };
+    },
+    /** Select the event with this seq, show its details, and bring it on screen zoomed
+     * in: to [seq, toSeq] when toSeq is given (a slice, an ask), else around the event. */
+    jump(seq, toSeq) {
+      const i = eventBySeq(Number(seq));
+      if (i < 0) return false;
+      const j = toSeq == null ? -1 : eventBySeq(Number(toSeq));
+      const lo = j >= 0 ? Math.min(i, j) : Math.max(0, i - 10);
+      const hi = j >= 0 ? Math.max(i, j) : Math.min(EV.n - 1, i + 10);
+      const a = keyOf(lo);
+      const span = Math.max(keyOf(hi) - a, S.xmode === 'seq' ? 10 : 1e-3);
+      if (j >= 0 || span * 1.5 < S.W * S.kpp) this.setView(a - span * 0.25, a + span * 1.25);
+      select(i, true);
+      return true;
+    },
+  });
+  // ---- end panels hook ----
 
   function init() {
     canvas = $('canvas');
