@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import codecs
 import os
-import re
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -50,18 +49,44 @@ class _HeaderMark(msgspec.Struct):
 _mark_decoder = msgspec.json.Decoder(_HeaderMark)
 
 
-_STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"')
 _TO_BRACKETS = bytes.maketrans(b"{}", b"[]")
-_NOT_BRACKETS = bytes(sorted(set(range(256)) - set(b"[]{}")))
+_NOT_STRUCTURE = bytes(sorted(set(range(256)) - set(b'[]{}"')))
+_SCAN_CHUNK = 1 << 16  # bytes scanned at a time for brackets (bounded temporaries)
 _UTF8_CHUNK = 1 << 20  # bytes validated at a time (a bounded temporary copy)
 
 
+def _brackets_outside_strings(line: bytes) -> bytes:
+    """The brackets of *line* outside its JSON strings, ``{}`` written ``[]``. Scanned a
+    chunk at a time (escapes removed, then what is between quotes), so that a huge line
+    costs little more than its brackets."""
+    out = bytearray()
+    in_string = False
+    escaped_first = False  # the chunk before ended with a backslash escaping this byte
+    view = memoryview(line)
+    try:
+        for start in range(0, len(view), _SCAN_CHUNK):
+            chunk = bytes(view[start + escaped_first : start + _SCAN_CHUNK])
+            escaped_first = False
+            if b"\\" in chunk:  # (backslashes occur in strings only, as escapes)
+                chunk = chunk.replace(b"\\\\", b"")
+                if chunk.endswith(b"\\"):
+                    chunk = chunk[:-1]
+                    escaped_first = True
+                chunk = chunk.replace(b'\\"', b"")
+            parts = chunk.translate(None, _NOT_STRUCTURE).split(b'"')
+            out += b"".join(parts[in_string::2]).translate(_TO_BRACKETS)
+            in_string ^= len(parts) % 2 == 0  # an odd number of quotes
+    finally:
+        view.release()
+    return bytes(out)
+
+
 def _depth_error(line: bytes) -> str | None:
-    """Why *line* nests too deep, if it does. Exact for valid JSON: strings are cut out,
-    what is left of the brackets loses its innermost pairs once per level."""
+    """Why *line* nests too deep, if it does. Exact for valid JSON: of the brackets
+    outside strings, the innermost pairs are taken away once per level."""
     if line.count(b"[") + line.count(b"{") <= MAX_DEPTH:
         return None  # the common case: not enough brackets to nest that deep
-    rest = _STRING.sub(b"", line).translate(_TO_BRACKETS, _NOT_BRACKETS)
+    rest = _brackets_outside_strings(line)
     for _ in range(MAX_DEPTH):
         inner = rest.replace(b"[]", b"")
         if not inner or inner == rest:  # (unchanged: unbalanced, for the decoder to say)
@@ -70,17 +95,18 @@ def _depth_error(line: bytes) -> str | None:
     return f"nested more than {MAX_DEPTH} levels deep"
 
 
-def _utf8_error(line: bytes) -> str | None:
+def _utf8_error(line: bytes | msgspec.Raw) -> str | None:
     """Where *line* is not valid UTF-8, if it is not (checked a chunk at a time)."""
-    if line.isascii():
+    if isinstance(line, bytes) and line.isascii():
         return None
     view = memoryview(line)
     start = 0
     try:
         while start < len(view):
             end = min(start + _UTF8_CHUNK, len(view))
-            while end < len(view) and view[end] & 0xC0 == 0x80:
-                end -= 1  # never cut a character in two (a continuation byte follows)
+            for _ in range(3):  # never cut a character in two (at most 3 bytes follow)
+                if end < len(view) and view[end] & 0xC0 == 0x80:
+                    end -= 1
             try:
                 codecs.utf_8_decode(view[start:end], "strict", True)
             except UnicodeDecodeError as exc:

@@ -1,17 +1,25 @@
 """Export a trace to Perfetto (Chrome Trace Event Format JSON) or OpenTelemetry (OTLP/JSON).
 
-Both exporters are pure functions of the events (and optional header): the same trace
-always gives byte-identical output, so exports can be diffed and checked into fixtures.
+Both exporters are pure functions of the events and header: the same trace always gives
+byte-identical output (for OTLP: given a header with ``started_at``, or ``started_at_ns``),
+so exports can be diffed and checked into fixtures. ``write_perfetto``/``write_otlp``
+stream: the file is written an event (a span) at a time, and a payload is never decoded
+into Python objects - copied as it is into Perfetto, turned into an OTLP string a chunk at
+a time - so a huge payload costs about its size once.
 
 **Perfetto / chrome://tracing** (:func:`to_perfetto`): one process, one thread track per
 actor (``tid`` by first appearance). A message's handler is a complete slice (``"X"``)
-from ``receive`` to ``handle`` on the receiver's track; every other step is an instant
-on the track of the actor it concerns, except ``send``, which is drawn on the *sender's*
-track (``"(outside)"`` for sends from outside any actor) so that the message's flow arrow
-starts there and ends on the handler slice. Ask replies get a flow arrow from the
-replier to a ``reply received`` instant on the asker's track (when the asker is an actor).
-The events are written in timestamp order, each flow event right after the slice or
-instant it belongs to, so importers bind every arrow to the right event.
+from ``receive`` to ``handle`` on the receiver's track. Every flow arrow begins and ends
+on a slice of its own track, as the format binds flow events to their enclosing slice:
+a ``send`` is a one-tick slice on the *sender's* track (``"(outside)"`` for sends from
+outside any actor, the actor's own for sends from its tasks), where the message's arrow
+starts; it ends on the handler slice (``"bp": "e"``), or on a one-tick slice for a
+message taken inside another handler (selective receive, interrupt). An ask's reply is
+a one-tick slice on the replier's track, with an arrow to a one-tick ``reply received``
+slice on the asker's (when the asker is an actor, or one of its tasks). A tick nests in
+whatever handler slice is open on its track, since no other step falls inside it; every
+other step is an instant. The events are written in timestamp order, each flow event
+right after the slice it belongs to.
 
 Time: ``ts`` is the trace time ``t`` in microseconds, but the runtime takes many steps at
 one (virtual) instant, and zero-length slices at one timestamp would nest into, or
@@ -29,22 +37,30 @@ the handler that sent the message (its ``cause``), so a causal chain is one trac
 message sent outside any handler starts a new trace, with its consumer span a child of
 its producer span. Ids are derived by hashing (header seed, ``msg_id``, role). Other steps
 that belong to a message (replies, drops, timeouts, cancels, tasks and spawns caused by a
-handler) become span events. Times are ``t`` in nanoseconds, so virtual time 0 is the
-Unix epoch.
+handler) become span events. Times are Unix nanoseconds: the first event at the run's
+wall-clock start (the header's ``started_at``, ISO 8601, UTC if it has no zone; or
+``started_at_ns``), every other at its (virtual) offset from the first. A trace whose
+header has no ``started_at`` (a seeded run's header carries no wall time, so that its
+file is the same byte for byte) is placed at the time of the export: Jaeger and
+collectors then show it as recent, never in 1970.
 """
 
 from __future__ import annotations
 
+import codecs
+import datetime
 import hashlib
 import math
 import os
-from collections.abc import Iterable
+import time
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, BinaryIO
 
 import msgspec
 
 from ._event import SCHEMA_VERSION, TraceEvent, TraceHeader
+from ._reader import _utf8_error
 
 __all__ = [
     "OUTSIDE_TRACK",
@@ -73,8 +89,12 @@ _SPAN_KIND_PRODUCER = 4
 _SPAN_KIND_CONSUMER = 5
 _STATUS_CODE_ERROR = 2
 
+_UNIX_EPOCH = datetime.datetime(1970, 1, 1, tzinfo=datetime.UTC)
 _decode_json = msgspec.json.Decoder().decode
 _encode_json = msgspec.json.Encoder().encode
+_skip_json = msgspec.json.Decoder(msgspec.Raw).decode  # validates, builds nothing
+_NUL = msgspec.Raw(b"\0")
+_STREAM_CHUNK = 1 << 20  # payload bytes decoded at a time when written as a string
 
 
 # -- shared analysis ---------------------------------------------------------------------
@@ -122,21 +142,120 @@ def _messages(events: list[TraceEvent]) -> dict[int, _Message]:
     return msgs
 
 
-def _payload(event: TraceEvent) -> Any:
-    raw = event.payload
-    if len(raw) == 0:
-        return None
+# -- payloads: decoded for to_*, written undecoded by write_* ------------------------------
+
+
+def _is_json(raw: msgspec.Raw) -> bool:
+    """Whether *raw* is one valid UTF-8 JSON value (checked without decoding it)."""
     try:
-        return _decode_json(raw)
-    except msgspec.DecodeError:
-        return bytes(raw).decode("utf-8", "replace")
+        _skip_json(raw)
+    except (msgspec.DecodeError, RecursionError):
+        return False
+    return _utf8_error(raw) is None
 
 
-def _payload_text(event: TraceEvent) -> str | None:
+def _text(raw: msgspec.Raw) -> str:
+    return bytes(raw).decode("utf-8", "replace")
+
+
+class _Hole:
+    """A payload left out of an encoded document and written into the file in its place
+    by :class:`_Stream`: verbatim (JSON), or as a JSON string decoded a chunk at a time.
+    It is never decoded as a whole nor copied."""
+
+    __slots__ = ("raw", "verbatim")
+
+    def __init__(self, raw: msgspec.Raw, verbatim: bool) -> None:
+        self.raw = raw
+        self.verbatim = verbatim
+
+    def write(self, f: BinaryIO) -> None:
+        if self.verbatim:
+            f.write(self.raw)
+            return
+        f.write(b'"')
+        decoder = codecs.getincrementaldecoder("utf-8")("replace")
+        view = memoryview(self.raw)
+        try:
+            for start in range(0, len(view), _STREAM_CHUNK):
+                f.write(_encode_json(decoder.decode(view[start : start + _STREAM_CHUNK]))[1:-1])
+        finally:
+            view.release()
+        f.write(_encode_json(decoder.decode(b"", final=True))[1:-1])
+        f.write(b'"')
+
+
+def _json_value(event: TraceEvent) -> Any:
+    """The payload as a JSON value (its text if it is not JSON), or None."""
     raw = event.payload
     if len(raw) == 0:
         return None
-    return bytes(raw).decode("utf-8", "replace")
+    return _decode_json(raw) if _is_json(raw) else _text(raw)
+
+
+def _json_hole(event: TraceEvent) -> _Hole | None:
+    """What :func:`_json_value` gives, to be written by a :class:`_Stream`."""
+    raw = event.payload
+    if len(raw) == 0:
+        return None
+    return _Hole(raw, verbatim=_is_json(raw))
+
+
+def _text_value(event: TraceEvent) -> str | None:
+    """The payload's text, or None."""
+    raw = event.payload
+    return _text(raw) if len(raw) else None
+
+
+def _text_hole(event: TraceEvent) -> _Hole | None:
+    """What :func:`_text_value` gives, to be written by a :class:`_Stream`."""
+    raw = event.payload
+    return _Hole(raw, verbatim=False) if len(raw) else None
+
+
+#: How an exporter renders a payload: a value (to_*), or a _Hole (write_*).
+_PayloadFn = Callable[[TraceEvent], Any]
+
+
+class _Stream:
+    """Writes a JSON document to a file one part at a time; a :class:`_Hole` in a part is
+    encoded as a NUL byte (never in msgspec's JSON: it escapes control characters in
+    strings) and the file gets the payload there instead."""
+
+    def __init__(self, f: BinaryIO) -> None:
+        self._f = f
+        self._holes: list[_Hole] = []
+        self._enc = msgspec.json.Encoder(enc_hook=self._hook)
+
+    def _hook(self, obj: Any) -> Any:
+        if isinstance(obj, _Hole):
+            self._holes.append(obj)
+            return _NUL
+        raise NotImplementedError(f"cannot export {type(obj).__name__}")
+
+    def raw(self, data: bytes) -> None:
+        self._f.write(data)
+
+    def value(self, obj: Any) -> None:
+        data = self._enc.encode(obj)
+        holes, self._holes = self._holes, []
+        if not holes:
+            self._f.write(data)
+            return
+        pieces = data.split(b"\0")
+        assert len(pieces) == len(holes) + 1
+        for piece, hole in zip(pieces, holes, strict=False):
+            self._f.write(piece)
+            hole.write(self._f)
+        self._f.write(pieces[-1])
+
+    def array(self, items: Iterable[Any]) -> None:
+        self._f.write(b"[")
+        for i, item in enumerate(items):
+            if i:
+                self._f.write(b",")
+            self.value(item)
+        self._f.write(b"]")
 
 
 def _ns(t: float) -> int:
@@ -168,7 +287,7 @@ def _us(ns: int) -> float:
     return ns / 1000
 
 
-def _event_args(e: TraceEvent) -> dict[str, Any]:
+def _event_args(e: TraceEvent, payload: _PayloadFn) -> dict[str, Any]:
     """A step's fields as Perfetto args (absent fields left out)."""
     args: dict[str, Any] = {"kind": e.kind, "seq": e.seq, "actor": e.actor}
     t = _seconds(e.t)
@@ -178,9 +297,9 @@ def _event_args(e: TraceEvent) -> dict[str, Any]:
         value = getattr(e, key)
         if value is not None:
             args[key] = value
-    payload = _payload(e)
-    if payload is not None:
-        args["payload"] = payload
+    body = payload(e)
+    if body is not None:
+        args["payload"] = body
     return args
 
 
@@ -210,6 +329,21 @@ def _instant(name: str, cat: str, ts: int, tid: int, args: dict[str, Any]) -> di
     }
 
 
+def _tick(name: str, cat: str, ts: int, tid: int, args: dict[str, Any]) -> dict[str, Any]:
+    """A step that a flow arrow begins or ends on: a slice of one tick (no other step on
+    any track falls inside it, so it nests in whatever slice is open on its track)."""
+    return {
+        "name": name,
+        "cat": cat,
+        "ph": "X",
+        "ts": _us(ts),
+        "dur": _us(_TICK_NS),
+        "pid": _PID,
+        "tid": tid,
+        "args": args,
+    }
+
+
 def _flow(ph: str, flow_id: int, cat: str, name: str, ts: int, tid: int) -> dict[str, Any]:
     event: dict[str, Any] = {
         "name": name,
@@ -221,7 +355,7 @@ def _flow(ph: str, flow_id: int, cat: str, name: str, ts: int, tid: int) -> dict
         "tid": tid,
     }
     if ph == "f":
-        event["bp"] = "e"  # bind to the enclosing slice: the handler
+        event["bp"] = "e"  # bind to the enclosing slice (the one that begins here)
     return event
 
 
@@ -230,7 +364,13 @@ def _step_name(e: TraceEvent) -> str:
 
 
 def _slice(
-    events: list[TraceEvent], disp: list[int], mid: int, m: _Message, end_ns: int, tid: int
+    events: list[TraceEvent],
+    disp: list[int],
+    mid: int,
+    m: _Message,
+    end_ns: int,
+    tid: int,
+    payload: _PayloadFn,
 ) -> dict[str, Any]:
     assert m.receive is not None
     r = events[m.receive]
@@ -264,11 +404,11 @@ def _slice(
             args["detail"] = end.detail
     else:
         args["unfinished"] = True
-    payload = _payload(r)
-    if payload is None and s is not None:
-        payload = _payload(s)
-    if payload is not None:
-        args["payload"] = payload
+    body = payload(r)
+    if body is None and s is not None:
+        body = payload(s)
+    if body is not None:
+        args["payload"] = body
     msg_type = r.msg_type or (s.msg_type if s is not None else None) or "message"
     event: dict[str, Any] = {
         "name": msg_type,
@@ -306,22 +446,16 @@ def _other_data(header: TraceHeader | None) -> dict[str, Any]:
     return data
 
 
-def to_perfetto(
-    events: Iterable[TraceEvent], *, header: TraceHeader | None = None
-) -> dict[str, Any]:
-    """The trace as Chrome Trace Event Format JSON (load it in ui.perfetto.dev).
-
-    Returns ``{"traceEvents": [...], "displayTimeUnit": "ms", "otherData": {...}}``; see
-    the module docstring for the layout and the time axis.
-    """
-    evs = _ordered(events)
-    msgs = _messages(evs)
-    disp = _display_ns(evs)
+def _perfetto_steps(
+    evs: list[TraceEvent],
+    msgs: dict[int, _Message],
+    disp: list[int],
+    tracks: _Tracks,
+    payload: _PayloadFn,
+) -> Iterator[dict[str, Any]]:
+    """The slices, instants and flow events of *evs*, in timestamp order."""
     end_ns = (disp[-1] if disp else 0) + _TICK_NS  # where unfinished handlers end
-    tracks = _Tracks()
-    out: list[dict[str, Any]] = []
     reply_flows: set[int] = set()
-
     for i, e in enumerate(evs):
         ts = disp[i]
         kind = e.kind
@@ -331,35 +465,38 @@ def to_perfetto(
             assert mid is not None
             tid = tracks(e.actor)
             if m.is_slice(evs):
-                out.append(_slice(evs, disp, mid, m, end_ns, tid))
-            else:
-                out.append(_instant(_step_name(e), "msg", ts, tid, _event_args(e)))
+                yield _slice(evs, disp, mid, m, end_ns, tid, payload)
+            else:  # taken inside another handler: a tick nested in that handler's slice
+                yield _tick(_step_name(e), "msg", ts, tid, _event_args(e, payload))
             if m.send is not None:
                 name = evs[m.send].msg_type or e.msg_type or "message"
-                out.append(_flow("f", mid, "msg", name, ts, tid))
+                yield _flow("f", mid, "msg", name, ts, tid)
             continue
         if kind == "handle" and m is not None and m.end == i:
             continue  # the end of a slice already written
         if kind == "send":
             tid = tracks(e.peer if e.peer is not None else OUTSIDE_TRACK)
             tracks(e.actor)
-            out.append(_instant(_step_name(e), "msg", ts, tid, _event_args(e)))
+            yield _tick(_step_name(e), "msg", ts, tid, _event_args(e, payload))
             if m is not None and m.send == i and m.receive is not None:
                 assert mid is not None
                 name = e.msg_type or evs[m.receive].msg_type or "message"
-                out.append(_flow("s", mid, "msg", name, ts, tid))
+                yield _flow("s", mid, "msg", name, ts, tid)
             continue
         tid = tracks(e.actor)
-        cat = "reply" if kind == "reply" else kind
-        out.append(_instant(_step_name(e), cat, ts, tid, _event_args(e)))
-        if kind == "reply" and e.peer is not None and e.corr is not None:
+        args = _event_args(e, payload)
+        if kind != "reply":
+            yield _instant(_step_name(e), kind, ts, tid, args)
+            continue
+        yield _tick(_step_name(e), "reply", ts, tid, args)
+        if e.peer is not None and e.corr is not None:
             flow_id = REPLY_FLOW_ID_BASE + e.corr
             if flow_id not in reply_flows:
                 reply_flows.add(flow_id)
                 asker = tracks(e.peer)
-                out.append(_flow("s", flow_id, "reply", "reply", ts, tid))
-                # An anchor on the asker's track for the arrow to end on (importers bind a
-                # flow end to the event at its timestamp; a stale one would do otherwise).
+                yield _flow("s", flow_id, "reply", "reply", ts, tid)
+                # A tick on the asker's track for the arrow to end on: the asker may be a
+                # task (or a handler) of the asking actor, with or without a slice open.
                 anchor: dict[str, Any] = {"seq": e.seq, "corr": e.corr, "replier": e.actor}
                 if math.isfinite(e.t):
                     anchor["t"] = e.t
@@ -367,42 +504,44 @@ def to_perfetto(
                     anchor["outcome"] = e.outcome
                 if e.detail is not None:
                     anchor["detail"] = e.detail
-                out.append(_instant("reply received", "reply", ts, asker, anchor))
-                out.append(_flow("f", flow_id, "reply", "reply", ts, asker))
+                yield _tick("reply received", "reply", ts, asker, anchor)
+                yield _flow("f", flow_id, "reply", "reply", ts, asker)
 
-    meta: list[dict[str, Any]] = [
-        {
-            "name": "process_name",
-            "ph": "M",
-            "ts": 0,
-            "pid": _PID,
-            "tid": 0,
-            "args": {"name": "trioxide"},
-        }
-    ]
+
+def _meta(name: str, tid: int, args: dict[str, Any]) -> dict[str, Any]:
+    return {"name": name, "ph": "M", "ts": 0, "pid": _PID, "tid": tid, "args": args}
+
+
+def _perfetto_events(events: Iterable[TraceEvent], payload: _PayloadFn) -> Iterator[dict[str, Any]]:
+    """Every element of ``traceEvents``: the track names (numbered by a first pass that
+    renders no payload), then the steps."""
+    evs = _ordered(events)
+    msgs = _messages(evs)
+    disp = _display_ns(evs)
+    tracks = _Tracks()
+    for _ in _perfetto_steps(evs, msgs, disp, tracks, _no_payload):
+        pass
+    yield _meta("process_name", 0, {"name": "trioxide"})
     for path, tid in tracks.tids.items():
-        meta.append(
-            {
-                "name": "thread_name",
-                "ph": "M",
-                "ts": 0,
-                "pid": _PID,
-                "tid": tid,
-                "args": {"name": path},
-            }
-        )
-        meta.append(
-            {
-                "name": "thread_sort_index",
-                "ph": "M",
-                "ts": 0,
-                "pid": _PID,
-                "tid": tid,
-                "args": {"sort_index": tid},
-            }
-        )
+        yield _meta("thread_name", tid, {"name": path})
+        yield _meta("thread_sort_index", tid, {"sort_index": tid})
+    yield from _perfetto_steps(evs, msgs, disp, tracks, payload)
+
+
+def _no_payload(event: TraceEvent) -> None:
+    return None
+
+
+def to_perfetto(
+    events: Iterable[TraceEvent], *, header: TraceHeader | None = None
+) -> dict[str, Any]:
+    """The trace as Chrome Trace Event Format JSON (load it in ui.perfetto.dev).
+
+    Returns ``{"traceEvents": [...], "displayTimeUnit": "ms", "otherData": {...}}``; see
+    the module docstring for the layout, the flows and the time axis.
+    """
     return {
-        "traceEvents": meta + out,
+        "traceEvents": list(_perfetto_events(events, _json_value)),
         "displayTimeUnit": "ms",
         "otherData": _other_data(header),
     }
@@ -413,8 +552,15 @@ def write_perfetto(
     path: str | os.PathLike[str],
     header: TraceHeader | None = None,
 ) -> None:
-    """Write :func:`to_perfetto` of *events* to *path* as compact JSON."""
-    _write(path, to_perfetto(events, header=header))
+    """Write :func:`to_perfetto` of *events* to *path* as compact JSON, one event at a
+    time, payloads copied as they are (never decoded)."""
+    with open(path, "wb") as f:
+        out = _Stream(f)
+        out.raw(b'{"traceEvents":')
+        out.array(_perfetto_events(events, _json_hole))
+        out.raw(b',"displayTimeUnit":"ms","otherData":')
+        out.value(_other_data(header))
+        out.raw(b"}\n")
 
 
 # -- OpenTelemetry -----------------------------------------------------------------------
@@ -436,8 +582,34 @@ def _attr(key: str, value: str | int | bool | float | list[str]) -> dict[str, An
     return {"key": key, "value": v}
 
 
-def _time(t: float) -> str:
-    return str(max(_ns(t), 0))
+class _Clock:
+    """Trace time to OTLP time: Unix nanoseconds, as a decimal string. The first event's
+    time is *start_ns*; every other is placed at its (virtual) offset from it."""
+
+    def __init__(self, start_ns: int, events: list[TraceEvent]) -> None:
+        self.start_ns = start_ns
+        self.t_first = next((e.t for e in events if math.isfinite(e.t)), 0.0)
+
+    def __call__(self, t: float) -> str:
+        return str(max(self.start_ns + _ns(t - self.t_first), 0))
+
+
+def _start_ns(header: TraceHeader | None, started_at_ns: int | None) -> int:
+    """Where an OTLP export puts the trace's first event, in Unix nanoseconds."""
+    if started_at_ns is not None:
+        return started_at_ns
+    if header is None or header.started_at is None:
+        return time.time_ns()
+    text = header.started_at
+    try:
+        when = datetime.datetime.fromisoformat(text)
+    except ValueError:
+        raise ValueError(
+            f"the trace header's started_at {text!r} is not an ISO 8601 time"
+        ) from None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=datetime.UTC)
+    return (when - _UNIX_EPOCH) // datetime.timedelta(microseconds=1) * 1000
 
 
 class _Ids:
@@ -467,7 +639,7 @@ def _span(
     parent: dict[str, Any] | None,
     name: str,
     kind: int,
-    t: float,
+    at: str,
     attributes: list[dict[str, Any]],
 ) -> dict[str, Any]:
     span: dict[str, Any] = {"traceId": trace_id, "spanId": span_id}
@@ -475,8 +647,8 @@ def _span(
         span["parentSpanId"] = parent["spanId"]
     span["name"] = name
     span["kind"] = kind
-    span["startTimeUnixNano"] = _time(t)
-    span["endTimeUnixNano"] = _time(t)
+    span["startTimeUnixNano"] = at
+    span["endTimeUnixNano"] = at
     span["attributes"] = attributes
     return span
 
@@ -496,13 +668,13 @@ def _messaging_attrs(
     return attrs
 
 
-def _span_event(e: TraceEvent) -> dict[str, Any]:
+def _span_event(e: TraceEvent, clock: _Clock) -> dict[str, Any]:
     attrs = [_attr("trioxide.actor", e.actor), _attr("trioxide.seq", e.seq)]
     for key in ("peer", "msg_id", "corr", "msg_type", "detail"):
         value = getattr(e, key)
         if value is not None:
             attrs.append(_attr(f"trioxide.{key}", value))
-    return {"timeUnixNano": _time(e.t), "name": e.kind, "attributes": attrs}
+    return {"timeUnixNano": clock(e.t), "name": e.kind, "attributes": attrs}
 
 
 def _resource_attrs(header: TraceHeader | None, service_name: str) -> list[dict[str, Any]]:
@@ -521,17 +693,16 @@ def _resource_attrs(header: TraceHeader | None, service_name: str) -> list[dict[
     return attrs
 
 
-def to_otlp(
+def _otlp_spans(
     events: Iterable[TraceEvent],
-    *,
-    header: TraceHeader | None = None,
-    service_name: str = "trioxide",
-) -> dict[str, Any]:
-    """The trace as OTLP/JSON (an ``ExportTraceServiceRequest``), e.g. for an OTel collector's
-    ``otlpjsonfile`` receiver or ``POST /v1/traces``; see the module docstring."""
+    header: TraceHeader | None,
+    started_at_ns: int | None,
+    payload: _PayloadFn,
+) -> list[dict[str, Any]]:
     evs = _ordered(events)
     msgs = _messages(evs)
     ids = _Ids(header)
+    clock = _Clock(_start_ns(header, started_at_ns), evs)
     last_t = evs[-1].t if evs else 0.0
     spans: list[dict[str, Any]] = []
     producers: dict[int, dict[str, Any]] = {}
@@ -554,17 +725,17 @@ def to_otlp(
             attrs += _extra_attrs(e, peer=e.peer, corr=e.corr, detail=e.detail)
             if e.cause is not None:
                 attrs.append(_attr("trioxide.cause", e.cause))
-            text = _payload_text(e)
+            text = payload(e)
             if text is not None:
                 attrs.append(_attr("messaging.message.body.size", len(e.payload)))
-                attrs.append(_attr("trioxide.payload", text))
+                attrs.append({"key": "trioxide.payload", "value": {"stringValue": text}})
             span = _span(
                 trace_id,
                 ids.span(mid, "send"),
                 parent,
                 f"{e.msg_type or 'message'} send",
                 _SPAN_KIND_PRODUCER,
-                e.t,
+                clock(e.t),
                 attrs,
             )
             producers[mid] = span
@@ -588,14 +759,14 @@ def to_otlp(
                 parent,
                 f"{msg_type} process",
                 _SPAN_KIND_CONSUMER,
-                e.t,
+                clock(e.t),
                 attrs,
             )
             if producer is not None:
                 span["links"] = [{"traceId": producer["traceId"], "spanId": producer["spanId"]}]
             if m.end is not None:
                 end = evs[m.end]
-                span["endTimeUnixNano"] = _time(end.t)
+                span["endTimeUnixNano"] = clock(end.t)
                 if end.outcome is not None:
                     attrs.append(_attr("trioxide.outcome", end.outcome))
                 if end.detail is not None:
@@ -603,7 +774,7 @@ def to_otlp(
                 if end.outcome == "error":
                     span["status"] = {"code": _STATUS_CODE_ERROR, "message": end.detail or ""}
             elif m.is_slice(evs):
-                span["endTimeUnixNano"] = _time(last_t)
+                span["endTimeUnixNano"] = clock(last_t)
                 attrs.append(_attr("trioxide.unfinished", True))
             consumers[mid] = span
             spans.append(span)
@@ -618,12 +789,27 @@ def to_otlp(
         else:
             owner = consumers.get(e.cause) if e.cause is not None else None
         if owner is not None:
-            owner.setdefault("events", []).append(_span_event(e))
+            owner.setdefault("events", []).append(_span_event(e, clock))
 
     for span in spans:  # a fixed key order, whatever was added when
         for key in ("events", "links", "status"):
             if key in span:
                 span[key] = span.pop(key)
+    return spans
+
+
+def to_otlp(
+    events: Iterable[TraceEvent],
+    *,
+    header: TraceHeader | None = None,
+    service_name: str = "trioxide",
+    started_at_ns: int | None = None,
+) -> dict[str, Any]:
+    """The trace as OTLP/JSON (an ``ExportTraceServiceRequest``), e.g. for an OTel collector's
+    ``otlpjsonfile`` receiver or ``POST /v1/traces``; see the module docstring for the
+    spans and their times (*started_at_ns*: where the first event goes, in Unix
+    nanoseconds; default: the header's ``started_at``, else now)."""
+    spans = _otlp_spans(events, header, started_at_ns, _text_value)
     return {
         "resourceSpans": [
             {
@@ -655,12 +841,18 @@ def write_otlp(
     events: Iterable[TraceEvent],
     path: str | os.PathLike[str],
     header: TraceHeader | None = None,
+    *,
+    service_name: str = "trioxide",
+    started_at_ns: int | None = None,
 ) -> None:
-    """Write :func:`to_otlp` of *events* to *path* as compact JSON."""
-    _write(path, to_otlp(events, header=header))
-
-
-def _write(path: str | os.PathLike[str], doc: dict[str, Any]) -> None:
+    """Write :func:`to_otlp` of *events* to *path* as compact JSON, one span at a time,
+    payloads turned into text a chunk at a time (never decoded as a whole)."""
+    spans = _otlp_spans(events, header, started_at_ns, _text_hole)
+    resource = {"attributes": _resource_attrs(header, service_name)}
     with open(path, "wb") as f:
-        f.write(_encode_json(doc))
-        f.write(b"\n")
+        out = _Stream(f)
+        out.raw(b'{"resourceSpans":[{"resource":')
+        out.value(resource)
+        out.raw(b',"scopeSpans":[{"scope":{"name":"trioxide"},"spans":')
+        out.array(spans)
+        out.raw(b"}]}]}\n")

@@ -4,7 +4,10 @@
 semantic conventions: a PRODUCER span per ``send`` (zero length), a CONSUMER span per
 handler (``receive`` -> ``handle``) linked to its producer and parented to it (so a causal
 chain is one trace), and the other steps of a handler (drops, timeouts, task events, ...)
-as span events. Virtual time is mapped onto ``epoch_ns`` (default: when the sink was made).
+as span events. Times are Unix nanoseconds: the first event the sink sees is placed at
+``epoch_ns`` (default: when the sink was made, i.e. about when the run started), every
+later one at its (virtual) offset from it - whatever the Trio clock's origin (a
+``MockClock`` starts at 0, the real clock at an arbitrary point).
 
 Like every sink it never raises into the runtime and is bounded: at most ``max_open``
 producer contexts and open consumer spans are remembered (the oldest are forgotten).
@@ -31,6 +34,7 @@ class OtelSink:
         self._trace = trace
         self._tracer = tracer if tracer is not None else trace.get_tracer("trioxide")
         self._epoch = time.time_ns() if epoch_ns is None else epoch_ns
+        self._t_first: float | None = None  # trace time of the first event seen
         self._max = max_open
         self._producers: OrderedDict[int, Any] = OrderedDict()  # msg_id -> SpanContext
         self._consumers: OrderedDict[int, Any] = OrderedDict()  # msg_id -> open Span
@@ -38,7 +42,9 @@ class OtelSink:
         self.spans = 0
 
     def _ns(self, t: float) -> int:
-        return self._epoch + int(t * 1e9)
+        if self._t_first is None:
+            self._t_first = t
+        return self._epoch + int((t - self._t_first) * 1e9)
 
     def _remember(self, table: OrderedDict[int, Any], key: int, value: Any) -> None:
         table[key] = value

@@ -114,8 +114,12 @@ async def scenario(tracer: traces.Tracer) -> None:
 
 
 HEADER = traces.TraceHeader(
-    seed=7, trio_version=trio.__version__, command=["pytest", "test_export"]
+    seed=7,
+    trio_version=trio.__version__,
+    started_at="2024-05-01T12:00:00+00:00",
+    command=["pytest", "test_export"],
 )
+STARTED_NS = 1_714_564_800 * 10**9  # HEADER.started_at in Unix nanoseconds
 
 
 @pytest.fixture(scope="module")
@@ -240,7 +244,13 @@ def check_perfetto(doc: dict[str, Any]) -> None:
 
 
 def slices_by_msg(doc: dict[str, Any]) -> dict[int, dict[str, Any]]:
-    return {e["args"]["msg_id"]: e for e in doc["traceEvents"] if e["ph"] == "X"}
+    """Handler slices by message id (not the one-tick slices of single steps, whose args
+    name their ``kind``)."""
+    return {
+        e["args"]["msg_id"]: e
+        for e in doc["traceEvents"]
+        if e["ph"] == "X" and e["cat"] == "msg" and "kind" not in e["args"]
+    }
 
 
 def tracks(doc: dict[str, Any]) -> dict[str, int]:
@@ -311,9 +321,10 @@ def test_perfetto_slices_flows_and_instants(scenario_events: list[traces.TraceEv
     assert finish["tid"] == tid["worker"] and finish["ts"] == ask2_slice["ts"]
     assert ask2_slice["args"]["payload"] == {"n": 2}
     assert ask2_slice["args"]["sender"] == "boss" and ask2_slice["args"]["cause"] == kick.msg_id
-    send_instant = next(e for e in te if e["ph"] == "i" and e["args"].get("msg_id") == ask2.msg_id)
-    assert send_instant["name"] == "send Ask2" and send_instant["tid"] == tid["boss"]
-    assert send_instant["args"]["actor"] == "worker" and send_instant["args"]["peer"] == "boss"
+    send_tick = next(e for e in te if e["ph"] == "X" and e["args"].get("msg_id") == ask2.msg_id)
+    assert send_tick["name"] == "send Ask2" and send_tick["tid"] == tid["boss"]
+    assert send_tick["args"]["actor"] == "worker" and send_tick["args"]["peer"] == "boss"
+    assert send_tick["ts"] == start["ts"] and send_tick["dur"] == 1
 
     # The reply to boss's ask is an arrow from worker's track to boss's.
     reply_id = REPLY_FLOW_ID_BASE + mid(ask2)
@@ -340,7 +351,7 @@ def test_perfetto_slices_flows_and_instants(scenario_events: list[traces.TraceEv
     taken = next(
         e
         for e in te
-        if e["ph"] == "i"
+        if e["ph"] == "X"
         and e["args"].get("msg_id") == urgent.msg_id
         and e["cat"] == "msg"
         and e["args"]["kind"] == "receive"
@@ -368,6 +379,8 @@ def test_perfetto_slices_flows_and_instants(scenario_events: list[traces.TraceEv
     for drop in (e for e in evs if e.kind == "drop"):
         assert drop.msg_id not in by_msg
         assert any(e["ph"] == "i" and e["name"] == "drop Slow" for e in te)
+    # A reply is a tick on the replier's track, its receipt one on the asker's.
+    assert rs["ts"] == rf["ts"] and received["ph"] == "X" and received["dur"] == 1
     timeout = one(evs, "timeout")
     assert timeout.detail == "timeout while running"
 
@@ -375,7 +388,7 @@ def test_perfetto_slices_flows_and_instants(scenario_events: list[traces.TraceEv
 def test_perfetto_time_axis(scenario_events: list[traces.TraceEvent]) -> None:
     """ts is t in µs, nudged at most 1 µs per step taken at the same instant."""
     doc = to_perfetto(scenario_events)
-    steps = [e for e in doc["traceEvents"] if e["ph"] in {"X", "i"}]
+    steps = [e for e in doc["traceEvents"] if e["ph"] in {"X", "i"}]  # one per runtime step
     for e in steps:
         t_us = e["args"]["t"] * 1e6
         assert t_us - 1e-3 <= e["ts"] <= t_us + len(scenario_events)
@@ -405,7 +418,7 @@ def test_perfetto_and_otlp_of_cut_traces_stay_valid(
     first_receive = next(i for i, e in enumerate(scenario_events) if e.kind == "receive")
     head = scenario_events[: first_receive + 1]
     doc = to_perfetto(head)
-    (unfinished,) = (e for e in doc["traceEvents"] if e["ph"] == "X")
+    (unfinished,) = slices_by_msg(doc).values()
     assert unfinished["args"]["unfinished"] is True
     last = max(e["ts"] for e in doc["traceEvents"])
     assert unfinished["ts"] + unfinished["dur"] >= last
@@ -569,7 +582,10 @@ def test_otlp_causal_chain_and_attributes(scenario_events: list[traces.TraceEven
         assert p["parentSpanId"] == c["parentSpanId"] == k_cons["spanId"]
         assert c["links"] == [{"traceId": p["traceId"], "spanId": p["spanId"]}]
         assert p["name"] == "Ask2 send" and c["name"] == "Ask2 process"
-        assert p["startTimeUnixNano"] == p["endTimeUnixNano"] == str(round(sent.t * 1e9))
+        # Times: the header's started_at plus the virtual offset from the first event.
+        assert scenario_events[0].t == 0.0
+        at = str(STARTED_NS + round(sent.t * 1e9))
+        assert p["startTimeUnixNano"] == p["endTimeUnixNano"] == at
     a = attrs(prod[str(ask2.msg_id)])
     assert a["messaging.destination.name"] == {"stringValue": "worker"}
     assert a["messaging.operation.name"] == {"stringValue": "ask"}
@@ -589,7 +605,7 @@ def test_otlp_causal_chain_and_attributes(scenario_events: list[traces.TraceEven
     # The cancelled handler ends there, not in error; the drained tells are events.
     (cancel,) = (e for e in evs if e.kind == "handle" and e.outcome == "cancelled")
     slow = cons[str(cancel.msg_id)]
-    assert slow["endTimeUnixNano"] == str(round(cancel.t * 1e9))
+    assert slow["endTimeUnixNano"] == str(STARTED_NS + round(cancel.t * 1e9))
     assert "status" not in slow
     assert attrs(slow)["trioxide.outcome"] == {"stringValue": "cancelled"}
     for drop in (e for e in evs if e.kind == "drop"):
@@ -709,13 +725,17 @@ def test_exports_are_deterministic(
 
 def test_written_files_load_as_the_documents(demo_trace: traces.TraceFile, tmp_path: Path) -> None:
     perfetto, otlp = tmp_path / "demo.perfetto.json", tmp_path / "demo.otlp.json"
-    write_perfetto(demo_trace.events, perfetto, header=demo_trace.header)
-    write_otlp(demo_trace.events, otlp, header=demo_trace.header)
-    assert json.loads(perfetto.read_bytes()) == json.loads(
-        json.dumps(to_perfetto(demo_trace.events, header=demo_trace.header))
+    header = msgspec.structs.replace(demo_trace.header, started_at=HEADER.started_at)
+    write_perfetto(demo_trace.events, perfetto, header=header)
+    write_otlp(demo_trace.events, otlp, header=header)
+    assert (
+        perfetto.read_bytes()
+        == msgspec.json.encode(to_perfetto(demo_trace.events, header=header)) + b"\n"
     )
-    assert json.loads(otlp.read_bytes()) == to_otlp(demo_trace.events, header=demo_trace.header)
+    assert otlp.read_bytes() == msgspec.json.encode(to_otlp(demo_trace.events, header=header)) + (
+        b"\n"
+    )
     # Re-reading the trace file gives the same export, byte for byte.
     again = tmp_path / "again.perfetto.json"
-    write_perfetto(list(demo_trace.events), again, header=demo_trace.header)
+    write_perfetto(list(demo_trace.events), again, header=header)
     assert again.read_bytes() == perfetto.read_bytes()

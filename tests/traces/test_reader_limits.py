@@ -4,6 +4,7 @@ memory in ``trioxide export``, and the header carries the seed of a seeded run."
 from __future__ import annotations
 
 import json
+import tracemalloc
 from pathlib import Path
 from typing import Any
 
@@ -163,3 +164,39 @@ def test_export_reports_hostile_lines_and_exports_the_rest(
     (handler,) = (e for e in doc["traceEvents"] if e["ph"] == "X" and e["name"] == "M")
     assert handler["args"]["payload"] == {"n": 1}
     assert json.loads(otlp.read_bytes())["resourceSpans"][0]["scopeSpans"][0]["spans"]
+
+
+def test_export_of_a_huge_line_costs_a_small_multiple_of_it(tmp_path: Path) -> None:
+    """``trioxide export`` streams: a payload is copied to Perfetto as it is and turned
+    into an OTLP string a chunk at a time, never decoded into Python objects (which
+    would cost tens of times its size)."""
+    disks = [{"id": i, "name": f"disk-{i}", "ok": True, "tags": ["a", "b"]} for i in range(140_000)]
+    payload = msgspec.json.encode({"disks": disks, "note": 'a "quoted" \\ [text]'})
+    del disks
+    assert len(payload) > 8 << 20
+    send = ev(1, msg_id=1, msg_type="Big", payload=msgspec.Raw(payload))
+    receive = traces.TraceEvent(2, 2.0, "receive", "a", msg_id=1, msg_type="Big")
+    handle = traces.TraceEvent(3, 3.0, "handle", "a", msg_id=1, outcome="ok")
+    path = write(tmp_path / "big.jsonl", line(send), line(receive), line(handle))
+    perfetto, otlp = tmp_path / "p.json", tmp_path / "o.json"
+    tracemalloc.start()
+    try:
+        assert (
+            cli_main(["export", str(path), "--perfetto", str(perfetto), "--otlp", str(otlp)]) == 0
+        )
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak <= 4 * len(payload), f"peak {peak / len(payload):.1f}x the line"
+    # What was written is the payload, intact, in both formats.
+    doc = json.loads(perfetto.read_bytes())
+    (handler,) = (e for e in doc["traceEvents"] if e["ph"] == "X" and e["name"] == "Big")
+    assert msgspec.json.encode(handler["args"]["payload"]) == payload
+    spans = json.loads(otlp.read_bytes())["resourceSpans"][0]["scopeSpans"][0]["spans"]
+    (text,) = (
+        a["value"]["stringValue"]
+        for s in spans
+        for a in s["attributes"]
+        if a["key"] == "trioxide.payload"
+    )
+    assert text == payload.decode()
