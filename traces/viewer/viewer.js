@@ -108,6 +108,7 @@
     seq: Float64Array, t: Float64Array, kind: Uint8Array, actor: Int32Array, peer: Int32Array,
     msgId: Float64Array, cause: Float64Array, corr: Float64Array, type: Int32Array,
     detail: Int32Array, outcome: Int32Array, pl: Int32Array, msg: Int32Array, f: Uint8Array,
+    u: Float64Array,
   });
   // Messages (by msg_id): their send, receive and handle events, first reply, type (string
   // index), VMM (index into VMM_NAMES, from the payload's propolis_id) and handler slice.
@@ -177,6 +178,77 @@
   window.__trioxide = T;
 
   let canvas, ctx, overlay, octx, tree, treeInner, tooltip;
+
+  // -- the time axis -----------------------------------------------------------------------
+  // In 'time' mode an event's x key is u (EV.u), not its time: between consecutive events u
+  // advances by the time between them, but by at least AX.spread (events at one virtual
+  // instant are spread out in seq order instead of piling into one blob) and by at most
+  // AX.gap (an idle gap longer than that is drawn as a break AX.gap wide, labelled with its
+  // length). So the busy part of a run fills the view and its long idle tail stays a
+  // reachable strip. u is piecewise linear in t between events: a time maps to one x
+  // (ticks are drawn where their time is) and an x to one time. AX.gap is the 90th
+  // percentile of the gaps between distinct instants, fixed once enough of them are seen
+  // (a replay: all; live: the first GAPS_TO_FIX), so the axis does not shift afterwards.
+  const GAPS_TO_FIX = 200;
+  const AX = { gap: Infinity, spread: 0, fixed: false, sampledAt: 0, breaks: [] };
+
+  function axisStep(dt) {
+    return dt > AX.gap ? AX.gap : (dt < AX.spread ? AX.spread : dt);
+  }
+
+  // Choose AX.gap from the events so far; recompute every u if it changed.
+  function fitAxisGaps() {
+    if (AX.fixed || !EV.n || (!S.ended && EV.n < 2 * AX.sampledAt)) return;
+    AX.sampledAt = EV.n;
+    const ts = EV.t;
+    const gaps = [];
+    for (let i = 1; i < EV.n; i++) if (ts[i] > ts[i - 1]) gaps.push(ts[i] - ts[i - 1]);
+    gaps.sort((a, b) => a - b);
+    const gap = gaps.length ? gaps[Math.floor(gaps.length * 0.9)] : 1;
+    AX.fixed = S.ended || gaps.length >= GAPS_TO_FIX;
+    if (gap === AX.gap) return;
+    AX.gap = gap;
+    AX.spread = gap / 50;
+    AX.breaks = [];
+    const u = EV.u;
+    u[0] = 0;
+    for (let i = 1; i < EV.n; i++) {
+      const dt = ts[i] - ts[i - 1];
+      if (dt > AX.gap) AX.breaks.push(i);
+      u[i] = u[i - 1] + axisStep(dt);
+    }
+    S.fullDirty = true;
+  }
+
+  // The u of virtual time t (clamped to the trace).
+  function uOfT(t) {
+    const n = EV.n;
+    if (!n) return 0;
+    const ts = EV.t;
+    if (t <= ts[0]) return EV.u[0];
+    if (t >= ts[n - 1]) return EV.u[n - 1];
+    let lo = 0;
+    let hi = n;
+    while (lo < hi) { const mid = (lo + hi) >>> 1; if (ts[mid] < t) lo = mid + 1; else hi = mid; }
+    if (ts[lo] === t) return EV.u[lo];
+    const a = lo - 1;
+    return EV.u[a] + ((t - ts[a]) / (ts[lo] - ts[a])) * (EV.u[lo] - EV.u[a]);
+  }
+
+  // The virtual time at u (clamped to the trace: never before its first event).
+  function tOfU(u) {
+    const n = EV.n;
+    if (!n) return 0;
+    const us = EV.u;
+    if (u <= us[0]) return EV.t[0];
+    if (u >= us[n - 1]) return EV.t[n - 1];
+    let lo = 0;
+    let hi = n;
+    while (lo < hi) { const mid = (lo + hi) >>> 1; if (us[mid] < u) lo = mid + 1; else hi = mid; }
+    if (us[lo] === u) return EV.t[lo];
+    const a = lo - 1;
+    return EV.t[a] + ((u - us[a]) / (us[lo] - us[a])) * (EV.t[lo] - EV.t[a]);
+  }
 
   // -- data ingestion ----------------------------------------------------------------------
   // VMM ids in actor names: runner-<vmm>-g<generation> and propolis-<vmm> (but not the
@@ -304,6 +376,12 @@
     const i = EV.n++;
     EV.seq[i] = seq;
     EV.t[i] = t;
+    if (i === 0) EV.u[i] = 0;
+    else {
+      const dt = t - EV.t[i - 1];
+      if (dt > AX.gap) AX.breaks.push(i);
+      EV.u[i] = EV.u[i - 1] + axisStep(dt);
+    }
     EV.kind[i] = k;
     EV.actor[i] = a;
     EV.peer[i] = p;
@@ -452,6 +530,7 @@
     admitStyleOf = []; PL = []; NODES = []; VROW = new Int32Array(0); VMM_NAMES = [];
     vmmIds = new Map(); msgById = new Map(); moreReplies = new Map(); openSlices = [];
     vmmScanned = 0;
+    Object.assign(AX, { gap: Infinity, spread: 0, fixed: false, sampledAt: 0, breaks: [] });
     FC.reset = true;
     Object.assign(S, {
       nodes: new Map(), roots: [], maxArrowSpan: 0, maxSliceSpan: 0, types: new Set(), vmms: new Set(),
@@ -626,6 +705,7 @@
   // Bring EV.f, hit counts, rows and arrow counts up to date (incrementally when only new
   // events arrived; from scratch when a filter, the cutoff or the tree changed).
   function refilter() {
+    fitAxisGaps();
     const lim = cutLimit();
     if (S.fullDirty || lim < S.fDone) {
       for (const n of NODES) n.hits = 0;
@@ -734,7 +814,18 @@
   }
 
   // -- geometry ----------------------------------------------------------------------------
-  const keyOf = (i) => (S.xmode === 'time' ? EV.t[i] : i);
+  // An event's x key: u (compressed time), t (linear time) or its index (event order).
+  const keyOf = (i) => (S.xmode === 'time' ? EV.u[i] : S.xmode === 'linear' ? EV.t[i] : i);
+  // The key of virtual time t, and the virtual time at key k (clamped to the trace).
+  const keyOfT = (t) => (S.xmode === 'time' ? uOfT(t) : S.xmode === 'linear' ? t : lowerBoundT(t));
+  function timeAtKey(k) {
+    if (!EV.n) return 0;
+    if (S.xmode === 'time') return tOfU(k);
+    if (S.xmode === 'linear') return Math.min(EV.t[EV.n - 1], Math.max(EV.t[0], k));
+    return EV.t[Math.min(EV.n - 1, Math.max(0, Math.round(k)))];
+  }
+  // Blank margin kept on each side of the trace (px): the view never shows time before it.
+  const PAD_PX = 16;
   const xOfKey = (k) => (k - S.k0) / S.kpp;
   const xOf = (i) => (keyOf(i) - S.k0) / S.kpp;
   const keyAtX = (x) => S.k0 + x * S.kpp;
@@ -743,11 +834,22 @@
   const syncTop = () => { S.top = tree.scrollTop; };
   const yOfRow = (r) => (r < 0 ? null : AXIS_H + r * ROW_H - rowTop() + ROW_H / 2);
 
+  function lowerBoundT(tt) { // first index with time >= tt
+    let lo = 0;
+    let hi = EV.n;
+    const t = EV.t;
+    while (lo < hi) {
+      const mid = (lo + hi) >>> 1;
+      if (t[mid] < tt) lo = mid + 1; else hi = mid;
+    }
+    return lo;
+  }
+
   function lowerBoundKey(k) { // first index with key >= k
     let lo = 0;
     let hi = EV.n;
     if (S.xmode === 'seq') return Math.max(0, Math.min(hi, Math.ceil(k)));
-    const t = EV.t;
+    const t = S.xmode === 'time' ? EV.u : EV.t;
     while (lo < hi) {
       const mid = (lo + hi) >>> 1;
       if (t[mid] < k) lo = mid + 1; else hi = mid;
@@ -759,7 +861,7 @@
     let lo = 0;
     let hi = EV.n;
     if (S.xmode === 'seq') return Math.max(0, Math.min(hi, Math.floor(k) + 1));
-    const t = EV.t;
+    const t = S.xmode === 'time' ? EV.u : EV.t;
     while (lo < hi) {
       const mid = (lo + hi) >>> 1;
       if (t[mid] <= k) lo = mid + 1; else hi = mid;
@@ -816,8 +918,8 @@
     if (!EV.n) return [0, 1];
     const last = Math.max(0, cutLimit() - 1);
     if (S.xmode === 'seq') return [0, Math.max(1, last)];
-    const a = EV.t[0];
-    const b = EV.t[last];
+    const a = keyOf(0);
+    const b = keyOf(last);
     return [a, b > a ? b : a + 1];
   }
 
@@ -834,25 +936,34 @@
   function fit(redraw = true) {
     refilter();
     const [a, b] = fitRange();
-    const w = Math.max(50, S.W - 20);
-    S.kpp = ((b - a) * 1.04) / w || 1;
-    S.k0 = a - (b - a) * 0.02;
-    clampZoom();
+    showKeys(a, b);
     if (redraw) schedule();
   }
 
+  // Show keys a..b across the view (between its margins).
+  function showKeys(a, b) {
+    S.kpp = (b - a) / Math.max(50, S.W - 2 * PAD_PX) || 1;
+    clampZoom();
+    S.k0 = (a + b) / 2 - (S.W / 2) * S.kpp;
+    clampPan();
+  }
+
+  // Zoomed in at most to a few events (or a microsecond) per screen; out, to the whole trace.
   function clampZoom() {
     const [a, b] = keyRange();
     const minKpp = S.xmode === 'seq' ? 1 / 60 : 1e-7;
-    const maxKpp = Math.max(minKpp, ((b - a) * 4) / Math.max(50, S.W));
+    const maxKpp = Math.max(minKpp, (b - a) / Math.max(50, S.W - 2 * PAD_PX));
     S.kpp = Math.min(maxKpp, Math.max(minKpp, S.kpp));
   }
 
+  // Zoom by factor with the key under x kept under x (unless that would show time outside
+  // the trace: then the view is shifted back to its edge).
   function zoomAt(x, factor) {
     const k = keyAtX(x);
     S.kpp *= factor;
     clampZoom();
     S.k0 = k - x * S.kpp;
+    clampPan();
     S.autoFit = false;
     // Zooming in away from the newest event stops following (else the view would jump).
     const lim = cutLimit();
@@ -872,12 +983,14 @@
     if (k > right - S.W * S.kpp * 0.03 || k < S.k0) S.k0 = k - S.W * S.kpp * 0.9;
   }
 
-  // Keep some of the data on screen however far the user pans.
+  // Keep the view on the trace: at most PAD_PX of blank on either side (when the trace is
+  // narrower than the view, it starts at the left margin).
   function clampPan() {
     if (!EV.n) return;
     const [a, b] = keyRange();
-    const w = S.W * S.kpp;
-    S.k0 = Math.min(b - w * 0.1, Math.max(a - w * 0.9, S.k0));
+    const lo = a - PAD_PX * S.kpp;
+    const hi = Math.max(lo, b + PAD_PX * S.kpp - S.W * S.kpp);
+    S.k0 = Math.min(hi, Math.max(lo, S.k0));
   }
 
   function setFollow(on) {
@@ -933,6 +1046,7 @@
     const t1 = performance.now();
     renderTree();
     draw();
+    if (S.hover) S.hover.hit = hoverHit(S.hover.x, S.hover.y); // never a stale tooltip
     drawOverlay();
     renderStatus();
     renderProgress();
@@ -1113,6 +1227,7 @@
       const lo = lowerBoundKey(kL);
       const hi = Math.min(lim, upperBoundKey(kR));
       const q0 = performance.now();
+      drawBreakBands(c, W, H);
       drawSlices(c, lo, hi, lim, lastIdx, W, H);
       const q1 = performance.now();
       drawArrows(c, lo, hi, lim, W, H);
@@ -1462,34 +1577,139 @@
     return `${v.toFixed(dec)} s`;
   }
 
+  // A duration for a break label: "45 s", "30 min", "2.5 h".
+  function fmtSpan(d) {
+    if (d < 120) return `${+d.toPrecision(3)} s`;
+    if (d < 7200) return `${+(d / 60).toPrecision(3)} min`;
+    return `${+(d / 3600).toPrecision(3)} h`;
+  }
+
+  // The axis: time ticks, each drawn exactly where its time is (in 'time' mode the scale
+  // varies along the axis, so a tick is placed every ~TICK_PX at a round time near there),
+  // and the compressed idle gaps as breaks with their length. Ticks drawn: S.ticks.
+  const TICK_PX = 110;
   function drawAxis(c, W) {
     c.fillStyle = '#1a1e25';
     c.fillRect(0, 0, W, AXIS_H);
     c.fillStyle = '#2c323c';
     c.fillRect(0, AXIS_H - 1, W, 1);
+    S.ticks = [];
     if (!EV.n) return;
     c.font = '11px system-ui, sans-serif';
     c.textBaseline = 'top';
-    const step = niceStep(S.kpp * 110);
-    const kL = keyAtX(0);
-    const kR = keyAtX(W);
-    const first = Math.ceil(kL / step) * step;
+    if (S.xmode === 'time') labelBreaks(c, W);
     c.fillStyle = '#8a95a3';
     c.strokeStyle = '#3a424e';
     c.lineWidth = 1;
-    for (let k = first, n = 0; k <= kR && n < 200; k += step, n++) {
-      const x = Math.round(xOfKey(k)) + 0.5;
+    const tick = (x, label) => {
+      const w = c.measureText(label).width;
+      if (x < 0 || x + 3 + w > W) return;
+      for (const o of S.ticks) if (x < o.x + o.w + 12 && o.x < x + w + 15) return;
+      const xr = Math.round(x) + 0.5;
       c.beginPath();
-      c.moveTo(x, AXIS_H - 7);
-      c.lineTo(x, AXIS_H - 1);
+      c.moveTo(xr, AXIS_H - 7);
+      c.lineTo(xr, AXIS_H - 1);
       c.stroke();
-      let label;
-      if (S.xmode === 'time') label = fmtTime(k, step);
-      else {
-        const i = Math.min(EV.n - 1, Math.max(0, Math.round(k)));
-        label = `#${EV.seq[i]}  ${fmtTime(EV.t[i], 0.001)}`;
-      }
       c.fillText(label, x + 3, 5);
+      S.ticks.push({ x, w: w + 3, label });
+    };
+    if (S.xmode === 'seq') {
+      const step = niceStep(S.kpp * TICK_PX);
+      for (let k = Math.ceil(keyAtX(0) / step) * step, n = 0; k <= keyAtX(W) && n < 200; k += step, n++) {
+        const i = Math.min(EV.n - 1, Math.max(0, Math.round(k)));
+        tick(xOfKey(k), `#${EV.seq[i]}  ${fmtTime(EV.t[i], 0.001)}`);
+      }
+      return;
+    }
+    const lim = Math.max(1, cutLimit());
+    const tFirst = EV.t[0];
+    const tLast = EV.t[lim - 1];
+    for (let p = 0; p <= W; p += TICK_PX / 2) {
+      const span = timeAtKey(keyAtX(p + TICK_PX / 2)) - timeAtKey(keyAtX(p - TICK_PX / 2));
+      const tp = timeAtKey(keyAtX(p));
+      // A round time near p, as round as the scale there allows (across idle gaps the scale
+      // jumps: finer steps are tried); else the time of the instant at p itself (where the
+      // view spans no time: events of one instant, spread out).
+      let done = false;
+      for (let step = span > 0 ? niceStep(span) : 0, n = 0; step > 0 && n < 6 && !done; step /= 10, n++) {
+        const tt = Math.round(tp / step) * step;
+        if (tt < tFirst || tt > tLast) continue;
+        const x = xOfKey(keyOfT(tt));
+        if (Math.abs(x - p) <= TICK_PX / 2) { tick(x, fmtTime(tt, step)); done = true; }
+      }
+      if (!done) {
+        const i = Math.min(lim - 1, lowerBoundKey(keyAtX(p)));
+        const x = xOf(i);
+        if (Math.abs(x - p) <= TICK_PX / 2) tick(xOfKey(keyOfT(EV.t[i])), fmtTime(EV.t[i], 1));
+      }
+    }
+  }
+
+  // The compressed idle gaps in view (time mode): [event index after the gap, x1, x2]...,
+  // at most one per 3 px.
+  function visibleBreaks(W) {
+    const out = [];
+    if (S.xmode !== 'time') return out;
+    const br = AX.breaks;
+    const u = EV.u;
+    const kL = keyAtX(0);
+    const kR = keyAtX(W);
+    let lo = 0;
+    let hi = br.length;
+    while (lo < hi) { const mid = (lo + hi) >>> 1; if (u[br[mid]] < kL) lo = mid + 1; else hi = mid; }
+    const lim = cutLimit();
+    let lastPx = -Infinity;
+    for (let j = lo; j < br.length && out.length < 3000; j++) {
+      const i = br[j];
+      if (i >= lim || u[i - 1] > kR) break;
+      const xb = xOfKey(u[i]);
+      if (xb - lastPx < 3) continue;
+      lastPx = xb;
+      out.push(i, xOfKey(u[i - 1]), xb);
+    }
+    return out;
+  }
+
+  // A faint band down the chart over each idle gap wide enough to see.
+  function drawBreakBands(c, W, H) {
+    const vb = visibleBreaks(W);
+    c.fillStyle = 'rgba(255,255,255,0.035)';
+    for (let k = 0; k < vb.length; k += 3) {
+      const w = vb[k + 2] - vb[k + 1];
+      if (w >= 4) c.fillRect(vb[k + 1] + 1, AXIS_H, w - 2, H - AXIS_H);
+    }
+  }
+
+  // A zigzag on the axis over each idle gap, with its length when it fits.
+  function labelBreaks(c, W) {
+    const vb = visibleBreaks(W);
+    c.strokeStyle = '#5d6773';
+    c.lineWidth = 1;
+    let lastZig = -Infinity;
+    for (let k = 0; k < vb.length; k += 3) {
+      const i = vb[k];
+      const xa = vb[k + 1];
+      const xb = vb[k + 2];
+      const xm = (xa + xb) / 2;
+      if (xb - xa < 2 || xm - lastZig < 8) { // too narrow to see: a dim tick on the axis
+        c.fillStyle = '#3a424e';
+        c.fillRect(Math.round(xm), AXIS_H - 4, 1, 3);
+        continue;
+      }
+      lastZig = xm;
+      c.beginPath();
+      c.moveTo(xm - 3, AXIS_H - 2);
+      c.lineTo(xm + 1, AXIS_H - 6);
+      c.lineTo(xm - 1, AXIS_H - 8);
+      c.lineTo(xm + 3, AXIS_H - 12);
+      c.stroke();
+      const label = `+${fmtSpan(EV.t[i] - EV.t[i - 1])}`;
+      const tw = c.measureText(label).width;
+      if (xb - xa >= tw + 8) {
+        c.fillStyle = '#6f7a88';
+        c.fillText(label, xm - tw / 2, 3);
+        S.ticks.push({ x: xm - tw / 2 - 3, w: tw + 6, label, gap: true });
+      }
     }
   }
 
@@ -1515,16 +1735,21 @@
     const k = keyAtX(x);
     let i = Math.min(lim - 1, lowerBoundKey(k));
     if (i > 0 && Math.abs(keyOf(i - 1) - k) <= Math.abs(keyOf(i) - k)) i--;
-    const tAt = S.xmode === 'time' ? k : (i >= 0 ? EV.t[i] : 0);
-    const label = `t=${tAt.toFixed(S.kpp < 0.001 ? 6 : 3)} s${i >= 0 ? `  seq ${EV.seq[i]}` : ''}`;
+    const tAt = timeAtKey(k);
+    const fine = S.xmode === 'seq' || timeAtKey(keyAtX(x + 100)) - timeAtKey(keyAtX(x - 100)) < 0.2;
+    const label = `t=${tAt.toFixed(fine ? 6 : 3)} s${i >= 0 ? `  seq ${EV.seq[i]}` : ''}`;
+    S.cursorLabel = label;
     c.font = '11px system-ui, sans-serif';
     const w = c.measureText(label).width + 10;
     const lx = Math.min(S.W - w - 2, Math.max(2, x + 6));
+    // opaque over the whole axis strip: the ticks under it are hidden, not overprinted
+    c.fillStyle = '#1a1e25';
+    c.fillRect(lx - 3, 0, w + 6, AXIS_H - 1);
     c.fillStyle = 'rgba(255,180,84,0.95)';
-    c.fillRect(lx, 4, w, 18);
+    c.fillRect(lx, 5, w, 18);
     c.fillStyle = '#13161b';
     c.textBaseline = 'middle';
-    c.fillText(label, lx + 5, 13);
+    c.fillText(label, lx + 5, 14);
     const hit = h.hit;
     if (hit >= 0) {
       const y = yOfRow(rowOfEvent(hit));
@@ -1556,6 +1781,12 @@
   }
 
   // -- hit testing -------------------------------------------------------------------------
+  // The event the tooltip is about at (x, y): the nearest one there, or -1.
+  function hoverHit(x, y) {
+    const cand = hitCandidates(x, y);
+    return cand.length ? cand.reduce((a, b) => (b[0] < a[0] ? b : a))[1] : -1;
+  }
+
   function hitCandidates(x, y) {
     syncTop();
     if (y < AXIS_H) return [];
@@ -2243,7 +2474,11 @@
       if (d) {
         const dx = e.clientX - d.x;
         const dy = e.clientY - d.y;
-        if (!d.moved && Math.abs(dx) + Math.abs(dy) > 3) { d.moved = true; canvas.classList.add('dragging'); }
+        if (!d.moved && Math.abs(dx) + Math.abs(dy) > 3) {
+          d.moved = true;
+          canvas.classList.add('dragging');
+          S.hover = null;
+        }
         if (d.moved) {
           S.k0 = d.k0 - dx * S.kpp;
           tree.scrollTop = d.top - dy;
@@ -2256,10 +2491,7 @@
       const rect = canvas.getBoundingClientRect();
       const x = e.clientX - rect.left;
       const y = e.clientY - rect.top;
-      const cand = hitCandidates(x, y);
-      let hit = -1;
-      if (cand.length) hit = cand.reduce((a, b) => (b[0] < a[0] ? b : a))[1];
-      S.hover = { x, y, hit };
+      S.hover = { x, y, hit: hoverHit(x, y) };
       scheduleOverlay();
     });
     window.addEventListener('mouseup', (e) => {
@@ -2276,7 +2508,9 @@
       S.preferSeq = null;
       select(hit, false);
     });
-    canvas.addEventListener('mouseleave', () => { S.hover = null; scheduleOverlay(); });
+    const unhover = () => { S.hover = null; tooltip.hidden = true; scheduleOverlay(); };
+    canvas.addEventListener('mouseleave', unhover);
+    window.addEventListener('blur', unhover);
 
     $('details').addEventListener('click', (e) => {
       const a = e.target.closest('a.seq');
@@ -2376,14 +2610,39 @@
     },
     collapse(path, collapsed = true) { return toggleNode(path, collapsed); },
     fit() { S.autoFit = true; fit(); },
-    /** Show the key range [from, to] (virtual seconds, or event indices in "seq" mode). */
+    /** Show virtual seconds [from, to] (event indices in "seq" mode). */
     setView(from, to) {
-      S.kpp = (to - from) / Math.max(50, S.W);
+      refilter();
+      const key = (v) => (S.xmode === 'seq' ? v : keyOfT(v));
+      S.kpp = (key(to) - key(from)) / Math.max(50, S.W);
       clampZoom();
-      S.k0 = from;
+      S.k0 = key(from);
+      clampPan();
       S.autoFit = false;
       setFollow(false);
       schedule();
+    },
+    /** The view: the virtual times at its left and right edges, its width (px), the axis
+     * ticks drawn ({x, label}, gap labels with gap: true) and the cursor's label. */
+    view() {
+      const t = (x) => timeAtKey(keyAtX(x));
+      return {
+        mode: S.xmode, width: S.W, t0: t(0), t1: t(S.W), k0: S.k0, kpp: S.kpp,
+        ticks: (S.ticks || []).map((k) => ({ x: k.x, label: k.label, gap: !!k.gap })),
+        cursor: S.hover ? S.cursorLabel : null, tooltip: tooltip.hidden ? null : tooltip.textContent,
+      };
+    },
+    /** The virtual time under page x (what the cursor label says). */
+    timeAt(clientX) { return timeAtKey(keyAtX(clientX - canvas.getBoundingClientRect().left)); },
+    /** The fraction of the chart's width between where the shown events at quantiles
+     * (1 - q) / 2 and (1 + q) / 2 are drawn (q = 0.98: the middle 98 % of them). */
+    eventsSpan(q = 0.98) {
+      refilter();
+      const shown = [];
+      for (let i = 0; i < cutLimit(); i++) if (EV.f[i]) shown.push(i);
+      if (!shown.length) return 0;
+      const at = (p) => xOf(shown[Math.min(shown.length - 1, Math.floor(p * shown.length))]);
+      return (at((1 + q) / 2) - at((1 - q) / 2)) / S.W;
     },
     setXMode(mode) { $('xmode').value = mode; $('xmode').dispatchEvent(new Event('change')); },
     setCutoff(seq) { setPlaying(false); if (seq == null) { S.cutSeq = null; S.fullDirty = true; schedule(); } else setCut(Number(seq)); },
