@@ -18,7 +18,7 @@ import outcome
 import trio
 from trio.lowlevel import reschedule
 
-from trioxide.traces import FlightRecorder, Tracer
+from trioxide.traces import FlightRecorder, JsonlFileSink, Tracer
 
 from ._actor import Actor
 from ._cell import ActorCell
@@ -281,9 +281,10 @@ async def open_runtime(
 
     ``seed``: make Trio's scheduling a function of the seed for the block's duration (unless
     an outer ``trioxide.testing.seeded_scheduler`` already did), so that the same seed gives
-    the same interleaving and a byte-identical trace. ``extra_yields`` (needs ``seed``): the
-    probability of an extra scheduling point at each send and after each handled message,
-    to widen the interleavings a seed explores.
+    the same interleaving and a byte-identical trace; a ``JsonlFileSink`` among the tracer's
+    sinks writes the seed into its header (unless the header names one). ``extra_yields``
+    (needs ``seed``): the probability of an extra scheduling point at each send and after
+    each handled message, to widen the interleavings a seed explores.
 
     Leaving the block normally stops every top-level actor gracefully, in reverse spawn
     order (each after its own children). An exception in the block cancels them all and
@@ -303,6 +304,10 @@ async def open_runtime(
     recorder = _find_recorder(tracer, flight_recorder)
     if tracer is None and recorder is not None:
         tracer = Tracer(recorder)
+    if seed is not None:  # a trace file's header names the seed that replays it
+        for sink in getattr(tracer, "sinks", ()):
+            if isinstance(sink, JsonlFileSink):
+                sink.use_seed(seed)
     rt = Runtime(tracer, name, seed, extra_yields, recorder)
     rt.now = trio.lowlevel.current_clock().current_time
     saved_schedule = None

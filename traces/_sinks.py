@@ -410,6 +410,9 @@ class JsonlFileSink:
       counted in ``dropped``. (A record is held once, encoded: a 32 MiB payload costs
       32 MiB here until written, whatever else holds the event.)
     * **Order kept.** The header first, then records in ``write`` order, by one thread.
+    * **The header names the run.** A header without a seed is written with the first
+      chunk of records (or by ``flush``/``close``), so that ``open_runtime(seed=N)`` can
+      give it its seed first (:meth:`use_seed`); any other is written at once.
     * **Drops counted.** ``dropped`` = records refused (buffer full, or sink closed) plus
       records lost to a failed write (``OSError``: the sink never raises into the
       runtime) or abandoned by ``close`` on a stalled disk.
@@ -434,6 +437,7 @@ class JsonlFileSink:
         "_enc",
         "_file",
         "_handed",
+        "_header",
         "_limit",
         "_lost",
         "_max",
@@ -474,8 +478,16 @@ class JsonlFileSink:
         self._writer: _Worker[tuple[bytes | bytearray, bool]] = _Worker(
             f"trioxide-trace-writer {self.path.name}", self._write_chunk, self._file.close
         )
-        # The header is written first; it is not part of the event budget.
-        self._writer.submit((msgspec.json.encode(header or TraceHeader()) + b"\n", False))
+        # Written first; it is not part of the event budget.
+        self._header: TraceHeader | None = header or TraceHeader()
+        if self._header.seed is not None:
+            self._submit_header()
+
+    def use_seed(self, seed: int) -> None:
+        """Record *seed* in the header if the header has none and is not written yet (the
+        runtime calls it for ``open_runtime(seed=...)``)."""
+        if self._header is not None and self._header.seed is None:
+            self._header = msgspec.structs.replace(self._header, seed=seed)
 
     def write(self, event: TraceEvent) -> None:
         buf = self._buf
@@ -514,7 +526,13 @@ class JsonlFileSink:
             self._handoff()
         return True
 
+    def _submit_header(self) -> None:
+        if self._header is not None:
+            self._writer.submit((msgspec.json.encode(self._header) + b"\n", False))
+            self._header = None
+
     def _handoff(self) -> None:
+        self._submit_header()
         buf = self._buf
         if buf:
             # A copy of exactly the bytes counted (the buffer may have grown up to 1.5x

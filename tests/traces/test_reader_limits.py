@@ -13,9 +13,12 @@ import pytest
 import trio
 from trio.testing import MockClock
 
-from trioxide import traces
+from trioxide import runtime, traces
 from trioxide.cli import main as cli_main
+from trioxide.runtime.testing import SeededRun, replay
 from trioxide.traces._reader import MAX_DEPTH
+
+from .conftest import Ask2, Worker
 
 HEADER = traces.TraceHeader(seed=5, trio_version=trio.__version__, command=["test"])
 
@@ -200,3 +203,44 @@ def test_export_of_a_huge_line_costs_a_small_multiple_of_it(tmp_path: Path) -> N
         if a["key"] == "trioxide.payload"
     )
     assert text == payload.decode()
+
+
+# -- the header names the seed of a seeded run ------------------------------------------
+
+
+async def seeded_run(tracer: traces.Tracer, seed: int) -> None:
+    async with runtime.open_runtime(tracer=tracer, seed=seed) as rt:
+        worker = await rt.spawn(Worker, runtime.Watch(0, name="w"), name="worker")
+        await worker.tell(Ask2(1))
+
+
+@pytest.mark.parametrize("header", [None, traces.TraceHeader(command=["x"])])
+def test_a_seeded_runs_trace_file_header_carries_its_seed(
+    tmp_path: Path, header: traces.TraceHeader | None
+) -> None:
+    path = tmp_path / "seeded.jsonl"
+    with traces.JsonlFileSink(path, header) as sink:
+        trio.run(seeded_run, traces.Tracer(sink), 31, clock=MockClock(autojump_threshold=0))
+    tf = traces.read_trace(path)
+    assert tf.header.seed == 31 and tf.events
+    assert tf.header.command == ([] if header is None else ["x"])
+
+
+def test_a_seed_in_the_header_is_kept(tmp_path: Path) -> None:
+    path = tmp_path / "seeded.jsonl"
+    with traces.JsonlFileSink(path, traces.TraceHeader(seed=4)) as sink:
+        trio.run(seeded_run, traces.Tracer(sink), 31, clock=MockClock(autojump_threshold=0))
+    assert traces.read_trace(path).header.seed == 4
+
+
+def test_the_demo_and_explorer_trace_headers_carry_their_seed(tmp_path: Path) -> None:
+    demo = tmp_path / "demo.jsonl"
+    assert cli_main(["demo", "--vmms", "2", "--seed", "9", "--trace", str(demo)]) == 0
+    assert traces.read_trace(demo).header.seed == 9
+    replay(explore_scenario, 12, trace_path=tmp_path / "explore.jsonl")
+    assert traces.read_trace(tmp_path / "explore.jsonl").header.seed == 12
+
+
+async def explore_scenario(run: SeededRun) -> None:
+    worker = await run.rt.spawn(Worker, runtime.Watch(0, name="w"), name="worker")
+    await worker.tell(Ask2(1))
