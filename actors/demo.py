@@ -411,7 +411,7 @@ def report(
         print(f"VIOLATION {v}")
 
 
-async def _viewed(
+def _viewed(
     server: TraceServer,
     opts: DemoOptions,
     stats: Stats,
@@ -419,15 +419,18 @@ async def _viewed(
     tracer: traces.Tracer,
     file_sink: traces.JsonlFileSink,
 ) -> dict[str, Any]:
-    async with trio.open_nursery() as nursery:
-        await nursery.start(server.serve)
+    """The demo, streamed live by *server*, which serves from a thread of its own in real
+    time (its timeouts work, and after the run it idles) while the run is in virtual
+    time; then the server keeps serving until Ctrl-C (or ``server.close()``)."""
+    with server.serve_in_thread() as serving:
         print(f"live viewer: {server.url}", flush=True)
         t0 = time.perf_counter()
-        summary = await scenario(opts, stats, sink, tracer)
+        summary = run_seeded(scenario, opts, stats, sink, tracer, seed=opts.seed)
         report(summary, stats, time.perf_counter() - t0, opts, file_sink)
         tracer.flush()
+        server.sink.close()  # the run is over: viewers get "end" after its last event
         print(f"\nthe viewer keeps serving at {server.url} (Ctrl-C to stop)", flush=True)
-        await trio.sleep_forever()
+        serving.wait()
     return summary
 
 
@@ -469,9 +472,7 @@ def run_demo(opts: DemoOptions, view: dict[str, Any] | None = None) -> int:
         summary = run_seeded(scenario, opts, stats, checker, tracer, seed=opts.seed)
     else:
         try:
-            summary = run_seeded(
-                _viewed, server, opts, stats, checker, tracer, file_sink, seed=opts.seed
-            )
+            summary = _viewed(server, opts, stats, checker, tracer, file_sink)
         except KeyboardInterrupt:
             pass
     tracer.close()

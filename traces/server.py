@@ -7,6 +7,12 @@ and answers two kinds of request on it:
   ``traces/viewer/``, with ``Content-Length`` and ``Connection: close``;
 * ``GET /ws`` with ``Upgrade: websocket``: the trace stream, handed to trio-websocket.
 
+HTTP/1.1 requests are parsed by h11, one request per connection: every response says
+``Connection: close`` and the connection is closed after it (a pipelined second request
+is never read). A request head must arrive within ``request_timeout`` seconds (else 408)
+and hold at most 16 KiB and 100 header lines (else 431); a malformed one gets 400. Every
+refusal is a complete response and closes only that connection.
+
 Protocol (JSON text frames). Server to client::
 
     {"type": "hello", "header": {...trace header...}, "mode": "live" | "replay"}
@@ -50,7 +56,8 @@ Sources:
   history ring and into each client's bounded queue. A client whose queue is full loses
   the event (counted for that client only, reported as ``dropped``), so a slow or stalled
   browser never slows the runtime. A client that connects late first gets the history
-  ring, then live events, without gap or duplicate. ``sink.close()`` sends ``end``.
+  ring, then live events, without gap or duplicate. ``sink.close()`` sends ``end``
+  (``columns`` clients: with ``events``, the number sent to them, and ``dropped``).
   ``write`` may be called from the Trio thread running :meth:`TraceServer.serve` or from
   one other thread (e.g. a runtime running under its own ``trio.run`` with a virtual
   clock): the hand-over uses only ``deque`` operations and ``TrioToken.run_sync_soon``.
@@ -61,17 +68,34 @@ one (loopback only) the ``Host`` header must name the loopback address, which de
 rebinding. A WebSocket handshake that carries an ``Origin`` other than the page's own is
 refused (403), so other sites open in the same browser cannot read the trace.
 
-Timeouts (reading a request head, the handshake) use the Trio clock. Under a
-``trio.testing.MockClock`` (a runtime in virtual time sharing the server's ``trio.run``)
-virtual seconds fly by whenever every task waits, so the server then disables its request
-timeouts rather than failing connections. A runtime in virtual time can also feed
-:attr:`TraceServer.sink` from its own thread while the server runs in real time.
+Live counters, per client: the sink's ``written`` counts the events written to it
+(a folded handle counts as its receive and its handle, as ``traces.expand`` gives them),
+so for a sink given to a tracer before its first event it is the tracer's ``seq`` - once
+the tracer has written what it holds back (``Tracer.pending``: a receive waiting to be
+folded into its handle, at most one record; ``Tracer.flush`` writes it). Each event
+written is then, for each client, exactly one of: sent, queued, or dropped. ``dropped``
+(the ``dropped`` frame's count) covers the events lost to a full queue and those that
+had left the history ring before the client connected; so once the tracer is flushed
+and the client's queue drained, events sent + dropped = ``written`` = the last ``seq``.
+
+Timeouts (reading a request head, the handshake) are measured with the clock of the Trio
+run serving, which must be real time: :meth:`TraceServer.serve` refuses a
+``trio.testing.MockClock``, whose virtual seconds fly by whenever every task waits (and
+which, with nothing left to jump to, polls without sleeping). A program whose run is in
+virtual time - ``trioxide demo --view`` - serves from a thread of its own instead:
+:meth:`TraceServer.serve_in_thread` runs the server under its own ``trio.run`` with the
+real clock for the duration of a ``with`` block (started, stopped and joined by the
+block), and the program's tracer writes to :attr:`TraceServer.sink` from its thread. The
+server's timeouts then fire in real time whatever the simulation does, half-open
+connections are closed, and once the simulation's run is over the server waits for I/O
+with no deadline at all.
 """
 
 from __future__ import annotations
 
 import concurrent.futures
 import contextlib
+import functools
 import hmac
 import ipaddress
 import itertools
@@ -80,6 +104,7 @@ import math
 import multiprocessing
 import os
 import secrets
+import threading
 import time
 from collections import deque
 from collections.abc import Iterable, Iterator, Sequence
@@ -88,21 +113,29 @@ from importlib import resources
 from typing import Any, Final
 from urllib.parse import parse_qs, quote, urlsplit
 
+import h11
 import msgspec
 import trio
 import trio.testing
 import trio_websocket
 
 from ._event import TraceEvent, TraceHeader
-from ._expand import expand
+from ._expand import expand, is_folded
 from ._reader import LineError, iter_trace
 
-__all__ = ["ClientStatistics", "ServerStatistics", "TraceServer", "TraceServerSink"]
+__all__ = [
+    "ClientStatistics",
+    "ServerStatistics",
+    "ServingThread",
+    "TraceServer",
+    "TraceServerSink",
+]
 
 log = logging.getLogger(__name__)
 
 _encode = msgspec.json.Encoder().encode
-_MAX_HEAD: Final = 16 * 1024
+_MAX_HEAD: Final = 16 * 1024  # bytes of a request head
+_MAX_HEADERS: Final = 100  # header lines of a request
 _ASSETS: Final[dict[str, tuple[str, str]]] = {
     "/": ("index.html", "text/html; charset=utf-8"),
     "/index.html": ("index.html", "text/html; charset=utf-8"),
@@ -134,13 +167,17 @@ _REASONS: Final = {
 
 @dataclass(frozen=True)
 class ClientStatistics:
-    """One viewer connection: events sent to it, live events dropped for it, queued."""
+    """One viewer connection. Live: ``sent`` events were sent to it, ``queued`` wait in
+    its queue, ``dropped`` it will never get (its queue was full, or - ``missed``, part of
+    ``dropped`` - they had left the history ring before it connected). Once its queue is
+    empty, ``sent + dropped`` is the sink's ``written`` (see the module docstring)."""
 
     id: int
     remote: str
     sent: int
     dropped: int
     queued: int
+    missed: int = 0
 
 
 @dataclass(frozen=True)
@@ -505,20 +542,38 @@ async def _result(future: concurrent.futures.Future[_Built]) -> _Built:
 
 
 class _Client:
-    __slots__ = ("dropped", "id", "limit", "queue", "remote", "reported", "sent", "skip_through")
+    __slots__ = (
+        "dropped",
+        "id",
+        "limit",
+        "missed",
+        "queue",
+        "remote",
+        "reported",
+        "sent",
+        "skip_through",
+    )
 
     def __init__(self, client_id: int, remote: str, limit: int) -> None:
         self.id = client_id
         self.remote = remote
         self.limit = limit
         self.queue: deque[TraceEvent] = deque()
-        self.dropped = 0  # written by the sink's writer only
+        self.dropped = 0  # queue overflows: written by the sink's writer only
+        self.missed = 0  # written before it connected, gone from the history ring
         self.reported = 0
         self.sent = 0
         self.skip_through: TraceEvent | None = None
 
     def statistics(self) -> ClientStatistics:
-        return ClientStatistics(self.id, self.remote, self.sent, self.dropped, len(self.queue))
+        return ClientStatistics(
+            self.id, self.remote, self.sent, self.undelivered, len(self.queue), self.missed
+        )
+
+    @property
+    def undelivered(self) -> int:
+        """Events of the live stream this client will never get (its ``dropped``)."""
+        return self.dropped + self.missed
 
 
 class TraceServerSink:
@@ -535,6 +590,7 @@ class TraceServerSink:
         "_append",
         "_clients",
         "_closed",
+        "_first_seq",
         "_history",
         "_new_data",
         "_token",
@@ -549,6 +605,7 @@ class TraceServerSink:
         self._append = self._history.append
         self._clients: tuple[_Client, ...] = ()
         self._closed = False
+        self._first_seq: int | None = None  # of the first event written
         self._token: trio.lowlevel.TrioToken | None = None
         self._wake_pending = False
         self._new_data: trio.Event | None = None
@@ -563,6 +620,8 @@ class TraceServerSink:
             if self._closed:
                 self.late += 1
                 return
+            if self._first_seq is None:
+                self._first_seq = record.seq if not is_folded(record) else record.seq - 1
             for event in expand((record,)):  # clients see every event (traces.expand)
                 self.written += 1
                 self._append(event)
@@ -625,8 +684,12 @@ class TraceServerSink:
         by another thread may then be in both, and is skipped once (``skip_through``).
         """
         self._clients = (*self._clients, client)
-        snapshot = list(self._history)
+        snapshot = list(self._history)  # one step: no other thread runs meanwhile
         client.skip_through = snapshot[-1] if snapshot else None
+        first = self._first_seq
+        if first is not None and len(snapshot) == self._history.maxlen:
+            # The ring overflowed; a tracer's seqs are contiguous (traces.expand).
+            client.missed = max(0, snapshot[0].seq - first)
         return snapshot
 
     def _detach(self, client: _Client) -> None:
@@ -642,9 +705,16 @@ class TraceServerSink:
 
 
 # -- HTTP plumbing -----------------------------------------------------------------------
+#
+# h11 parses the request head (one request per connection: every response says
+# ``Connection: close``); this module only bounds it (``_MAX_HEAD`` bytes, ``_MAX_HEADERS``
+# header lines) and reads it. A WebSocket handshake is then handed to trio-websocket with
+# the bytes read so far put back in front of the stream (``_ReplayStream``).
 
 
 class _HttpError(Exception):
+    """A request this server refuses: *status* (4xx) and a one-line message."""
+
     def __init__(self, status: int, message: str) -> None:
         super().__init__(message)
         self.status = status
@@ -668,43 +738,52 @@ class _Request:
         return upgrade == "websocket" and "upgrade" in connection
 
 
-def _parse_head(head: bytes) -> _Request:
-    try:
-        text = head.decode("latin-1")
-    except UnicodeDecodeError:  # pragma: no cover - latin-1 decodes every byte
-        raise _HttpError(400, "undecodable request") from None
-    lines = text.split("\r\n")
-    parts = lines[0].split(" ")
-    if len(parts) != 3 or not parts[2].startswith("HTTP/1."):
-        raise _HttpError(400, "malformed request line")
-    method, target, _version = parts
+def _request(event: h11.Request) -> _Request:
+    """The parts of h11's *event* this server looks at (``_HttpError`` if not HTTP/1.x)."""
+    if not event.http_version.startswith(b"1."):
+        raise _HttpError(400, "malformed request line: HTTP/1.x only")
+    if len(event.headers) > _MAX_HEADERS:
+        raise _HttpError(431, f"too many header lines (at most {_MAX_HEADERS})")
     headers: dict[str, str] = {}
-    for line in lines[1:]:
-        if not line:
-            continue
-        name, sep, value = line.partition(":")
-        if not sep or not name or name != name.strip():
-            raise _HttpError(400, "malformed header line")
-        key = name.lower()
-        value = value.strip()
-        headers[key] = f"{headers[key]}, {value}" if key in headers else value
+    for name, value in event.headers:
+        key = name.decode("latin-1")
+        text = value.decode("latin-1")
+        headers[key] = f"{headers[key]}, {text}" if key in headers else text
+    target = event.target.decode("latin-1")
     split = urlsplit(target)
-    return _Request(method, target, split.path, parse_qs(split.query), headers)
+    return _Request(
+        event.method.decode("latin-1"), target, split.path, parse_qs(split.query), headers
+    )
 
 
-async def _read_head(stream: trio.abc.ReceiveStream) -> tuple[bytes, bytes]:
-    """Read up to the blank line ending the request head; returns (head, bytes after)."""
-    buf = bytearray()
+async def _read_request(
+    stream: trio.abc.ReceiveStream, conn: h11.Connection
+) -> tuple[_Request, bytes]:
+    """Read one request head with *conn*; returns the request and every byte read (the
+    head and what followed it), for a WebSocket handshake to parse again.
+
+    Raises ``_HttpError`` (malformed: 400; larger than ``_MAX_HEAD`` bytes or
+    ``_MAX_HEADERS`` lines: 431) and ``EOFError`` if the peer closed before a byte.
+    """
+    raw = bytearray()
     while True:
-        end = buf.find(b"\r\n\r\n")
-        if end >= 0:
-            return bytes(buf[:end]), bytes(buf[end + 4 :])
-        if len(buf) > _MAX_HEAD:
-            raise _HttpError(431, "request head too large")
-        data = await stream.receive_some(4096)
-        if not data:
+        try:
+            event = conn.next_event()
+        except h11.RemoteProtocolError as exc:
+            raise _HttpError(exc.error_status_hint, str(exc) or "malformed request") from None
+        if event is h11.NEED_DATA:
+            if len(raw) > _MAX_HEAD:
+                raise _HttpError(431, "request head too large")
+            data = bytes(await stream.receive_some(4096))
+            raw += data
+            conn.receive_data(data)  # b"": the peer closed its side
+            continue
+        if isinstance(event, h11.ConnectionClosed):
             raise EOFError
-        buf += data
+        assert isinstance(event, h11.Request)  # a server's first event
+        if len(raw) - len(conn.trailing_data[0]) > _MAX_HEAD:
+            raise _HttpError(431, "request head too large")
+        return _request(event), bytes(raw)
 
 
 class _ReplayStream(trio.abc.Stream):
@@ -810,7 +889,6 @@ class TraceServer:
         self._batch = batch
         self._max_bytes = max_frame_bytes
         self._request_timeout = math.inf if request_timeout is None else request_timeout
-        self._virtual_clock = False
         self._client_limit = client_queue
         self._sink = TraceServerSink(history)
         self._replay_path: str | None = None
@@ -823,6 +901,7 @@ class TraceServer:
         self._gone_sent = 0
         self._gone_dropped = 0
         self._scope: trio.CancelScope | None = None
+        self._token: trio.lowlevel.TrioToken | None = None
         self._asset_cache: dict[str, bytes] = {}
 
     @classmethod
@@ -913,9 +992,19 @@ class TraceServer:
 
     async def serve(self, *, task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED) -> None:
         """Listen and serve until cancelled (or :meth:`close`). ``nursery.start`` returns
-        the bound port. A replay file is counted (in a worker thread) before listening."""
+        the bound port. A replay file is counted (in a worker thread) before listening.
+
+        The request timeouts are measured with the run's clock, so it must be real time:
+        under a ``trio.testing.MockClock`` this raises ``RuntimeError`` (serve from a
+        thread of its own instead: :meth:`serve_in_thread`).
+        """
         if self._scope is not None:
             raise RuntimeError("this server is already serving")
+        if isinstance(trio.lowlevel.current_clock(), trio.testing.MockClock):
+            raise RuntimeError(
+                "the trace server measures its timeouts in real time, not under a "
+                "MockClock: serve it from a thread of its own (TraceServer.serve_in_thread)"
+            )
         if self._replay_path is not None and self._replay is None:
             self._replay = await trio.to_thread.run_sync(self._load_replay, self._replay_path)
         elif self._replay is not None and self._wants_pool(self._replay):
@@ -927,25 +1016,61 @@ class TraceServer:
                 await extra.aclose()
             listeners = listeners[:1]
         self._port = int(listeners[0].socket.getsockname()[1])
-        self._virtual_clock = isinstance(trio.lowlevel.current_clock(), trio.testing.MockClock)
-        self._sink._bind(trio.lowlevel.current_trio_token())
+        token = trio.lowlevel.current_trio_token()
+        self._sink._bind(token)
         try:
             with trio.CancelScope() as scope:
                 self._scope = scope
+                self._token = token
                 async with trio.open_nursery() as nursery:
                     await nursery.start(trio.serve_listeners, self._handle, listeners)
                     task_status.started(self._port)
         finally:
             self._sink._bind(None)
             self._scope = None
+            self._token = None
             if self._pool is not None:
                 self._pool.shutdown(wait=False, cancel_futures=True)
                 self._pool = None
 
     def close(self) -> None:
-        """Stop serving (from the Trio thread): :meth:`serve` returns."""
-        if self._scope is not None:
-            self._scope.cancel()
+        """Stop serving: :meth:`serve` returns. Callable from any thread (from another
+        than the server's, it returns at once and the server stops soon after)."""
+        scope, token = self._scope, self._token
+        if scope is None or token is None:
+            return
+        try:
+            here = trio.lowlevel.current_trio_token() is token
+        except RuntimeError:  # not in a Trio run
+            here = False
+        if here:
+            scope.cancel()
+        else:
+            with contextlib.suppress(trio.RunFinishedError):
+                token.run_sync_soon(scope.cancel)
+
+    @property
+    def trio_token(self) -> trio.lowlevel.TrioToken | None:
+        """The token of the Trio run serving (``None`` when not serving): to reach the
+        server's run from another thread with ``trio.from_thread``."""
+        return self._token
+
+    @contextlib.contextmanager
+    def serve_in_thread(self) -> Iterator[ServingThread]:
+        """Serve from a new thread running its own ``trio.run`` in real time, for the
+        duration of the ``with`` block: how a program whose Trio run is in virtual time
+        (a ``MockClock``) shows it live. Returns once the server listens (or raises what
+        :meth:`serve` raised, e.g. ``OSError`` for a port in use); at the end of the block
+        the server stops and the thread is joined. Give :attr:`sink` to the program's
+        tracer: its ``write`` is safe from that other thread.
+        """
+        thread = ServingThread(self)
+        thread.start()
+        try:
+            yield thread
+        finally:
+            thread.stop()
+            thread.join()
 
     @staticmethod
     def _wants_pool(source: _ReplaySource) -> bool:
@@ -992,57 +1117,53 @@ class TraceServer:
                 await stream.aclose()
 
     async def _handle_connection(self, stream: trio.SocketStream) -> None:
+        conn = h11.Connection(h11.SERVER, max_incomplete_event_size=_MAX_HEAD)
         try:
-            with trio.fail_after(self._timeout):
-                head, rest = await _read_head(stream)
-            request = _parse_head(head)
+            with trio.fail_after(self._request_timeout):
+                request, raw = await _read_request(stream, conn)
         except trio.TooSlowError:
-            await self._respond(stream, 408, b"request timeout\n")
+            await self._respond(stream, conn, 408, b"request timeout\n")
             return
         except _HttpError as exc:
-            await self._respond(stream, exc.status, f"{exc}\n".encode())
+            await self._respond(stream, conn, exc.status, f"{exc}\n".encode())
             return
         if self.token is None and not self._host_allowed(request.header("host")):
-            await self._respond(stream, 403, b"forbidden host\n")
+            await self._respond(stream, conn, 403, b"forbidden host\n")
             return
         if request.is_websocket:
             if request.path != "/ws":
-                await self._respond(stream, 404, b"not found\n")
+                await self._respond(stream, conn, 404, b"not found\n")
             elif request.method != "GET" or not request.header("sec-websocket-key"):
-                await self._respond(stream, 400, b"bad websocket handshake\n")
+                await self._respond(stream, conn, 400, b"bad websocket handshake\n")
             elif request.header("sec-websocket-version") != "13":
                 await self._respond(
                     stream,
+                    conn,
                     426,
                     b"websocket version 13 only\n",
                     extra=[("Sec-WebSocket-Version", "13")],
                 )
             elif request.query.get("format", [LEGACY])[0] not in _FORMATS:
-                await self._respond(stream, 400, b"unknown format (events, columns)\n")
+                await self._respond(stream, conn, 400, b"unknown format (events, columns)\n")
             else:
-                await self._websocket(stream, head + b"\r\n\r\n" + rest, request)
+                await self._websocket(stream, raw, request)
             return
         if request.method not in ("GET", "HEAD"):
             await self._respond(
-                stream, 405, b"method not allowed\n", extra=[("Allow", "GET, HEAD")]
+                stream, conn, 405, b"method not allowed\n", extra=[("Allow", "GET, HEAD")]
             )
             return
         asset = _ASSETS.get(request.path)
         if asset is None:
-            await self._respond(stream, 404, b"not found\n")
+            await self._respond(stream, conn, 404, b"not found\n")
             return
         if request.path in _PAGES and not self._token_ok(request):
-            await self._respond(stream, 403, b"forbidden: this viewer needs ?token=...\n")
+            await self._respond(stream, conn, 403, b"forbidden: this viewer needs ?token=...\n")
             return
         name, content_type = asset
         await self._respond(
-            stream, 200, self._asset(name), content_type, head_only=request.method == "HEAD"
+            stream, conn, 200, self._asset(name), content_type, head_only=request.method == "HEAD"
         )
-
-    @property
-    def _timeout(self) -> float:
-        """The request timeout; none under a MockClock, where it would expire at once."""
-        return math.inf if self._virtual_clock else self._request_timeout
 
     def _asset(self, name: str) -> bytes:
         data = self._asset_cache.get(name)
@@ -1055,6 +1176,7 @@ class TraceServer:
     async def _respond(
         self,
         stream: trio.abc.SendStream,
+        conn: h11.Connection,
         status: int,
         body: bytes,
         content_type: str = "text/plain; charset=utf-8",
@@ -1062,19 +1184,24 @@ class TraceServer:
         head_only: bool = False,
         extra: Iterable[tuple[str, str]] = (),
     ) -> None:
-        lines = [
-            f"HTTP/1.1 {status} {_REASONS.get(status, 'Error')}",
-            f"Content-Type: {content_type}",
-            f"Content-Length: {len(body)}",
-            "Connection: close",
-            "Cache-Control: no-store",
-            "X-Content-Type-Options: nosniff",
-            "Referrer-Policy: no-referrer",
-            f"Content-Security-Policy: {_CSP}",
-            *(f"{k}: {v}" for k, v in extra),
+        """Send the one response of this connection (*head_only*: to a ``HEAD``)."""
+        headers = [
+            ("Content-Type", content_type),
+            ("Content-Length", str(len(body))),
+            ("Connection", "close"),
+            ("Cache-Control", "no-store"),
+            ("X-Content-Type-Options", "nosniff"),
+            ("Referrer-Policy", "no-referrer"),
+            ("Content-Security-Policy", _CSP),
+            *extra,
         ]
-        data = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
-        await stream.send_all(data if head_only else data + body)
+        reason = _REASONS.get(status, "Error")
+        data = conn.send(h11.Response(status_code=status, headers=headers, reason=reason))
+        assert data is not None
+        if not head_only:
+            data += conn.send(h11.Data(data=body)) or b""
+        data += conn.send(h11.EndOfMessage()) or b""
+        await stream.send_all(data)
 
     def _token_ok(self, request: _Request) -> bool:
         if self.token is None:
@@ -1103,16 +1230,16 @@ class TraceServer:
         replay = _ReplayStream(stream, raw)
         async with trio.open_nursery() as nursery:
             try:
-                with trio.fail_after(self._timeout):
+                with trio.fail_after(self._request_timeout):
                     ws_request = await trio_websocket.wrap_server_stream(
                         nursery, replay, message_queue_size=4, max_message_size=64 * 1024
                     )
                 refusal = self._ws_refusal(request)
                 if refusal is not None:
-                    with trio.move_on_after(self._timeout):
+                    with trio.move_on_after(self._request_timeout):
                         await ws_request.reject(403, body=refusal.encode() + b"\n")
                     return
-                with trio.fail_after(self._timeout):
+                with trio.fail_after(self._request_timeout):
                     ws = await ws_request.accept()
                 fmt = request.query.get("format", [LEGACY])[0]
                 try:
@@ -1145,7 +1272,7 @@ class TraceServer:
             self._sink._detach(client)
             del self._clients[client.id]
             self._gone_sent += client.sent
-            self._gone_dropped += client.dropped
+            self._gone_dropped += client.undelivered
 
     async def _read_client(
         self, ws: trio_websocket.WebSocketConnection, done: trio.CancelScope
@@ -1257,20 +1384,84 @@ class TraceServer:
             client.skip_through = None
         while True:
             waiter = sink._waiter()
+            # Read before the queue: every event written before ``close`` is queued then.
+            closed = sink.closed
             if queue:
                 batch = [queue.popleft() for _ in range(min(len(queue), self._batch))]
                 for frame, count in _frames(fmt, batch, self._batch, self._max_bytes):
                     await ws.send_message(frame)
                     client.sent += count
-            elif client.dropped != client.reported:
-                client.reported = client.dropped
+            elif client.undelivered != client.reported:
+                client.reported = client.undelivered
                 await ws.send_message(_json({"type": "dropped", "count": client.reported}))
-            elif sink.closed:
-                await ws.send_message(_END)
+            elif closed:
+                if fmt == LEGACY:
+                    await ws.send_message(_END)
+                else:
+                    end = {"type": "end", "events": client.sent, "dropped": client.undelivered}
+                    await ws.send_message(_json(end))
                 return
             else:
                 await waiter.wait()
                 continue
-            if client.dropped != client.reported:
-                client.reported = client.dropped
+            if client.undelivered != client.reported:
+                client.reported = client.undelivered
                 await ws.send_message(_json({"type": "dropped", "count": client.reported}))
+
+
+# -- serving from a thread of its own ------------------------------------------------------
+
+
+class ServingThread:
+    """A :class:`TraceServer` serving from a thread of its own, under its own ``trio.run``
+    (the real clock): made by :meth:`TraceServer.serve_in_thread`, which starts it, stops
+    it and joins it. While no client is connected, that run waits for I/O with no
+    deadline at all: it costs no CPU.
+    """
+
+    def __init__(self, server: TraceServer) -> None:
+        self.server = server
+        self._listening = threading.Event()
+        self._stopped = threading.Event()
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name="trioxide trace server")
+
+    def start(self) -> None:
+        """Start the thread; return once the server listens (or raise why it could not)."""
+        self._thread.start()
+        self._listening.wait()
+        if self._error is not None:
+            self._thread.join()
+            error, self._error = self._error, None
+            raise error
+
+    def stop(self) -> None:
+        """Ask the server to stop (from any thread); :meth:`wait` then returns."""
+        self.server.close()
+
+    def wait(self) -> None:
+        """Block the calling thread until the server has stopped (:meth:`stop`, or it
+        failed): e.g. keep serving until Ctrl-C, which interrupts this wait."""
+        self._stopped.wait()
+
+    def join(self) -> None:
+        """Wait for the thread to end; raise the error the server failed with, if any."""
+        self._thread.join()
+        if self._error is not None:
+            error, self._error = self._error, None
+            raise error
+
+    # the thread ---------------------------------------------------------------------
+
+    def _run(self) -> None:
+        try:
+            trio.run(functools.partial(self.server.serve, task_status=self))
+        except BaseException as exc:  # handed to the thread that joins
+            self._error = exc
+        finally:
+            self._listening.set()
+            self._stopped.set()
+
+    def started(self, value: object = None) -> None:
+        """``trio.TaskStatus``: the server listens."""
+        self._listening.set()

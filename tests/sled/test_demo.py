@@ -106,17 +106,19 @@ def test_export_command_writes_perfetto_and_otlp(
         main(["export", str(trace)])
 
 
-def test_demo_view_streams_the_live_run_to_a_client(tmp_path: Path) -> None:
-    """``trioxide demo --view``: the live server is a sink of the demo's tracer, in the
-    same (virtual-time) run; a client gets the hello, then the run's events."""
+def test_demo_view_streams_the_run_then_idles_and_still_answers(tmp_path: Path) -> None:
+    """``trioxide demo --view``: the server streams the (virtual-time) run from a thread of
+    its own. A client gets every event once, in order, with counters that agree (events
+    received + dropped = the tracer's seq = the last seq). After the run the server's Trio
+    run waits for I/O with no deadline at all (it used to spin a CPU core: the run's
+    MockClock polled forever), and a client connecting then still gets the whole run."""
     import json
-    import math
+    import threading
 
     import trio
     import trio_websocket
 
     from trioxide.actors.demo import DemoOptions, Stats, _InvariantSink, _viewed
-    from trioxide.runtime.testing import run_seeded
     from trioxide.traces.server import TraceServer
 
     opts = DemoOptions(vmms=3, trace=tmp_path / "live.jsonl")
@@ -125,39 +127,55 @@ def test_demo_view_streams_the_live_run_to_a_client(tmp_path: Path) -> None:
     server = TraceServer()
     file_sink = traces.JsonlFileSink(opts.trace)
     tracer = traces.Tracer(file_sink, checker, server.sink, payloads=True)
-    received: list[dict[str, object]] = []
-    hello: dict[str, object] = {}
+    demo = threading.Thread(target=_viewed, args=(server, opts, stats, checker, tracer, file_sink))
 
-    def listening() -> bool:
-        try:
-            return server.port > 0
-        except RuntimeError:  # not bound yet
-            return False
+    class Idle(trio.abc.Instrument):
+        """Set once the server's run waits for I/O with no timer due (Trio's longest wait)."""
+
+        def __init__(self) -> None:
+            self.seen = threading.Event()
+
+        def before_io_wait(self, timeout: float) -> None:
+            if timeout >= 3600:
+                self.seen.set()
+
+    async def watch(port: int) -> tuple[dict[str, object], list[int], dict[str, object]]:
+        async with trio_websocket.open_websocket(
+            "127.0.0.1", port, "/ws?format=columns", use_ssl=False, max_message_size=1 << 24
+        ) as ws:
+            hello = json.loads(await ws.get_message())
+            seqs: list[int] = []
+            dropped = 0
+            while (frame := json.loads(await ws.get_message()))["type"] != "end":
+                if frame["type"] == "columns":
+                    seqs.extend(frame["seq"])
+                elif frame["type"] == "dropped":
+                    dropped = frame["count"]
+            assert frame["dropped"] == dropped and frame["events"] == len(seqs)
+            return hello, seqs, frame
 
     async def main() -> None:
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(_viewed, server, opts, stats, checker, tracer, file_sink)
-            while not listening():  # noqa: ASYNC110
-                await trio.sleep(0.001)
-            # Far beyond the demo's own virtual length: no events would fail here, not hang.
-            with trio.fail_after(10**7):
-                await receive_until_sled_stops()
-            nursery.cancel_scope.cancel()
+        demo.start()
+        with trio.fail_after(30):
+            while server.trio_token is None:  # noqa: ASYNC110 - the demo's thread starts it
+                await trio.sleep(0.01)
+            hello, seqs, end = await watch(server.port)
+            assert hello["mode"] == "live"
+            assert seqs == sorted(set(seqs)) and seqs[-1] == tracer.seq  # in order, once each
+            assert len(seqs) + int(end["dropped"]) == tracer.seq == server.statistics().written
+            # After the run: the server idles, and still answers.
+            idle = Idle()
+            token = server.trio_token
+            assert token is not None
+            token.run_sync_soon(trio.lowlevel.add_instrument, idle)
+            await trio.to_thread.run_sync(idle.seen.wait, abandon_on_cancel=True)
+            _, seqs, end = await watch(server.port)
+            assert seqs == list(range(1, tracer.seq + 1)) and end["dropped"] == 0
+        server.close()
+        await trio.to_thread.run_sync(demo.join)
 
-    async def receive_until_sled_stops() -> None:
-        async with trio_websocket.open_websocket(
-            "127.0.0.1", server.port, "/ws", use_ssl=False, max_message_size=1 << 24,
-            connect_timeout=math.inf, disconnect_timeout=math.inf,
-        ) as ws:  # fmt: skip
-            hello.update(json.loads(await ws.get_message()))
-            while not any(e["kind"] == "stop" and e["actor"] == "sled" for e in received):
-                frame = json.loads(await ws.get_message())
-                if frame["type"] == "events":
-                    received.extend(frame["events"])
-
-    run_seeded(main, seed=1)
-    assert hello["type"] == "hello" and hello["mode"] == "live"
-    kinds = {e["kind"] for e in received}
+    trio.run(main)
+    kinds = {e.kind for e in traces.read_trace(opts.trace).events}
     assert {"spawn", "send", "receive", "handle", "stop"} <= kinds
     assert stats.sent == stats.answered > 0 and not stats.violations
 

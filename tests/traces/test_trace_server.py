@@ -8,7 +8,6 @@ wall-clock durations; ``trio.fail_after`` only turns a hang into a failure.
 from __future__ import annotations
 
 import json
-import math
 import threading
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -274,34 +273,55 @@ async def test_live_runtime_in_its_own_thread_and_virtual_clock() -> None:
     assert {"send", "receive", "handle", "reply", "fail", "restart"} <= {e["kind"] for e in got}
 
 
-async def test_server_inside_a_virtual_time_run(autojump_clock: trio.testing.MockClock) -> None:
-    # As in `trioxide demo --view`: the server shares the simulation's trio.run, whose
-    # MockClock jumps ahead whenever every task waits (here: on sockets and on a thread).
-    # Its request timeouts must not expire in virtual time.
+async def test_serve_refuses_a_virtual_clock(autojump_clock: trio.testing.MockClock) -> None:
+    # Its request timeouts would expire at once (or never, with the clock held): real time only.
+    with pytest.raises(RuntimeError, match="serve_in_thread"):
+        await TraceServer().serve()
+
+
+def test_serve_in_thread_beside_a_virtual_time_run() -> None:
+    # As in `trioxide demo --view`: the simulation runs in virtual time in this thread while
+    # the server serves from a thread of its own, in real time; a browser connects during
+    # the run (its HTTP request sent slowly, in real time) and after it.
     server = TraceServer(request_timeout=5.0)
+    seen: dict[str, Any] = {}
 
-    async def simulation() -> None:
-        for seq in range(1, 100_000):
-            if seq <= 50:
-                server.sink.write(ev(seq))
-            await trio.sleep(1.0)  # a virtual second: passes instantly
+    async def browser(port: int) -> None:
+        status, _, _ = await http_get(port, "/", delay=0.05)  # real time
+        async with trio_websocket.open_websocket("127.0.0.1", port, "/ws", use_ssl=False) as ws:
+            seen["hello"] = await recv(ws)
+            seen["first"] = (await recv(ws))["events"][0]["seq"]
+        seen["status"] = status
 
-    def browser(port: int) -> tuple[int, dict[str, Any], list[int]]:
-        async def main() -> tuple[int, dict[str, Any], list[int]]:
-            status, _, _ = await http_get(port, "/", delay=0.05)  # real time
-            async with trio_websocket.open_websocket("127.0.0.1", port, "/ws", use_ssl=False) as ws:
-                hello = await recv(ws)
-                first = await recv(ws)
-                return status, hello, [e["seq"] for e in first["events"]]
+    async def simulation(port: int) -> None:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(trio.to_thread.run_sync, trio.run, browser, port)
+            seq = 0
+            while "status" not in seen and seq < 10**7:
+                seq += 1
+                if seq <= 50:
+                    server.sink.write(ev(seq))
+                await trio.sleep(1.0)  # a virtual second: passes instantly
+        seen["virtual"] = trio.current_time()
+        server.sink.close()
 
-        return trio.run(main)
+    with server.serve_in_thread() as serving:
+        assert server.trio_token is not None
+        trio.run(simulation, server.port, clock=trio.testing.MockClock(autojump_threshold=0))
+        assert seen["status"] == 200 and seen["hello"]["mode"] == "live" and seen["first"] == 1
+        assert seen["virtual"] > 10.0  # the clock did run ahead while the browser connected
 
-    async with serving(server, guard=math.inf), trio.open_nursery() as nursery:
-        nursery.start_soon(simulation)
-        status, hello, seqs = await trio.to_thread.run_sync(browser, server.port)
-        nursery.cancel_scope.cancel()
-    assert trio.current_time() > 10.0  # the clock did run ahead while the browser connected
-    assert status == 200 and hello["mode"] == "live" and seqs[0] == 1
+        async def late() -> list[int]:  # after the run: the whole of it, then end
+            async with client(server) as ws:
+                await recv(ws)
+                got = [e["seq"] for e in await recv_events(ws, 50)]
+                assert await recv(ws) == {"type": "end"}
+                return got
+
+        assert trio.run(late) == list(range(1, 51))
+        serving.stop()
+        serving.wait()  # returns once the server has stopped
+        assert server.trio_token is None
 
 
 # -- the client side of the protocol ----------------------------------------------------------
