@@ -157,3 +157,58 @@ def test_zoom_keeps_the_time_under_the_cursor_and_stays_on_the_trace(
         assert page.is_hidden("#tooltip")
     finally:
         page.context.close()
+
+
+def test_focus_opens_on_the_aborted_start_drawn_as_a_cancellation(
+    demo: tuple[str, traces.TraceFile], browser: Any, tmp_path: Path
+) -> None:
+    url, tf = demo
+    ev = tf.events
+    stop = next(
+        e for e in ev if e.kind == "send" and e.msg_type == "Stop" and "vmm-abort" in e.actor
+    )
+    activate = next(
+        e
+        for e in ev
+        if e.kind == "handle"
+        and e.outcome == "cancelled"
+        and e.actor.endswith("vmm-abort/crucible-disk0")
+    )
+    page = _open(browser, url + "?focus=vmm-abort")
+    try:
+        page.screenshot(path=str(tmp_path / "focus-vmm-abort.png"))
+        box = _chart_box(page)
+
+        def on_screen(x: float, y: float) -> bool:
+            return (
+                box["x"] <= x <= box["x"] + box["width"]
+                and box["y"] <= y <= box["y"] + box["height"]
+            )
+
+        assert page.input_value("#filter-vmm") == "vmm-abort"
+        stats = page.evaluate("window.viewer.stats()")
+        assert 0 < stats["filtered"] < len(ev) // 10  # filtered to the VMM
+        pos = page.evaluate(f"window.viewer.position({stop.seq})")
+        assert pos is not None and on_screen(pos["x"], pos["y"]), pos
+        sl = page.evaluate(f"window.viewer.slice({activate.seq})")
+        assert sl["style"] == "cancelled" and sl["end"] == activate.seq
+        assert on_screen(sl["x1"], sl["y"]) and on_screen(sl["x2"], sl["y"])
+        assert sl["x2"] - sl["x1"] > 0.3 * box["width"]  # zoomed to the VMM: a wide slice
+        # the tree names filtered lifelines by their path, not a bare leaf
+        names = page.locator(".tree-row .name").all_inner_texts()
+        assert "sled/propolis-host" in names and "crucible-disk0" in names
+        # the details headline says cancelled; the raw exception group is folded away
+        page.evaluate(f"window.viewer.select({activate.seq})")
+        page.wait_for_timeout(100)
+        headline = page.inner_text("#details h3")
+        assert headline.endswith("· cancelled") and "Activate" in headline
+        assert "ended (error)" not in page.inner_text("#details")
+        assert page.locator("#details details.raw").count() == 1
+        if activate.cause is not None:  # the runtime names the cancelling message
+            links = page.evaluate("window.viewer.causeLinks()")
+            assert {"to": activate.seq, "how": "cancelled"}.items() <= next(
+                link for link in links if link["to"] == activate.seq
+            ).items()
+        page.screenshot(path=str(tmp_path / "focus-selected.png"))
+    finally:
+        page.context.close()

@@ -31,6 +31,11 @@
     '#ff9166', '#82aaff', '#e5c07b', '#5ee0ff', '#f78c6c',
   ];
   const TELL_COLOR = '#7d8da3';
+  // Slices and arrows get their message type written on them once this wide (px); at
+  // most MAX_LABELS of each per draw.
+  const LABEL_MIN_PX = 40;
+  const MAX_LABELS = 400;
+  const LABEL_FONT = '10px system-ui, sans-serif';
   const CANCELLED_COLOR = '#8c8c8c';
   // A finished handler slice's style by its structured outcome (trace field `outcome`).
   const SLICE_STYLE = { ok: 0, error: 1, cancelled: 3 };
@@ -69,6 +74,9 @@
   const K_CANCEL = KIND_INDEX.get('cancel');
   const K_STOP = KIND_INDEX.get('stop');
   const K_FAIL = KIND_INDEX.get('fail');
+  const K_TASK_END = KIND_INDEX.get('task_end');
+  const K_VIOLATION = KIND_INDEX.get('violation');
+  const CAUSE_COLORS = { cancelled: '#ff85c0', error: '#ff4d4f' };
   // The mark of each kind (by kind index; null for arrows and slices).
   const MARK_OF = KINDS.map((k) => MARKS[k] || null);
   const collator = new Intl.Collator(undefined, { numeric: true });
@@ -760,7 +768,14 @@
   function layout() {
     const F = S.F;
     const compact = F.compact && eventFilterActive();
-    for (const list of S.unsorted) list.sort((a, b) => collator.compare(a.name, b.name));
+    // Siblings by name; live, only the ones that arrived since the last layout, after the
+    // ones already shown (rows never move as actors appear).
+    for (const list of S.unsorted) {
+      const keep = S.mode === 'live' ? (list.laidOut || 0) : 0;
+      const tail = list.splice(keep).sort((a, b) => collator.compare(a.name, b.name));
+      list.push(...tail);
+      list.laidOut = list.length;
+    }
     S.unsorted.clear();
     // post-order: subtree hit counts and subtree actor-filter matches (iterative: trees
     // can be deep)
@@ -803,6 +818,14 @@
       for (const c of n.children) visit(c, childHidden, childRow);
     };
     for (const r of S.roots) visit(r, false, -1);
+    // A row whose parent is not shown (filtered away) is labelled with its path from the
+    // nearest shown ancestor (the whole path if none), indented under that ancestor.
+    for (const n of rows) {
+      let a = n.parent;
+      while (a && a.row < 0) a = a.parent;
+      n.label = a === n.parent ? n.name : (a ? n.path.slice(a.path.length + 1) : n.path);
+      n.indent = a ? a.indent + 1 : 0;
+    }
     if (VROW.length < NODES.length) VROW = new Int32Array(Math.max(NODES.length, VROW.length * 2, 256)).fill(-1);
     for (const n of NODES) VROW[n.id] = n.vrow;
     S.rows = rows;
@@ -1154,6 +1177,7 @@
   }
 
   function sliceStyle(h) {
+    if (EV.kind[h] === K_STOP) return SLICE_STYLE.cancelled; // cut short by its actor's stop
     const o = EV.outcome[h];
     if (o < 0) return 0;
     let st = sliceStyleOf[o];
@@ -1233,6 +1257,7 @@
       drawArrows(c, lo, hi, lim, W, H);
       const q2 = performance.now();
       drawPointEvents(c, lo, hi, lim, W, H, r0, r1);
+      drawCauseLinks(c, lo, hi, lim);
       const q3 = performance.now();
       drawSelection(c, lim);
       T.timing.lastDraw = { slicesMs: q1 - q0, arrowsMs: q2 - q1, pointsMs: q3 - q2, eventsInView: hi - lo };
@@ -1257,7 +1282,9 @@
     // Slices of one row are merged while they overlap on screen (zoomed out, thousands of
     // slices collapse into a few rectangles).
     const cur = new Map(); // row * 4 + style -> [x1, x2, y]
-    const flush = (key, st) => paths[key % 4].rect(st[0], st[2] - 4, Math.max(2, st[1] - st[0]), 8);
+    const flush = (key, st) => paths[key % 4].rect(st[0], st[2] - 5, Math.max(2, st[1] - st[0]), 10);
+    const labels = []; // slices wide enough for their message type: [receive, x1, x2, y]...
+    const cancelEnds = []; // where cancelled slices end: [x, y]...
     const xEnd = lastIdx >= 0 ? xOf(lastIdx) : 0;
     const f = EV.f;
     const actor = EV.actor;
@@ -1277,6 +1304,8 @@
       const xa = Math.max(-2, x1);
       const xb = Math.max(xa + 2, Math.min(W + 2, x2));
       const style = !done ? 2 : sliceStyle(h);
+      if (xb - xa >= LABEL_MIN_PX && labels.length < 4 * MAX_LABELS) labels.push(r, xa, xb, y);
+      if (style === SLICE_STYLE.cancelled && x2 <= W + 2 && cancelEnds.length < 3 * MAX_LABELS) cancelEnds.push(x2, y);
       const key = row * 4 + style;
       const st = cur.get(key);
       if (st && xa <= st[1] + 1) {
@@ -1307,6 +1336,24 @@
     c.fillStyle = CANCELLED_COLOR;
     c.fill(paths[3]);
     c.globalAlpha = 1;
+    // a cancelled handler ends in the cancel mark (a cancellation, not an error)
+    for (let k = 0; k < cancelEnds.length; k += 2) glyph(c, 'ring', cancelEnds[k], cancelEnds[k + 1], MARKS.cancel.color, false);
+    c.font = LABEL_FONT;
+    c.textBaseline = 'middle';
+    c.fillStyle = '#f2f5f8';
+    for (let k = 0; k < labels.length; k += 4) {
+      const text = fitText(c, str(typeOf(labels[k])), labels[k + 2] - labels[k + 1] - 6);
+      if (text) c.fillText(text, labels[k + 1] + 3, labels[k + 3] + 0.5);
+    }
+  }
+
+  // text cut (with an ellipsis) to at most w px; '' if not even a few characters fit.
+  function fitText(c, text, w) {
+    if (!text) return '';
+    if (c.measureText(text).width <= w) return text;
+    let n = Math.floor((text.length * w) / c.measureText(text).width);
+    while (n > 2 && c.measureText(`${text.slice(0, n)}…`).width > w) n--;
+    return n > 2 ? `${text.slice(0, n)}…` : '';
   }
 
   // Clip the straight segment (x1, y1) - (x2, y2) to ymin <= y <= ymax into G[0..3].
@@ -1335,6 +1382,7 @@
     const f = EV.f;
     let drawn = 0;
     const heads = [];
+    const labels = []; // arrows long enough for their message type: [message, x, y]...
     for (let j = from; j < AR.n; j++) {
       const m = AR.m[j];
       const ri = MS.recv[m];
@@ -1393,6 +1441,9 @@
       }
       S.hitArrows.push(x1, y1, x2, y2, j);
       drawn++;
+      if ((kind === 0 || kind === 3) && labels.length < 3 * MAX_LABELS && Math.hypot(x2 - x1, y2 - y1) >= 2 * LABEL_MIN_PX) {
+        labels.push(m, (x1 + x2) / 2, kind === 3 ? Math.min(y1, y2) - 9 : (y1 + y2) / 2);
+      }
     }
     const showHeads = drawn < 4000;
     if (showHeads) for (let k = 0; k < heads.length; k += 5) pathArrowHead(heads[k], heads[k + 1], heads[k + 2], heads[k + 3], heads[k + 4], 5);
@@ -1404,6 +1455,29 @@
       if (showHeads) { c.fillStyle = color; c.fill(hp); }
     }
     c.globalAlpha = 1;
+    drawArrowLabels(c, labels);
+  }
+
+  // Message types on arrows: centred on the arrow, on a dark pill, none overlapping.
+  function drawArrowLabels(c, labels) {
+    if (!labels.length) return;
+    c.font = LABEL_FONT;
+    c.textBaseline = 'middle';
+    const taken = [];
+    for (let k = 0; k < labels.length; k += 3) {
+      const text = str(MS.type[labels[k]]);
+      if (!text) continue;
+      const w = c.measureText(text).width + 6;
+      const x = labels[k + 1] - w / 2;
+      const y = labels[k + 2];
+      if (y < AXIS_H + 6) continue;
+      if (taken.some((b) => x < b[0] + b[2] && b[0] < x + w && Math.abs(y - b[1]) < 13)) continue;
+      taken.push([x, y, w]);
+      c.fillStyle = 'rgba(19,22,27,0.85)';
+      c.fillRect(x, y - 6, w, 12);
+      c.fillStyle = '#c3ccd7';
+      c.fillText(text, x + 3, y + 0.5);
+    }
   }
 
   function drawPointEvents(c, lo, hi, lim, W, H, r0, r1) {
@@ -1519,6 +1593,51 @@
       c.setLineDash([]);
     }
     for (let k = 0; k < major.length; k += 3) glyph(c, major[k].shape, major[k + 1], major[k + 2], major[k].color, true);
+  }
+
+  // Whether event i is a cancellation, a failure or a violation whose cause is recorded:
+  // the outcome its cause link is drawn in, else null.
+  function causedOutcome(i) {
+    if (EV.cause[i] < 0) return null;
+    const k = EV.kind[i];
+    if (k === K_FAIL || k === K_VIOLATION) return 'error';
+    if (k === K_CANCEL) return 'cancelled';
+    if ((k === K_HANDLE || k === K_TASK_END) && str(EV.outcome[i]) === 'cancelled') return 'cancelled';
+    return null;
+  }
+
+  // A thin dashed line from the message that caused a cancellation, failure or violation
+  // (where it was received; sent, if not received) to the event. Drawn: S.causeLinks.
+  function drawCauseLinks(c, lo, hi, lim) {
+    S.causeLinks = [];
+    const f = EV.f;
+    for (let i = lo; i < hi; i++) {
+      if (!f[i] || EV.cause[i] < 0) continue;
+      const how = causedOutcome(i);
+      if (!how) continue;
+      const m = msgById.get(EV.cause[i]);
+      if (m === undefined) continue;
+      const from = MS.recv[m] >= 0 && MS.recv[m] < lim ? MS.recv[m] : MS.send[m];
+      if (from < 0 || from >= lim) continue;
+      const y1 = yOfRow(VROW[EV.actor[from]]);
+      const y2 = yOfRow(rowOfEvent(i));
+      if (y1 === null || y2 === null) continue;
+      const x1 = xOf(from);
+      const x2 = xOf(i);
+      c.strokeStyle = CAUSE_COLORS[how];
+      c.fillStyle = CAUSE_COLORS[how];
+      c.lineWidth = 1;
+      c.setLineDash([3, 3]);
+      c.beginPath();
+      c.moveTo(x1, y1);
+      if (y1 === y2) c.quadraticCurveTo((x1 + x2) / 2, y1 - ROW_H, x2, y2); else c.lineTo(x2, y2);
+      c.stroke();
+      c.setLineDash([]);
+      c.beginPath();
+      c.arc(x1, y1, 2.5, 0, 6.2832);
+      c.fill();
+      S.causeLinks.push({ from: EV.seq[from], to: EV.seq[i], how });
+    }
   }
 
   function drawSelection(c, lim) {
@@ -1942,7 +2061,8 @@
     }
     const ev = fieldsOf(i);
     const type = evType(i);
-    box.append(el('h3', { text: `seq ${ev.seq} · ${ev.kind}${type ? ` · ${type}` : ''}` }));
+    const cancelled = ev.outcome === 'cancelled' && ev.kind !== 'cancel';
+    box.append(el('h3', { text: `seq ${ev.seq} · ${ev.kind}${type ? ` · ${type}` : ''}${cancelled ? ' · cancelled' : ''}` }));
     const tbl = el('table');
     for (const f of ['seq', 't', 'kind', 'actor', 'peer', 'msg_id', 'cause', 'corr', 'msg_type', 'outcome', 'detail']) {
       let v = ev[f];
@@ -1951,6 +2071,9 @@
         const m = msgById.get(v);
         const to = m === undefined ? -1 : (MS.recv[m] >= 0 ? MS.recv[m] : MS.send[m]);
         cell = el('td', null, seqLink(to, `#${v}`), m !== undefined && MS.type[m] >= 0 ? ` ${STR[MS.type[m]]}` : '');
+      } else if (f === 'detail' && v !== null && ev.outcome === 'cancelled') {
+        // the exception's repr (a group of Cancelled()) is the detail, not the headline
+        cell = el('td', null, el('details', { class: 'raw' }, el('summary', { text: 'cancelled' }), String(v)));
       } else if (f === 'corr' && v !== null && v !== ev.msg_id) {
         const m = msgById.get(v);
         cell = el('td', null, seqLink(m === undefined ? -1 : MS.send[m], `#${v}`), m !== undefined && MS.type[m] >= 0 ? ` ${STR[MS.type[m]]}` : '');
@@ -1976,9 +2099,13 @@
       row('received', seqLink(recv), send >= 0 && recv >= 0 ? `  queued ${fmtDur(EV.t[recv] - EV.t[send])}` : '');
       let end = MS.handle[m];
       if (end < 0 && MS.slice[m] >= 0) end = SL.h[MS.slice[m]];
-      const outcome = end >= 0 ? str(EV.outcome[end]) : null;
-      row(end < 0 || outcome === 'ok' ? 'handled' : `ended (${outcome})`, seqLink(end), end >= 0 ? `  ${str(EV.detail[end]) || ''}` : '',
-        recv >= 0 && end >= 0 ? `  in ${fmtDur(EV.t[end] - EV.t[recv])}` : '');
+      const outcome = end >= 0 ? (sliceEndedBy(end) || str(EV.outcome[end])) : null;
+      const took = recv >= 0 && end >= 0 ? `  in ${fmtDur(EV.t[end] - EV.t[recv])}` : '';
+      if (outcome === 'cancelled') row('cancelled', seqLink(end), took, ...causeOf(end));
+      else {
+        row(end < 0 || outcome === 'ok' ? 'handled' : `ended (${outcome})`, seqLink(end),
+          end >= 0 ? `  ${str(EV.detail[end]) || ''}` : '', took, ...causeOf(end));
+      }
       if (MS.reply[m] >= 0) {
         const replies = [MS.reply[m], ...(moreReplies.get(m) || [])];
         row('replies', ...replies.flatMap((r) => [seqLink(r), ` ${str(EV.outcome[r]) || ''} ${str(EV.detail[r]) || ''} `]));
@@ -2010,6 +2137,19 @@
       }
       box.append(ol);
     }
+  }
+
+  // 'cancelled' when event i ended a handler slice without a handle event (its actor
+  // stopped while the handler ran); else null.
+  function sliceEndedBy(i) { return EV.kind[i] === K_STOP ? 'cancelled' : null; }
+
+  // The message that caused event i's cancellation or failure, as a link: [' by ', link].
+  function causeOf(i) {
+    if (i < 0 || !causedOutcome(i)) return [];
+    const m = msgById.get(EV.cause[i]);
+    if (m === undefined) return [`  by #${EV.cause[i]}`];
+    const at = MS.recv[m] >= 0 ? MS.recv[m] : MS.send[m];
+    return ['  by ', seqLink(at, `#${MS.id[m]}${MS.type[m] >= 0 ? ` ${STR[MS.type[m]]}` : ''}`)];
   }
 
   function renderErrors() {
@@ -2084,12 +2224,14 @@
       const n = S.rows[r];
       d.style.display = '';
       d.style.top = `${r * ROW_H}px`;
-      d.style.paddingLeft = `${4 + n.depth * 12}px`;
+      d.style.paddingLeft = `${4 + n.indent * 12}px`;
       d.dataset.path = n.path;
       d.title = n.path;
       d.className = `tree-row${r % 2 ? ' odd' : ''}${n === selNode ? ' sel' : ''}${n.real ? '' : ' implied'}${n.stopped ? ' stopped' : ''}`;
       d.children[0].textContent = n.children.length ? (n.collapsed ? '▸' : '▾') : '';
-      d.children[1].textContent = n.name;
+      // a long path loses its start, not its leaf (the full path is the row's title)
+      const fits = Math.max(8, Math.floor((tree.clientWidth - 4 - n.indent * 12 - 50) / 6.8));
+      d.children[1].textContent = n.label.length > fits ? `…${n.label.slice(n.label.length - fits + 1)}` : n.label;
       d.children[2].textContent = n.count ? String(n.count) : '';
     }
   }
@@ -2632,6 +2774,32 @@
         cursor: S.hover ? S.cursorLabel : null, tooltip: tooltip.hidden ? null : tooltip.textContent,
       };
     },
+    /** The handler slice of the message that the event with this seq belongs to: how it
+     * ended ('ok', 'error', 'cancelled' or 'running') and where it is drawn (page
+     * coordinates; null if hidden), or null if the message has no slice. */
+    slice(seq) {
+      const i = eventBySeq(Number(seq));
+      const m = i < 0 ? -1 : EV.msg[i];
+      const sl = m < 0 ? -1 : MS.slice[m];
+      if (sl < 0) return null;
+      refilter();
+      syncTop();
+      const r = SL.r[sl];
+      const h = SL.h[sl];
+      const lim = cutLimit();
+      const done = h >= 0 && h < lim;
+      const style = !done ? 'running' : ['ok', 'error', 'running', 'cancelled'][sliceStyle(h)];
+      const y = EV.f[r] ? yOfRow(VROW[EV.actor[r]]) : null;
+      const rect = canvas.getBoundingClientRect();
+      return {
+        style, receive: EV.seq[r], end: done ? EV.seq[h] : null,
+        x1: y === null ? null : rect.left + xOf(r), x2: y === null ? null : rect.left + (done ? xOf(h) : xOf(lim - 1)),
+        y: y === null ? null : rect.top + y,
+      };
+    },
+    /** The cause links drawn in the last frame: [{from, to, how}] (seqs; how: 'cancelled'
+     * or 'error'). */
+    causeLinks() { return (S.causeLinks || []).slice(); },
     /** The virtual time under page x (what the cursor label says). */
     timeAt(clientX) { return timeAtKey(keyAtX(clientX - canvas.getBoundingClientRect().left)); },
     /** The fraction of the chart's width between where the shown events at quantiles
@@ -2724,6 +2892,10 @@
     buildKinds();
     buildLegend();
     wire();
+    // A deep link (trioxide view T --focus vmm-vcr): open filtered to that VMM, zoomed to
+    // its events (the view fits what the filters let through until the user zooms).
+    const focus = new URLSearchParams(location.search).get('focus');
+    if (focus) $('filter-vmm').value = focus;
     readFilterInputs();
     resize();
     connect();
