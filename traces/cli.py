@@ -9,8 +9,9 @@ import argparse
 import sys
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
-__all__ = ["add_server_args", "register", "server_options"]
+__all__ = ["add_server_args", "register", "server_options", "with_focus"]
 
 
 def add_server_args(parser: argparse.ArgumentParser) -> None:
@@ -37,7 +38,8 @@ def _view(args: argparse.Namespace) -> int:
     async def serve() -> None:
         async with trio.open_nursery() as nursery:
             await nursery.start(server.serve)
-            print(f"trioxide view: {args.trace} at {server.url}  (Ctrl-C to stop)", flush=True)
+            url = with_focus(server.url, args.focus)
+            print(f"trioxide view: {args.trace} at {url}  (Ctrl-C to stop)", flush=True)
 
     try:
         trio.run(serve)
@@ -64,10 +66,22 @@ def _export(args: argparse.Namespace) -> int:
     return 0
 
 
+def with_focus(url: str, focus: str | None) -> str:
+    """*url* with ``focus=`` added (the page opens filtered and zoomed to that VMM)."""
+    if not focus:
+        return url
+    return f"{url}{'&' if '?' in url else '?'}focus={quote(focus, safe='')}"
+
+
 def register(sub: Any) -> None:
     """Add ``view`` and ``export`` to the ``trioxide`` command's subparsers *sub*."""
     view = sub.add_parser("view", help="replay a trace file in the browser viewer")
     view.add_argument("trace", type=Path, help="a JSON Lines trace file")
+    view.add_argument(
+        "--focus",
+        metavar="VMM",
+        help="open filtered to this VMM id (e.g. vmm-vcr) and zoomed to its events",
+    )
     add_server_args(view)
     view.set_defaults(run=_view)
     export = sub.add_parser("export", help="convert a trace to Perfetto or OTLP JSON")
