@@ -46,12 +46,14 @@ class ActorCell:
         "admit_fn",
         "args",
         "backoff_scope",
+        "cancel_cause",
         "children",
         "cls",
         "current",
         "dropped",
         "exit_reason",
         "exited_event",
+        "fail_cause",
         "failures",
         "handle_fn",
         "handled",
@@ -133,6 +135,13 @@ class ActorCell:
         # The actor this one's own task is blocked on (an ask, a spawn's on_start, a stop
         # waiting for the exit): the edges of the wait-for graph AskDeadlock walks.
         self.waiting_on: ActorCell | None = None
+        # Traced runs only (msg_ids): the message whose handler raised the failure being
+        # handled (the ``fail`` event's cause), and the message that led to cancelling
+        # this actor's handler or tasks - the one its stopper was handling, or the
+        # interrupting message of ``serve_until`` (the cause of cancelled ``handle``,
+        # ``task_end`` and ``cancel`` events).
+        self.fail_cause: int | None = None
+        self.cancel_cause: int | None = None
         self.admit_fn: Callable[[Any], Admit] | None = None
         self.priority_fn: Callable[[Any], int] | None = None
         self.handle_fn: Callable[[Any], Awaitable[Any]] | None = None
@@ -223,7 +232,9 @@ class ActorCell:
                     self.failures += 1
                     tr = self.rt.tracer
                     if tr is not None:
-                        tr.fail(self.path, failure)
+                        tr.fail(self.path, failure, self.fail_cause)
+                    self.fail_cause = None
+                    if tr is not None:
                         self.rt.on_failure(self, failure)  # the flight recorder's dump
                     if self.start_status is not None:
                         # The first on_start failed: the spawner gets the exception itself.
@@ -375,7 +386,7 @@ class ActorCell:
         try:
             await fn(*args)
         except BaseException as exc:
-            tr.task_end(self.path, tname, exc)
+            tr.task_end(self.path, tname, exc, self.cancel_cause)
             raise
         tr.task_end(self.path, tname, None)
 
@@ -427,6 +438,9 @@ class ActorCell:
             return
         if self.stopping is NOT_STOPPING:
             self.stopping = reason
+            stopper = current_cell.get()
+            if stopper is not None and self.cancel_cause is None:
+                self.cancel_cause = stopper.cause_id()
         if grace is not None:
             self.stop_deadline = min(self.stop_deadline, trio.current_time() + grace)
             if self.state == "stopping":
@@ -543,6 +557,13 @@ class ActorCell:
         """Trace an ask given up by its caller (``why``: "cancelled" or "timeout")."""
         tr = self.rt.tracer
         if tr is not None:
+            asker = current_cell.get()  # (called in the asker's task)
             tr.ask_ended(
-                self.path, task_actor(env.asker), env.id, env.msg, why, env.state != WITHDRAWN
+                self.path,
+                task_actor(env.asker),
+                env.id,
+                env.msg,
+                why,
+                env.state != WITHDRAWN,
+                asker.cancel_cause if asker is not None and why == "cancelled" else None,
             )

@@ -127,7 +127,14 @@ async def run(cell: ActorCell) -> None:
                     await handle(msg)
                 except BaseException as exc:
                     last_t = None
-                    tr.handle(path, mid, None, exc.error if type(exc) is ServedTellFailed else exc)
+                    _note_failure(cell, mid, exc)
+                    tr.handle(
+                        path,
+                        mid,
+                        None,
+                        exc.error if type(exc) is ServedTellFailed else exc,
+                        cell.cancel_cause,
+                    )
                     _finish_taken(cell, exc)
                     raise
                 finally:
@@ -270,9 +277,24 @@ async def _dispatch_envelope(cell: ActorCell, env: Envelope) -> None:
         if asker is not None:
             gone(cell, env, exc)
         if tr is not None:
-            tr.handle(cell.path, env.id, corr, exc.error if type(exc) is ServedTellFailed else exc)
+            _note_failure(cell, env.id, exc)
+            tr.handle(
+                cell.path,
+                env.id,
+                corr,
+                exc.error if type(exc) is ServedTellFailed else exc,
+                cell.cancel_cause,
+            )
         _finish_taken(cell, exc)
         raise
+
+
+def _note_failure(cell: ActorCell, msg_id: int, exc: BaseException) -> None:
+    """The handler of *msg_id* ended by *exc*: if that fails the incarnation (anything
+    but a cancellation), it is the ``fail`` event's cause - the first such handler (a
+    served tell that raised, not the handler that served it)."""
+    if cell.fail_cause is None and not _cancelled(exc):
+        cell.fail_cause = msg_id
 
 
 def answer(cell: ActorCell, env: Envelope, result: outcome.Outcome[Any]) -> None:
@@ -430,6 +452,7 @@ async def serve_until(
 
     tname = task_name(fn, None)
     interrupting: Any = _NOTHING
+    restore: Any = _NOTHING  # cell.cancel_cause before an interrupt set it
     try:
         async with trio.open_nursery() as nursery:
             nursery.start_soon(cell.run_task, run_fn, (), tname, name=f"{cell.path}:{tname}")
@@ -442,6 +465,9 @@ async def serve_until(
                     await _park(cell, want or (type(None),))
                     continue
                 if interrupt and isinstance(message_of(item), interrupt):
+                    if type(item) is Envelope and item.id:
+                        restore = cell.cancel_cause
+                        cell.cancel_cause = item.id  # fn's cancellation: caused by item
                     # Cancel fn and wait for it to finish before taking a tell: a
                     # cancellation arriving meanwhile then leaves it queued, never lost.
                     # An ask is taken now (its asker can no longer withdraw it; if we are
@@ -457,6 +483,9 @@ async def serve_until(
         if len(group.exceptions) == 1:
             raise group.exceptions[0] from None
         raise
+    finally:
+        if restore is not _NOTHING:
+            cell.cancel_cause = restore
     if interrupting is not _NOTHING:
         return Interrupted(interrupting)
     await _stop_point(cell)

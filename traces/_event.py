@@ -25,7 +25,8 @@ KINDS: dict[str, str] = {
     "start": "on_start completed; the actor takes messages",
     "stop": "the actor finally exited; detail = reason; outcome ok, or error if the reason "
     "is an exception",
-    "fail": "an incarnation ended with an exception; detail = description of it",
+    "fail": "an incarnation ended with an exception; detail = description of it; cause = "
+    "the msg_id whose handler raised it (none if no handler did: a task, a hook)",
     "restart": "the supervisor re-created the actor; detail = restart count",
     "send": "msg_id was enqueued to actor by peer (None = outside any actor); corr set for "
     "asks; detail 'system' for the runtime's own messages (Terminated)",
@@ -37,7 +38,8 @@ KINDS: dict[str, str] = {
     "Carries msg_type; the payload is on the send. Written only if something was traced "
     "between it and its handle: otherwise folded into the handle (see t0)",
     "handle": "actor's handler for msg_id finished (slice ends); outcome ok | error | "
-    "cancelled (stop cancelled it); detail = the exception. With t0 set it also stands for "
+    "cancelled (stop cancelled it; cause = the msg_id its stopper was handling, if any); "
+    "detail = the exception. With t0 set it also stands for "
     "its receive (folded: the slice began at t0, nothing was traced in between; msg_type, "
     "corr as on the receive)",
     "reply": "the ask corr was answered to peer; outcome ok | error; detail = the exception",
@@ -46,10 +48,11 @@ KINDS: dict[str, str] = {
     "queued: never handled) or 'timeout while running' (the handler runs on, its reply is "
     "discarded)",
     "cancel": "the ask corr was cancelled by its caller (outcome cancelled); detail "
-    "'cancelled' (withdrawn while queued) or 'cancelled while running'",
+    "'cancelled' (withdrawn while queued) or 'cancelled while running'; cause = the msg_id "
+    "that led the caller to cancel (an interrupt, a stop), if known",
     "task_start": "a child task of actor started; detail = task name",
     "task_end": "a child task of actor ended; outcome ok | error | cancelled; detail = task "
-    "name and outcome",
+    "name and outcome; cause (cancelled) = the msg_id that led to the cancellation, if known",
     "watch_set": "a named Watch was set; actor = the setter (if any); detail = watch name",
     "violation": "the explorer found an invariant broken (outcome error); actor = the actor "
     "whose handled message was being checked (else the runtime's name), cause = that "

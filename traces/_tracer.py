@@ -91,7 +91,7 @@ class Recorder(Protocol):
 
     def stop(self, actor: str, reason: object) -> None: ...
 
-    def fail(self, actor: str, exc: BaseException) -> None: ...
+    def fail(self, actor: str, exc: BaseException, cause: int | None = None) -> None: ...
 
     def restart(self, actor: str, count: int) -> None: ...
 
@@ -126,7 +126,12 @@ class Recorder(Protocol):
     def begin(self, actor: str, msg_id: int, corr: int | None, msg: Any) -> None: ...
 
     def handle(
-        self, actor: str, msg_id: int, corr: int | None, exc: BaseException | None
+        self,
+        actor: str,
+        msg_id: int,
+        corr: int | None,
+        exc: BaseException | None,
+        cause: int | None = None,
     ) -> None: ...
 
     def reply(
@@ -139,14 +144,23 @@ class Recorder(Protocol):
     ) -> None: ...
 
     def ask_ended(
-        self, actor: str, asker: str | None, msg_id: int, msg: Any, why: str, running: bool
+        self,
+        actor: str,
+        asker: str | None,
+        msg_id: int,
+        msg: Any,
+        why: str,
+        running: bool,
+        cause: int | None = None,
     ) -> None: ...
 
     def drop(self, actor: str, msg_id: int, corr: int | None, msg: Any) -> None: ...
 
     def task_start(self, actor: str, cause: int | None, name: str) -> None: ...
 
-    def task_end(self, actor: str, name: str, exc: BaseException | None) -> None: ...
+    def task_end(
+        self, actor: str, name: str, exc: BaseException | None, cause: int | None = None
+    ) -> None: ...
 
     def watch_set(self, actor: str, cause: int | None, what: str) -> None: ...
 
@@ -308,9 +322,10 @@ class Tracer:
         outcome = "error" if isinstance(reason, BaseException) else "ok"
         self._emit("stop", actor, None, None, None, None, None, _reason_str(reason), outcome)
 
-    def fail(self, actor: str, exc: BaseException) -> None:
-        """An incarnation of *actor* ended with *exc*."""
-        self._emit("fail", actor, None, None, None, None, None, describe(exc), "error")
+    def fail(self, actor: str, exc: BaseException, cause: int | None = None) -> None:
+        """An incarnation of *actor* ended with *exc*; *cause*: the ``msg_id`` whose
+        handler raised it (``None`` if no handler did: a child task, a hook)."""
+        self._emit("fail", actor, None, None, cause, None, None, describe(exc), "error")
 
     def restart(self, actor: str, count: int) -> None:
         """The supervisor re-created *actor* (its *count*-th restart)."""
@@ -424,8 +439,16 @@ class Tracer:
         actor, msg_id, corr, msg_type, t, seq = pending
         self._write(TraceEvent(seq, t, "receive", actor, None, msg_id, None, corr, msg_type))
 
-    def handle(self, actor: str, msg_id: int, corr: int | None, exc: BaseException | None) -> None:
-        """The handler of ``msg_id`` ended: returned (*exc* ``None``), raised or was cancelled.
+    def handle(
+        self,
+        actor: str,
+        msg_id: int,
+        corr: int | None,
+        exc: BaseException | None,
+        cause: int | None = None,
+    ) -> None:
+        """The handler of ``msg_id`` ended: returned (*exc* ``None``), raised or was cancelled
+        (*cause*: the ``msg_id`` of the message that led to the cancellation, if known).
         Folds the handler's ``receive`` in if nothing was traced since (``begin``). (A hot
         path: the event is built here.)"""
         pending = self.pending
@@ -452,8 +475,10 @@ class Tracer:
                                NO_PAYLOAD, None, "ok", t0)  # fmt: skip
         else:
             exc = unwrap(exc)
-            event = TraceEvent(seq, t, "handle", actor, None, msg_id, None, corr, msg_type,
-                               NO_PAYLOAD, describe(exc), _outcome_of(exc), t0)  # fmt: skip
+            outcome = _outcome_of(exc)
+            event = TraceEvent(seq, t, "handle", actor, None, msg_id,
+                               cause if outcome == "cancelled" else None, corr, msg_type,
+                               NO_PAYLOAD, describe(exc), outcome, t0)  # fmt: skip
         self._write(event)
 
     def reply(
@@ -471,13 +496,21 @@ class Tracer:
             self._emit("reply", actor, asker, None, cause, corr, None, describe(error), "error")
 
     def ask_ended(
-        self, actor: str, asker: str | None, msg_id: int, msg: Any, why: str, running: bool
+        self,
+        actor: str,
+        asker: str | None,
+        msg_id: int,
+        msg: Any,
+        why: str,
+        running: bool,
+        cause: int | None = None,
     ) -> None:
         """The ask ``msg_id`` was given up by its caller: *why* is ``cancelled`` or ``timeout``;
-        *running*: its handler had started (it runs on, the reply is discarded)."""
+        *running*: its handler had started (it runs on, the reply is discarded); *cause*:
+        the ``msg_id`` of the message that led the caller to cancel, if known."""
         kind = "cancel" if why == "cancelled" else "timeout"
         detail = f"{why} while running" if running else why
-        self._emit(kind, actor, asker, msg_id, None, msg_id, msg, detail, why)
+        self._emit(kind, actor, asker, msg_id, cause, msg_id, msg, detail, why)
 
     def drop(self, actor: str, msg_id: int, corr: int | None, msg: Any) -> None:
         """``msg_id`` was still queued when *actor* exited (answered by its drain hook)."""
@@ -489,14 +522,19 @@ class Tracer:
         """A child task *name* of *actor* started."""
         self._emit("task_start", actor, None, None, cause, None, None, name)
 
-    def task_end(self, actor: str, name: str, exc: BaseException | None) -> None:
-        """The child task *name* of *actor* ended (*exc* ``None``: it returned)."""
+    def task_end(
+        self, actor: str, name: str, exc: BaseException | None, cause: int | None = None
+    ) -> None:
+        """The child task *name* of *actor* ended (*exc* ``None``: it returned); *cause*:
+        for a cancelled task, the ``msg_id`` of the message that led to it, if known."""
         if exc is None:
             self._emit("task_end", actor, None, None, None, None, None, f"{name}: ok", "ok")
         else:
             exc = unwrap(exc)
-            self._emit("task_end", actor, None, None, None, None, None,
-                       f"{name}: {describe(exc)}", _outcome_of(exc))  # fmt: skip
+            outcome = _outcome_of(exc)
+            self._emit("task_end", actor, None, None,
+                       cause if outcome == "cancelled" else None, None, None,
+                       f"{name}: {describe(exc)}", outcome)  # fmt: skip
 
     def watch_set(self, actor: str, cause: int | None, what: str) -> None:
         """A named ``Watch`` was set by *actor*; *what* is ``name = value``."""
