@@ -16,6 +16,8 @@ equal - nothing hangs, nothing is lost. Everything is seeded: the same seed give
 from __future__ import annotations
 
 import gc
+import shlex
+import shutil
 import statistics
 import sys
 import time
@@ -48,12 +50,21 @@ from .zone_cleanup import ZoneCleanup
 if TYPE_CHECKING:
     from trioxide.traces.server import TraceServer
 
-__all__ = ["DemoOptions", "run_demo"]
+__all__ = ["INCIDENTS", "DemoOptions", "run_demo", "view_command"]
 
 T = TypeVar("T")
 
 #: The sled's VMM reservoir (every demo VMM has 1 GiB of guest memory).
 RESERVOIR_MIB = 120 * 1024
+
+
+#: The incidents the demo stages, by VMM id: what happens to each.
+INCIDENTS = {
+    "vmm-vcr": "a Crucible downstairs target is black-holed, so activation blocks; a VCR "
+    "replacement fixes it and the VMM runs",
+    "vmm-abort": "stopped while blocked in Crucible activation: the Stop cancels the "
+    "activation (intended, not an error) and the VMM is destroyed",
+}
 
 
 @dataclass(frozen=True)
@@ -349,7 +360,7 @@ async def _scenario(
             final.setdefault(pid, str(history[-1][1]))
         special = {
             pid: " -> ".join(str(s) for _t, s, _g in world.nexus.vmm_history.get(pid, []))
-            for pid in ("vmm-vcr", "vmm-abort")
+            for pid in INCIDENTS
         }
         summary = {
             "special": special,
@@ -387,8 +398,6 @@ def report(
     rows = [
         ("VMMs by final state (Nexus)", by_state),
         ("requests sent / answered", f"{stats.sent} / {stats.answered}{balance}"),
-        ("black-holed disk fixed by VCR (Nexus saw)", result["special"]["vmm-vcr"]),
-        ("stopped while blocked on activation", result["special"]["vmm-abort"]),
         ("typed error answers", errors),
         (
             "#3325: re-registered while tearing down",
@@ -407,8 +416,34 @@ def report(
     print()
     for key, value in rows:
         print(f"{key:<{width}}  {value}")
+    print("\nincidents staged (each opens filtered and zoomed in the viewer):")
+    for pid, what in INCIDENTS.items():
+        print(f"  {pid}: {what}; Nexus saw {result['special'][pid]}")
+        print(f"    {view_command(opts.trace, pid)}")
     for v in stats.violations[:5]:
         print(f"VIOLATION {v}")
+
+
+def view_command(trace: Path, focus: str) -> str:
+    """The command that opens *trace* in the viewer focused on VMM *focus*, spelled the way
+    this ``trioxide`` was run (``.venv/bin/trioxide`` after ``make demo``; ``trioxide`` when
+    that is what the PATH finds; ``python -m trioxide`` when run so)."""
+    argv0 = Path(sys.argv[0]) if sys.argv and sys.argv[0] else None
+    if argv0 is None or argv0.name != "trioxide":
+        program = f"{_here(Path(sys.executable))} -m trioxide"
+    else:
+        found = shutil.which("trioxide")
+        same = found is not None and Path(found).resolve() == argv0.resolve()
+        program = "trioxide" if same else _here(argv0)
+    return f"{program} view {shlex.quote(str(trace))} --focus {shlex.quote(focus)}"
+
+
+def _here(path: Path) -> str:
+    """*path* relative to the working directory when under it (else as it is), quoted."""
+    try:
+        return shlex.quote(str(path.absolute().relative_to(Path.cwd())))
+    except ValueError:
+        return shlex.quote(str(path))
 
 
 def _viewed(
