@@ -149,6 +149,7 @@ _CSP: Final = (
 )
 _END: Final = '{"type":"end"}'
 _CLOSE_TIMEOUT: Final = 1.0  # seconds to wait for a client's closing handshake
+_LINGER_BYTES: Final = 64 * 1024  # read (and ignored) after a response, before closing
 _PONG: Final = '{"type":"pong"}'
 _REASONS: Final = {
     200: "OK",
@@ -1175,7 +1176,7 @@ class TraceServer:
 
     async def _respond(
         self,
-        stream: trio.abc.SendStream,
+        stream: trio.abc.HalfCloseableStream,
         conn: h11.Connection,
         status: int,
         body: bytes,
@@ -1202,6 +1203,14 @@ class TraceServer:
             data += conn.send(h11.Data(data=body)) or b""
         data += conn.send(h11.EndOfMessage()) or b""
         await stream.send_all(data)
+        # Close gently: end our side, then read what the client still sends (a rest of a
+        # refused head, a pipelined request) for a moment, so that closing with unread
+        # bytes does not reset the connection before the client has read the response.
+        with trio.move_on_after(_CLOSE_TIMEOUT):
+            await stream.send_eof()
+            unread = _LINGER_BYTES
+            while unread > 0 and (rest := await stream.receive_some(4096)):
+                unread -= len(rest)
 
     def _token_ok(self, request: _Request) -> bool:
         if self.token is None:
