@@ -3,8 +3,9 @@
 ``TraceServer`` listens on a single TCP port (``127.0.0.1`` and a free port by default)
 and answers two kinds of request on it:
 
-* ``GET /`` (``index.html``), ``/viewer.js`` and ``/viewer.css``: the static viewer in
-  ``traces/viewer/``, with ``Content-Length`` and ``Connection: close``;
+* ``GET /`` (``index.html``), ``/viewer.js``, ``/viewer.css``, ``/panels.js`` and
+  ``/panels.css``: the static viewer in ``traces/viewer/``, with ``Content-Length`` and
+  ``Connection: close``;
 * ``GET /ws`` with ``Upgrade: websocket``: the trace stream, handed to trio-websocket.
 
 HTTP/1.1 requests are parsed by h11, one request per connection: every response says
@@ -141,6 +142,8 @@ _ASSETS: Final[dict[str, tuple[str, str]]] = {
     "/index.html": ("index.html", "text/html; charset=utf-8"),
     "/viewer.js": ("viewer.js", "text/javascript; charset=utf-8"),
     "/viewer.css": ("viewer.css", "text/css; charset=utf-8"),
+    "/panels.js": ("panels.js", "text/javascript; charset=utf-8"),
+    "/panels.css": ("panels.css", "text/css; charset=utf-8"),
 }
 _PAGES: Final = frozenset({"/", "/index.html"})
 _CSP: Final = (

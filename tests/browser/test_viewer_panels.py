@@ -398,10 +398,5 @@ def test_actor_table_shows_the_state_at_the_cursor_and_sorts(viewer: Page) -> No
     assert {int(r["depth"]) for r in _rows(v)} == {0}
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="traces/server.py does not serve /panels.js and /panels.css yet (its _ASSETS table "
-    "needs them; the fixture serves them from the checkout meanwhile)",
-)
 def test_the_server_serves_the_panels(viewer: Page) -> None:
     assert all(_served(viewer.url, n) for n in PANEL_ASSETS)

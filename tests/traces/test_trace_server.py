@@ -111,6 +111,9 @@ async def test_get_serves_the_viewer_page_script_and_style() -> None:
 
         status, headers, body = await http_get(server.port, "/viewer.css")
         assert status == 200 and headers["content-type"].startswith("text/css")
+        for name, kind in (("/panels.js", "text/javascript"), ("/panels.css", "text/css")):
+            status, headers, body = await http_get(server.port, name)
+            assert status == 200 and headers["content-type"].startswith(kind) and body
 
         status, headers, body = await http_get(server.port, "/viewer.js", method="HEAD")
         assert status == 200 and body == b"" and int(headers["content-length"]) > 0
