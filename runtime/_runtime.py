@@ -306,7 +306,7 @@ async def open_runtime(
         tracer = Tracer(recorder)
     if seed is not None:  # a trace file's header names the seed that replays it
         for sink in getattr(tracer, "sinks", ()):
-            if isinstance(sink, JsonlFileSink):
+            if isinstance(sink, JsonlFileSink | FlightRecorder):
                 sink.use_seed(seed)
     rt = Runtime(tracer, name, seed, extra_yields, recorder)
     rt.now = trio.lowlevel.current_clock().current_time

@@ -148,6 +148,12 @@ class FlightRecorder(MemorySink):
         """Declined too: the tracer writes each event, through ``write``."""
         return None
 
+    def use_seed(self, seed: int) -> None:
+        """Name *seed* in the dumps' header if it names none (the runtime calls it for
+        ``open_runtime(seed=...)``: a dump then says how to replay its run)."""
+        if self.header.seed is None:
+            self.header = msgspec.structs.replace(self.header, seed=seed)
+
     @property
     def max_total_bytes(self) -> int:
         """The bound on ``nbytes``: records at ``RECORD_BYTES`` plus payloads and details."""

@@ -288,3 +288,16 @@ def test_the_demo_runs_with_the_flight_recorder_on(
     printed = capsys.readouterr().out
     assert f"flight recorder: dumps to {tmp_path}/trioxide-<actor>-<seq>.jsonl" in printed
     assert traces.read_trace(out).errors == []
+
+
+async def test_a_dump_of_a_seeded_run_names_its_seed(
+    tmp_path: Path, autojump_clock: trio.testing.MockClock
+) -> None:
+    """The header of a dump says how to replay the run: ``open_runtime(seed=...)``."""
+    recorder = traces.FlightRecorder(directory=tmp_path)
+    async with open_runtime(flight_recorder=recorder, seed=7, name="svc") as rt:
+        ref = await rt.spawn(Counter, name="counter")
+        await ref.tell(Incr())
+        path = await rt.dump_trace(tmp_path / "seeded.jsonl")
+        await ref.stop()
+    assert traces.read_trace(path).header.seed == 7
