@@ -122,7 +122,7 @@ import trio_websocket
 
 from ._event import TraceEvent, TraceHeader
 from ._expand import expand, is_folded
-from ._reader import LineError, iter_trace
+from ._reader import LineError, decode_event, iter_trace
 
 __all__ = [
     "ClientStatistics",
@@ -319,7 +319,8 @@ def _frames(
 # which the GIL would otherwise serialize), in a worker thread for a small one. Old-schema
 # files (upgraded by traces' reader) are read with iter_trace, in a worker thread.
 
-_decode_event = msgspec.json.Decoder(TraceEvent).decode
+# The reader's own line decoder: bad UTF-8 and deep nesting are damaged lines here too.
+_decode_event = decode_event
 _READ_BLOCK: Final = 1 << 20  # bytes read at a time
 _CHUNK_LINES: Final = 4096  # lines decoded at a time
 #: Files of at least this many chunks are decoded by a process pool (when there are

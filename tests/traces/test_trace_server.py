@@ -429,6 +429,27 @@ async def test_replay_reports_corrupted_lines_and_sends_the_rest_then_end(tmp_pa
         assert (stats.mode, stats.history, stats.line_errors, stats.sent) == ("replay", 6, 1, 6)
 
 
+async def test_replay_skips_bad_utf8_and_deep_nesting_as_damaged_lines(tmp_path: Path) -> None:
+    """The server decodes lines as the reader does: a line that is not UTF-8 and a line
+    nested 100,000 deep are reported in place, the other events are sent, and nothing
+    crashes (issue 13: invalid UTF-8 crashed ``view``)."""
+    path = tmp_path / "hostile.jsonl"
+    good = [msgspec.json.encode(ev(seq)) for seq in range(1, 4)]
+    bad_utf8 = good[1][:-1] + b',"detail":"caf' + bytes([0xE9]) + b'"}'
+    write_trace(path, [good[0], bad_utf8, b"[" * 100_000, good[2]])
+    server = TraceServer.from_file(path)
+    async with serving(server), client(server) as ws:
+        await recv(ws)
+        seqs: list[int] = []
+        errors: list[int] = []
+        while (frame := await recv(ws))["type"] != "end":
+            if frame["type"] == "line_error":
+                errors.append(frame["line"])
+            else:
+                seqs.extend(e["seq"] for e in frame["events"])
+        assert (seqs, errors) == ([1, 3], [3, 4])
+
+
 async def test_replay_frames_respect_the_byte_budget(tmp_path: Path) -> None:
     path = tmp_path / "big.jsonl"
     payload = msgspec.Raw(msgspec.json.encode({"blob": "y" * 3000}))
