@@ -430,13 +430,14 @@ async def test_replay_reports_corrupted_lines_and_sends_the_rest_then_end(tmp_pa
 
 
 async def test_replay_skips_bad_utf8_and_deep_nesting_as_damaged_lines(tmp_path: Path) -> None:
-    """The server decodes lines as the reader does: a line that is not UTF-8 and a line
+    """The server decodes lines as the reader does: a payload that is not UTF-8 and one
     nested 100,000 deep are reported in place, the other events are sent, and nothing
     crashes (issue 13: invalid UTF-8 crashed ``view``)."""
     path = tmp_path / "hostile.jsonl"
     good = [msgspec.json.encode(ev(seq)) for seq in range(1, 4)]
-    bad_utf8 = good[1][:-1] + b',"detail":"caf' + bytes([0xE9]) + b'"}'
-    write_trace(path, [good[0], bad_utf8, b"[" * 100_000, good[2]])
+    bad_utf8 = good[1][:-1] + b',"payload":"caf' + bytes([0xE9]) + b'"}'
+    deep = good[1][:-1] + b',"payload":' + b"[" * 100_000 + b"]" * 100_000 + b"}"
+    write_trace(path, [good[0], bad_utf8, deep, good[2]])
     server = TraceServer.from_file(path)
     async with serving(server), client(server) as ws:
         await recv(ws)
