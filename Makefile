@@ -3,17 +3,22 @@ PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+TRACE ?= traces-out/demo.jsonl
 
-.PHONY: demo test lint typecheck pytest bench fuzz clean
+.PHONY: demo view test lint typecheck pytest bench fuzz clean
 
 $(STAMP): pyproject.toml
+	@echo "setting up $(VENV) with pip: trioxide and its test tools (about a minute on a first run)"
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[test]'
+	$(BIN)/python -m pip install -e '.[test]'
 	touch $(STAMP)
 
 demo: $(STAMP)
 	$(BIN)/trioxide demo
+
+view: $(STAMP)  # the browser viewer on a trace (default: the one `make demo` wrote)
+	$(BIN)/trioxide view $(TRACE)
 
 test: lint typecheck pytest
 

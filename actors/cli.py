@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from trioxide.traces.cli import add_server_args, server_options
+from trioxide.traces.cli import add_server_args, at_least, server_errors, server_options
 
 __all__ = ["register"]
 
@@ -16,7 +16,9 @@ def _demo(args: argparse.Namespace) -> int:
 
     opts = DemoOptions(vmms=args.vmms, seed=args.seed, trace=args.trace)
     if args.view:
-        return run_demo(opts, view=server_options(args))
+        view = server_options(args)
+        with server_errors(args.host, args.port):
+            return run_demo(opts, view=view)
     return run_demo(opts)
 
 
@@ -32,7 +34,7 @@ def register(sub: Any) -> None:
     demo.add_argument(
         "--trace", type=Path, default=Path("traces-out/demo.jsonl"), help="trace file to write"
     )
-    demo.add_argument("--vmms", type=int, default=200, help="number of VMMs (default 200)")
+    demo.add_argument("--vmms", type=at_least(1), default=200, help="number of VMMs (default 200)")
     demo.add_argument("--seed", type=int, default=1, help="scheduler and scenario seed")
     demo.add_argument("--view", action="store_true", help="serve the live viewer while it runs")
     add_server_args(demo)

@@ -1,29 +1,177 @@
 """The ``trioxide`` subcommands this package offers: ``view`` and ``export``.
 
 The command itself (``trioxide.cli``) gathers these with the other packages' subcommands.
+This module, the lowest of the three packages, also holds what every subcommand shares for
+reporting a user's mistakes: :class:`CommandError`, the argument types that refuse bad
+counts and ports at parse time, and :func:`server_errors`.
 """
 
 from __future__ import annotations
 
 import argparse
+import errno
+import socket
 import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
-__all__ = ["add_server_args", "register", "server_options", "with_focus"]
+__all__ = [
+    "CommandError",
+    "add_server_args",
+    "at_least",
+    "port_number",
+    "register",
+    "server_errors",
+    "server_options",
+    "sole_exception",
+    "with_focus",
+]
+
+
+class CommandError(Exception):
+    """A mistake in how the ``trioxide`` command was called (a missing file, a port in use).
+
+    The message is the whole report: one line naming the offending value and what to do.
+    ``trioxide.cli.main`` prints it as ``trioxide: <message>`` and exits with status 2
+    (``trioxide --debug`` shows the traceback instead).
+    """
+
+
+def at_least(low: int) -> Callable[[str], int]:
+    """An argparse ``type``: an integer >= *low* (else a parse error naming the value)."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+        if value < low:
+            raise argparse.ArgumentTypeError(f"{value} is too small: give {low} or more")
+        return value
+
+    return parse
+
+
+def port_number(text: str) -> int:
+    """An argparse ``type``: a TCP port, 1..65535, or 0 for any free one."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a port: give 1..65535, or 0 for any free port"
+        )
+    return value
+
+
+def _token(text: str) -> str:
+    if not text:
+        raise argparse.ArgumentTypeError("the token must not be empty")
+    return text
 
 
 def add_server_args(parser: argparse.ArgumentParser) -> None:
     """The trace server's options (``--host``, ``--port``, ``--token``)."""
     parser.add_argument("--host", default="127.0.0.1", help="bind address (default loopback)")
-    parser.add_argument("--port", type=int, default=0, help="port (default: a free one)")
-    parser.add_argument("--token", default=None, help="required when binding beyond loopback")
+    parser.add_argument("--port", type=port_number, default=0, help="port (default: a free one)")
+    parser.add_argument("--token", type=_token, help="required when binding beyond loopback")
 
 
 def server_options(args: argparse.Namespace) -> dict[str, Any]:
-    """``TraceServer`` keyword arguments from the options of :func:`add_server_args`."""
-    return {"host": args.host, "port": args.port, "token": args.token}
+    """``TraceServer`` keyword arguments from the options of :func:`add_server_args`,
+    checked by the server itself now (``CommandError`` for ``--host`` beyond loopback
+    without ``--token``), before anything else starts."""
+    from .server import TraceServer
+
+    options = {"host": args.host, "port": args.port, "token": args.token}
+    try:
+        TraceServer(**options)
+    except ValueError as exc:
+        raise CommandError(
+            f"{exc}; add --token SECRET (the printed URL carries it), "
+            "or keep the default --host 127.0.0.1"
+        ) from None
+    return options
+
+
+def sole_exception(exc: BaseException) -> BaseException:
+    """*exc* itself, or the one exception inside (nested) groups of one, as Trio's
+    nurseries wrap it; a group of several is returned as it is."""
+    while isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
+        exc = exc.exceptions[0]
+    return exc
+
+
+@contextmanager
+def server_errors(host: str, port: int) -> Iterator[None]:
+    """Report the trace server's failure to listen on *host*:*port* (a port in use, a
+    host that does not resolve or is not this machine's) as a :class:`CommandError`."""
+    try:
+        yield
+    except BaseException as exc:
+        error = sole_exception(exc)
+        if isinstance(error, socket.gaierror):
+            why = f"cannot resolve --host {host!r} ({error.strerror})"
+        elif isinstance(error, UnicodeError):  # the IDNA codec refuses the name
+            why = f"--host {host!r} is not a valid host name"
+        elif isinstance(error, OSError) and error.errno == errno.EADDRINUSE:
+            raise CommandError(
+                f"port {port} on {host} is in use; pick another with --port or use 0"
+            ) from exc
+        elif isinstance(error, OSError) and error.errno == errno.EACCES:
+            raise CommandError(
+                f"port {port} on {host} needs privileges; pick one above 1023 or use 0"
+            ) from exc
+        elif isinstance(error, OSError) and error.errno == errno.EADDRNOTAVAIL:
+            why = f"--host {host} is not an address of this machine"
+        else:
+            raise
+        raise CommandError(f"{why}; give an address of this machine, such as 127.0.0.1") from exc
+
+
+_EXAMPLE = "give a trace file trioxide wrote, e.g. traces-out/demo.jsonl"
+
+
+def _trace_file(path: Path) -> Path:
+    """*path* if it can be a trace file; a missing path, a folder or an empty file is a
+    :class:`CommandError`."""
+    if path.is_dir():
+        raise CommandError(f"{path} is a folder, not a trace file; {_EXAMPLE}")
+    if not path.exists():
+        raise CommandError(f"no such trace file: {path}; {_EXAMPLE}")
+    if path.stat().st_size == 0:
+        raise CommandError(f"{path} is empty, not a trioxide trace; {_EXAMPLE}")
+    return path
+
+
+def _not_a_trace(path: Path, exc: ValueError) -> CommandError:
+    """The reader's refusal of *path*'s header (``ValueError``) as one line."""
+    why = str(exc)
+    for prefix in (
+        f"{path}: ",
+        "not a trioxide trace: ",
+        "line 1 is not a trioxide trace header: ",
+    ):
+        why = why.removeprefix(prefix)
+    if "newer than this reader" in why:
+        return CommandError(f"{path}: {why}; upgrade trioxide to read it")
+    return CommandError(f"{path} is not a trioxide trace ({why}); {_EXAMPLE}")
+
+
+def _output_file(path: Path, option: str) -> Path:
+    """*path* if a file can be written there (its folder exists, it is no folder)."""
+    if path.is_dir():
+        raise CommandError(f"{option} {path} is a folder; give a file name")
+    if not path.parent.is_dir():
+        raise CommandError(
+            f"cannot write {option} {path}: the folder {path.parent} does not exist; "
+            "create it or pick another path"
+        )
+    return path
 
 
 def _view(args: argparse.Namespace) -> int:
@@ -31,9 +179,12 @@ def _view(args: argparse.Namespace) -> int:
 
     from .server import TraceServer
 
-    if not args.trace.exists():
-        raise SystemExit(f"trioxide: no such trace file: {args.trace}")
-    server = TraceServer.from_file(args.trace, **server_options(args))
+    options = server_options(args)
+    path = _trace_file(args.trace)
+    try:
+        server = TraceServer.from_file(path, **options)
+    except ValueError as exc:
+        raise _not_a_trace(path, exc) from None
 
     async def serve() -> None:
         async with trio.open_nursery() as nursery:
@@ -41,10 +192,8 @@ def _view(args: argparse.Namespace) -> int:
             url = with_focus(server.url, args.focus)
             print(f"trioxide view: {args.trace} at {url}  (Ctrl-C to stop)", flush=True)
 
-    try:
+    with server_errors(args.host, args.port):
         trio.run(serve)
-    except KeyboardInterrupt:
-        pass
     return 0
 
 
@@ -53,8 +202,15 @@ def _export(args: argparse.Namespace) -> int:
     from .export import write_otlp, write_perfetto
 
     if args.perfetto is None and args.otlp is None:
-        raise SystemExit("trioxide export: give --perfetto FILE and/or --otlp FILE")
-    tf = read_trace(args.trace)
+        raise CommandError("export needs an output: give --perfetto FILE and/or --otlp FILE")
+    for output, option in ((args.perfetto, "--perfetto"), (args.otlp, "--otlp")):
+        if output is not None:
+            _output_file(output, option)
+    path = _trace_file(args.trace)
+    try:
+        tf = read_trace(path)
+    except ValueError as exc:
+        raise _not_a_trace(path, exc) from None
     for err in tf.errors:
         print(f"{args.trace}:{err.line}: skipped a corrupted line: {err.error}", file=sys.stderr)
     if args.perfetto is not None:
