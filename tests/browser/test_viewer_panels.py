@@ -14,8 +14,6 @@ import re
 import shutil
 import subprocess
 import sys
-import urllib.error
-import urllib.request
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -31,34 +29,14 @@ sync_api = pytest.importorskip("playwright.sync_api")
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 pytestmark = pytest.mark.skipif(not os.path.exists(CHROMIUM), reason="no Debian chromium")
 ROOT = Path(__file__).resolve().parents[2]
-VIEWER = ROOT / "traces" / "viewer"
-PANEL_ASSETS = ("panels.js", "panels.css")
 VCR_DISK = "sled/propolis-host/propolis-vmm-vcr/crucible-disk0"
 
 
 @dataclass
 class Page:
     page: Any
-    url: str
     trace: traces.TraceFile
     shots: Path
-
-
-def _served(url: str, name: str) -> bool:
-    try:
-        with urllib.request.urlopen(url.split("?")[0].rstrip("/") + "/" + name, timeout=10):
-            return True
-    except urllib.error.HTTPError:
-        return False
-
-
-def _from_checkout(name: str) -> Any:
-    kind = "text/javascript" if name.endswith(".js") else "text/css"
-
-    def fulfill(route: Any) -> None:
-        route.fulfill(path=str(VIEWER / name), content_type=kind)
-
-    return fulfill
 
 
 @pytest.fixture(scope="module")
@@ -77,8 +55,6 @@ def viewer(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Page]:
         line = proc.stdout.readline()
         match = re.search(r"http://127\.0\.0\.1:\d+/\S*", line)
         assert match, f"no URL in {line!r}"
-        url = match.group(0)
-        missing = [n for n in PANEL_ASSETS if not _served(url, n)]
         with sync_api.sync_playwright() as p:
             browser = p.chromium.launch(
                 executable_path=CHROMIUM,
@@ -96,16 +72,12 @@ def viewer(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Page]:
                 page = context.new_page()
                 errors: list[str] = []
                 page.on("pageerror", lambda e: errors.append(str(e)))
-                # Until the trace server lists the panel assets (test_the_server_serves_the_
-                # panels says whether it does), they are served from the checkout here.
-                for name in missing:
-                    page.route(f"**/{name}", _from_checkout(name))
-                page.goto(url)
+                page.goto(match.group(0))
                 page.wait_for_function(
                     "window.viewer && window.viewer.stats().ended", timeout=60_000
                 )
                 page.wait_for_selector("#panels table.ptable", timeout=10_000)
-                yield Page(page, url, traces.read_trace(trace), tmp)
+                yield Page(page, traces.read_trace(trace), tmp)
                 assert not errors, errors
             finally:
                 browser.close()
@@ -396,7 +368,3 @@ def test_actor_table_shows_the_state_at_the_cursor_and_sorts(viewer: Page) -> No
         timeout=5000,
     )
     assert {int(r["depth"]) for r in _rows(v)} == {0}
-
-
-def test_the_server_serves_the_panels(viewer: Page) -> None:
-    assert all(_served(viewer.url, n) for n in PANEL_ASSETS)

@@ -161,25 +161,26 @@
     };
     // asks given up (cancel, timeout) by their ask's msg_id, for the asks never answered
     const givenUp = new Map();
+    const base = (i) => ({
+      t: EV.t[i], seq: EV.seq[i], actor: pathOf(d, EV.actor[i]), type: strOf(d, d.typeOf(i)),
+      detail: clip(strOf(d, EV.detail[i]), 300),
+    });
     for (let i = 0; i < n; i++) {
       const k = EV.kind[i];
+      if (k === K.send || k === K.receive || k === K.reply) continue; // the bulk: no findings
       const outcome = strOf(d, EV.outcome[i]);
-      const base = () => ({
-        t: EV.t[i], seq: EV.seq[i], actor: pathOf(d, EV.actor[i]), type: strOf(d, d.typeOf(i)),
-        detail: clip(strOf(d, EV.detail[i]), 300),
-      });
       if (k === K.handle) {
-        if (outcome === 'error') point('error', { ...base(), dur: sliceDur(EV.msg[i]) });
-        else if (outcome === 'cancelled') point('cancel', { ...base(), dur: sliceDur(EV.msg[i]), detail: `handler cancelled: ${clip(strOf(d, EV.detail[i]), 280)}` });
-      } else if (k === K.fail) point('error', { ...base(), dur: null });
+        if (outcome === 'error') point('error', { ...base(i), dur: sliceDur(EV.msg[i]) });
+        else if (outcome === 'cancelled') point('cancel', { ...base(i), dur: sliceDur(EV.msg[i]), detail: `handler cancelled: ${clip(strOf(d, EV.detail[i]), 280)}` });
+      } else if (k === K.fail) point('error', { ...base(i), dur: null });
       else if (k === K.timeout || k === K.cancel) {
         const id = EV.corr[i] >= 0 ? EV.corr[i] : EV.msgId[i];
         const m = id >= 0 ? d.msgById.get(id) : undefined;
         const sent = m !== undefined && MS.send[m] >= 0 ? EV.t[MS.send[m]] : null;
         if (id >= 0 && !givenUp.has(id)) givenUp.set(id, i);
-        point(k === K.timeout ? 'timeout' : 'cancel', { ...base(), dur: sent === null ? null : EV.t[i] - sent });
-      } else if (k === K.restart) point('restart', { ...base(), dur: null });
-      else if (k === K.violation) point('violation', { ...base(), dur: null });
+        point(k === K.timeout ? 'timeout' : 'cancel', { ...base(i), dur: sent === null ? null : EV.t[i] - sent });
+      } else if (k === K.restart) point('restart', { ...base(i), dur: null });
+      else if (k === K.violation) point('violation', { ...base(i), dur: null });
     }
     const slow = topN(TOP);
     for (let s = 0; s < SL.n; s++) {
