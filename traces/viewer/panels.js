@@ -14,8 +14,8 @@
 //
 // Everything is derived here from the columns viewer.js ingested (window.viewer.data(),
 // read-only); panels.js never changes them. Recomputed when the viewer reports new data, a
-// cursor move or a filter change, at most every THROTTLE_MS while data streams in, and only
-// for the panel on screen.
+// cursor move or a filter change, at most every THROTTLE_MS (or four times what the last
+// render took) while data streams in, and only for the panel on screen.
 'use strict';
 
 (() => {
@@ -25,7 +25,7 @@
   const TOP = 50; // rows kept per duration finding (slowest handlers, longest asks)
   const POINT_CAP = 1000; // rows kept per point finding (errors, timeouts, ...)
   const MATCH_CAP = 200;
-  const ROW_CAP = 500; // table rows put in the page
+  const ROW_CAP = 200; // table rows put in the page
   const THROTTLE_MS = 400;
   const CATS = [
     ['slow', 'slowest handlers'], ['ask', 'longest asks'], ['error', 'errors'],
@@ -282,7 +282,7 @@
   const P = {
     tab: 'findings', cat: 'all', open: true,
     findings: { sort: null, desc: true }, matches: { sort: null, desc: false }, actors: { sort: 'busy', desc: true },
-    dirty: { findings: true, matches: true, actors: true }, last: 0, timer: 0,
+    dirty: { findings: true, matches: true, actors: true }, last: 0, cost: 0, timer: 0,
     counts: { findings: null, matches: null, actors: null }, lastSearch: '',
   };
   let root;
@@ -408,12 +408,14 @@
     if (P.tab !== 'matches') { const d = V.data(); P.counts.matches = d.filtering ? d.filtered : null; }
     if (P.open && P.dirty[P.tab]) {
       P.dirty[P.tab] = false;
+      const t0 = performance.now();
       const scroll = body.scrollTop;
       if (P.tab === 'findings') renderFindings();
       else if (P.tab === 'matches') renderMatches();
       else renderActors();
       body.scrollTop = scroll;
       P.last = performance.now();
+      P.cost = P.last - t0;
     }
     renderTabs();
   }
@@ -421,7 +423,8 @@
   function changed(...which) {
     for (const w of which) P.dirty[w] = true;
     if (P.timer) return;
-    const wait = Math.max(0, P.last + THROTTLE_MS - performance.now());
+    // at most one render per THROTTLE_MS, or per four times what the last one took
+    const wait = Math.max(0, P.last + Math.max(THROTTLE_MS, 4 * P.cost) - performance.now());
     P.timer = setTimeout(render, wait);
   }
 
