@@ -566,8 +566,11 @@ def interact(port: int, shots: Path | None = None) -> dict[str, Any]:
         click_ms = None
         details = ""
         if seq is not None:
-            pos = page.evaluate(f"window.viewer.eventPosition({seq})")
+            page.evaluate(f"window.viewer.eventPosition({seq})")
             page.evaluate("() => new Promise((r) => requestAnimationFrame(() => setTimeout(r)))")
+            # Where it is drawn now: the panels under the chart may have changed its size
+            # since it was scrolled into view.
+            pos = page.evaluate(f"window.viewer.position({seq})")
             t0 = time.perf_counter()
             page.mouse.click(pos["x"], pos["y"])
             selected = page.evaluate("window.viewer.stats().selected")

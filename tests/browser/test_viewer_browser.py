@@ -9,44 +9,24 @@ Chromium or Playwright is missing (``.ci/run`` installs Chromium; never a downlo
 from __future__ import annotations
 
 import json
-import os
-import re
-import shutil
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from trioxide import traces
-from trioxide.cli import main as cli
+
+from ._serve import launch, needs_chromium, served, write_demo_trace
 
 sync_api = pytest.importorskip("playwright.sync_api")
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-pytestmark = pytest.mark.skipif(not os.path.exists(CHROMIUM), reason="no Debian chromium")
-ROOT = Path(__file__).resolve().parents[2]
+pytestmark = needs_chromium
 
 
 @pytest.fixture
 def served_trace(tmp_path: Path) -> Iterator[tuple[str, Path]]:
-    trace = tmp_path / "sled.jsonl"
-    assert cli(["demo", "--vmms", "6", "--seed", "2", "--trace", str(trace)]) == 0
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "trioxide", "view", str(trace)],
-        cwd=ROOT,
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        assert proc.stdout is not None
-        line = proc.stdout.readline()
-        match = re.search(r"http://127\.0\.0\.1:\d+/\S*", line)
-        assert match, f"no URL in {line!r}"
-        yield match.group(0), trace
-    finally:
-        proc.terminate()
-        proc.wait(timeout=30)
+    trace = write_demo_trace(tmp_path / "sled.jsonl")
+    with served(trace) as url:
+        yield url, trace
 
 
 def test_viewer_shows_the_trace_filters_and_details(
@@ -58,13 +38,7 @@ def test_viewer_shows_the_trace_filters_and_details(
     received = {e.msg_id for e in tf.events if e.kind == "receive"}
     pairs = sum(1 for e in tf.events if e.kind == "send" and e.msg_id in received)
     with sync_api.sync_playwright() as p:
-        browser = p.chromium.launch(
-            executable_path=CHROMIUM,
-            args=[
-                "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
-                "--disable-background-networking", "--disable-component-update", "--disable-sync",
-            ],
-        )  # fmt: skip
+        browser = launch(p)
         try:
             # The server's CSP forbids eval; Playwright's string predicates need it.
             context = browser.new_context(viewport={"width": 1600, "height": 1000}, bypass_csp=True)

@@ -9,11 +9,6 @@ browser). Screenshots are saved under the module's tmp dir.
 from __future__ import annotations
 
 import json
-import os
-import re
-import shutil
-import subprocess
-import sys
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -23,12 +18,11 @@ from typing import Any
 import pytest
 
 from trioxide import traces
-from trioxide.cli import main as cli
+
+from ._serve import launch, needs_chromium, served, write_demo_trace
 
 sync_api = pytest.importorskip("playwright.sync_api")
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-pytestmark = pytest.mark.skipif(not os.path.exists(CHROMIUM), reason="no Debian chromium")
-ROOT = Path(__file__).resolve().parents[2]
+pytestmark = needs_chromium
 VCR_DISK = "sled/propolis-host/propolis-vmm-vcr/crucible-disk0"
 
 
@@ -43,47 +37,22 @@ class Page:
 def viewer(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Page]:
     tmp = tmp_path_factory.mktemp("panels")
     trace = tmp / "sled.jsonl"
-    assert cli(["demo", "--vmms", "6", "--seed", "2", "--trace", str(trace)]) == 0
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "trioxide", "view", str(trace)],
-        cwd=ROOT,
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        assert proc.stdout is not None
-        line = proc.stdout.readline()
-        match = re.search(r"http://127\.0\.0\.1:\d+/\S*", line)
-        assert match, f"no URL in {line!r}"
-        with sync_api.sync_playwright() as p:
-            browser = p.chromium.launch(
-                executable_path=CHROMIUM,
-                args=[
-                    "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
-                    "--disable-background-networking", "--disable-component-update",
-                    "--disable-sync",
-                ],
-            )  # fmt: skip
-            try:
-                # The server's CSP forbids eval; Playwright's string predicates need it.
-                context = browser.new_context(
-                    viewport={"width": 1600, "height": 1000}, bypass_csp=True
-                )
-                page = context.new_page()
-                errors: list[str] = []
-                page.on("pageerror", lambda e: errors.append(str(e)))
-                page.goto(match.group(0))
-                page.wait_for_function(
-                    "window.viewer && window.viewer.stats().ended", timeout=60_000
-                )
-                page.wait_for_selector("#panels table.ptable", timeout=10_000)
-                yield Page(page, traces.read_trace(trace), tmp)
-                assert not errors, errors
-            finally:
-                browser.close()
-    finally:
-        proc.terminate()
-        proc.wait(timeout=30)
+    write_demo_trace(trace)
+    with served(trace) as url, sync_api.sync_playwright() as p:
+        browser = launch(p)
+        try:
+            # The server's CSP forbids eval; Playwright's string predicates need it.
+            context = browser.new_context(viewport={"width": 1600, "height": 1000}, bypass_csp=True)
+            page = context.new_page()
+            errors: list[str] = []
+            page.on("pageerror", lambda e: errors.append(str(e)))
+            page.goto(url)
+            page.wait_for_function("window.viewer && window.viewer.stats().ended", timeout=60_000)
+            page.wait_for_selector("#panels table.ptable", timeout=10_000)
+            yield Page(page, traces.read_trace(trace), tmp)
+            assert not errors, errors
+        finally:
+            browser.close()
 
 
 def _reset(v: Page, tab: str) -> None:

@@ -8,11 +8,6 @@ Screenshots go to the test's tmp dir. Skipped only where Chromium or Playwright 
 
 from __future__ import annotations
 
-import os
-import re
-import shutil
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -20,46 +15,25 @@ from typing import Any
 import pytest
 
 from trioxide import traces
-from trioxide.cli import main as cli
+
+from ._serve import launch, needs_chromium, served, write_demo_trace
 
 sync_api = pytest.importorskip("playwright.sync_api")
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-pytestmark = pytest.mark.skipif(not os.path.exists(CHROMIUM), reason="no Debian chromium")
-ROOT = Path(__file__).resolve().parents[2]
+pytestmark = needs_chromium
 
 
 @pytest.fixture(scope="module")
 def demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, traces.TraceFile]]:
     """A 6-VMM demo trace served by ``trioxide view``: (its URL, the trace as read)."""
-    trace = tmp_path_factory.mktemp("story") / "sled.jsonl"
-    assert cli(["demo", "--vmms", "6", "--seed", "2", "--trace", str(trace)]) == 0
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "trioxide", "view", str(trace)],
-        cwd=ROOT,
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        assert proc.stdout is not None
-        line = proc.stdout.readline()
-        match = re.search(r"http://127\.0\.0\.1:\d+/\S*", line)
-        assert match, f"no URL in {line!r}"
-        yield match.group(0), traces.read_trace(trace)
-    finally:
-        proc.terminate()
-        proc.wait(timeout=30)
+    trace = write_demo_trace(tmp_path_factory.mktemp("story") / "sled.jsonl")
+    with served(trace) as url:
+        yield url, traces.read_trace(trace)
 
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
     with sync_api.sync_playwright() as p:
-        b = p.chromium.launch(
-            executable_path=CHROMIUM,
-            args=[
-                "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
-                "--disable-background-networking", "--disable-component-update", "--disable-sync",
-            ],
-        )  # fmt: skip
+        b = launch(p)
         try:
             yield b
         finally:
