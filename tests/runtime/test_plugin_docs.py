@@ -16,6 +16,8 @@ from trioxide import traces
 from trioxide.runtime.testing import _plugin
 from trioxide.testing import SeededRun
 
+from .test_probe_and_plugin import FAILING_TEST
+
 pytest_plugins = ["pytester"]
 
 FIXTURES = ("trioxide_seed", "trace_sink", "actor_runtime", "probe")
@@ -70,26 +72,8 @@ def test_seeded_run_docstring_example_runs() -> None:
     assert SeededRun.__init__.__doc__ and SeededRun.events.__doc__
 
 
-PASSING_AND_FAILING = """
-import msgspec, trio
-from trioxide.runtime import Actor
-
-class Hello(msgspec.Struct, frozen=True):
-    pass
-
-class Greeter(Actor):
-    async def handle(self, msg: Hello) -> str:
-        await trio.sleep(1)
-        return "hi"
-
-async def test_passes(actor_runtime):
-    ref = await actor_runtime.spawn(Greeter, name="greeter")
-    assert await ref.ask(Hello()) == "hi"
-
-async def test_fails(actor_runtime):
-    ref = await actor_runtime.spawn(Greeter, name="greeter")
-    assert await ref.ask(Hello()) == "hello"
-
+# A passing and a failing test of the runtime, and one that does not use it.
+PASSING_AND_FAILING = FAILING_TEST + """
 def test_without_runtime():
     pass
 """
