@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import errno
+import signal
 import socket
 import sys
 from collections.abc import Callable, Iterator
@@ -191,6 +192,12 @@ def _view(args: argparse.Namespace) -> int:
             await nursery.start(server.serve)
             url = with_focus(server.url, args.focus)
             print(f"trioxide view: {args.trace} at {url}  (Ctrl-C to stop)", flush=True)
+            # SIGTERM (a service manager, a test) stops the server as Ctrl-C does: it
+            # closes, and the worker processes decoding a large file end with it.
+            with trio.open_signal_receiver(signal.SIGTERM) as signals:
+                async for _ in signals:
+                    nursery.cancel_scope.cancel()
+                    break
 
     with server_errors(args.host, args.port):
         trio.run(serve)

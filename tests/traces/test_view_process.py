@@ -1,0 +1,74 @@
+"""``trioxide view`` as a process: stopped by SIGTERM (a service manager, a test), it closes
+like on Ctrl-C and leaves no worker process behind (a large file is decoded by a pool of
+them). Linux only: children are found through ``/proc``."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import msgspec
+import pytest
+
+from trioxide import traces
+
+ROOT = Path(__file__).resolve().parents[2]
+pytestmark = pytest.mark.skipif(
+    not Path("/proc/self/stat").exists() or (os.cpu_count() or 1) < 2,
+    reason="needs /proc and two CPUs (the server decodes with a pool only then)",
+)
+
+
+def children(pid: int) -> list[int]:
+    """The live child processes of *pid*."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:  # gone meanwhile
+                continue
+            # pid (comm) state ppid ...: comm may hold spaces, so split after its ")".
+            fields = stat.rsplit(")", 1)[1].split()
+            if int(fields[1]) == pid and fields[0] != "Z":
+                found.append(int(entry.name))
+    return found
+
+
+def alive(pid: int) -> bool:
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return False
+    return fields[0] != "Z"
+
+
+def test_sigterm_stops_view_and_every_worker_process(tmp_path: Path) -> None:
+    path = tmp_path / "large.jsonl"
+    header = msgspec.json.encode(traces.TraceHeader(seed=1))
+    event = traces.TraceEvent(1, 0.0, "start", "a")
+    lines = [msgspec.json.encode(msgspec.structs.replace(event, seq=i)) for i in range(1, 70_001)]
+    path.write_bytes(b"\n".join([header, *lines]) + b"\n")  # 17 chunks: decoded by a pool
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "trioxide", "view", str(path)],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert proc.stdout is not None
+        assert "http://127.0.0.1:" in proc.stdout.readline()
+        workers = children(proc.pid)
+        assert workers, "the large file was expected to be decoded by worker processes"
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=60) == 0
+        assert proc.stderr is not None and "Traceback" not in proc.stderr.read()
+        assert [pid for pid in workers if alive(pid)] == []
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
