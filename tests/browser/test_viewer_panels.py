@@ -71,7 +71,10 @@ def _rows(v: Page) -> list[dict[str, Any]]:
         const t = document.querySelector('#panels table.ptable');
         const heads = [...t.querySelectorAll('th')].map((th) => th.dataset.key);
         return [...t.querySelectorAll('tbody tr')].map((tr) => {
-          const row = { at: Number(tr.dataset.seq) };
+          const row = {
+            at: Number(tr.dataset.seq),
+            to: tr.dataset.to === undefined ? null : Number(tr.dataset.to),
+          };
           [...tr.children].forEach((td, k) => {
             row[heads[k]] = td.textContent;
             if (td.dataset.value !== undefined) row[heads[k] + '#'] = Number(td.dataset.value);
@@ -105,6 +108,19 @@ def test_findings_list_the_480s_activation_and_a_click_selects_it(viewer: Page) 
     assert row["actor"] == VCR_DISK and row["type"] == "Activate"
     assert row["dur#"] == pytest.approx(handle.t - recv.t)
     assert row["dur"] == "480.050 s"
+    # A cancelled handler reads as a cancellation (by its cause when the trace names one),
+    # never as the raw exception group of its Cancelled.
+    ends = {e.seq: e for e in v.trace.events if e.kind == "handle"}
+    cancelled = [ends[r["to"]] for r in rows if r["to"] in ends]
+    # (vmm-abort's activation, cancelled by the Stop)
+    assert any(h.outcome == "cancelled" for h in cancelled)
+    for r in rows:
+        h = ends.get(r["to"])
+        if h is not None and h.outcome == "cancelled":
+            assert r["detail"].startswith("cancelled") and "ExceptionGroup" not in r["detail"]
+            if h.cause is not None:
+                sent = next(e for e in v.trace.events if e.seq == h.cause)
+                assert r["detail"] == f"cancelled by {sent.msg_type} (msg {h.cause})"
 
     # sortable: by seq (a number column: descending on the first click, ascending next)
     v.page.click("#panels th[data-key=seq]")

@@ -165,13 +165,19 @@
       t: EV.t[i], seq: EV.seq[i], actor: pathOf(d, EV.actor[i]), type: strOf(d, d.typeOf(i)),
       detail: clip(strOf(d, EV.detail[i]), 300),
     });
+    // A cancellation reads as what caused it (the trace's cause), not as the raw exception.
+    const cancelled = (i) => {
+      const c = EV.cause[i];
+      const m = c >= 0 ? d.msgById.get(c) : undefined;
+      return m === undefined ? 'cancelled' : `cancelled by ${strOf(d, MS.type[m])} (msg ${c})`;
+    };
     for (let i = 0; i < n; i++) {
       const k = EV.kind[i];
       if (k === K.send || k === K.receive || k === K.reply) continue; // the bulk: no findings
       const outcome = strOf(d, EV.outcome[i]);
       if (k === K.handle) {
         if (outcome === 'error') point('error', { ...base(i), dur: sliceDur(EV.msg[i]) });
-        else if (outcome === 'cancelled') point('cancel', { ...base(i), dur: sliceDur(EV.msg[i]), detail: `handler cancelled: ${clip(strOf(d, EV.detail[i]), 280)}` });
+        else if (outcome === 'cancelled') point('cancel', { ...base(i), dur: sliceDur(EV.msg[i]), detail: `handler ${cancelled(i)}` });
       } else if (k === K.fail) point('error', { ...base(i), dur: null });
       else if (k === K.timeout || k === K.cancel) {
         const id = EV.corr[i] >= 0 ? EV.corr[i] : EV.msgId[i];
@@ -196,7 +202,8 @@
       rows.push({
         cat: 'slow', dur, t: EV.t[r], seq: EV.seq[r], to: h >= 0 ? EV.seq[h] : null,
         actor: pathOf(d, EV.actor[r]), type: strOf(d, d.typeOf(r)),
-        detail: h < 0 ? 'still running' : outcome === 'ok' ? 'ok' : `${outcome}: ${clip(strOf(d, EV.detail[h]), 280)}`,
+        detail: h < 0 ? 'still running' : outcome === 'ok' ? 'ok'
+          : outcome === 'cancelled' ? cancelled(h) : `${outcome}: ${clip(strOf(d, EV.detail[h]), 280)}`,
       });
     }
     const asks = topN(TOP);
