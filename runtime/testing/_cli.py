@@ -122,6 +122,7 @@ def _explore(args: argparse.Namespace) -> int:
             perturb=perturb,
             trace_dir=args.trace_dir,
             progress=True,  # a line on stderr now and then, and the summary once at the end
+            label=name,
         )
     if out.violation is not None:
         print(f"replay: trioxide explore {args.scenario} --replay {out.violation.seed}")

@@ -372,15 +372,18 @@ def explore(
     progress: bool = True,
     progress_every: float = 5.0,
     check_kinds: Iterable[str] = ("handle",),
+    label: str | None = None,
 ) -> ExploreResult:
     """Run *scenario* once per seed until an invariant fails or the scenario raises.
 
     On the first failure, the run's trace is written to ``trace_dir`` (if given) as
     ``<scenario>-seed<N>.jsonl`` and the result names the seed; ``replay`` with that seed
-    reproduces it. A progress line goes to stderr every *progress_every* seconds.
+    reproduces it. A progress line goes to stderr every *progress_every* seconds, and the
+    summary at the end, each starting ``explore <label>:`` (default: the scenario's name).
     """
     kinds = tuple(check_kinds)
     name = _name(scenario)
+    shown = name if label is None else label
     t0 = last = time.perf_counter()
     done: list[int] = []
     events = checks = 0
@@ -406,18 +409,18 @@ def explore(
             error = (seed, result.error) if result.error is not None else None
             out = ExploreResult(len(done), violation, error, events, checks, wall, done)
             if progress:
-                print(f"explore {name}: {out.summary()}", file=sys.stderr, flush=True)
+                print(f"explore {shown}: {out.summary()}", file=sys.stderr, flush=True)
             return out
         now = time.perf_counter()
         if progress and now - last >= progress_every:
             last = now
             rate = events / (now - t0)
             print(
-                f"explore {name}: {len(done)} seeds done, {rate:,.0f} events/s, 0 violations",
+                f"explore {shown}: {len(done)} seeds done, {rate:,.0f} events/s, 0 violations",
                 file=sys.stderr,
                 flush=True,
             )
     out = ExploreResult(len(done), None, None, events, checks, time.perf_counter() - t0, done)
     if progress:
-        print(f"explore {name}: {out.summary()}", file=sys.stderr, flush=True)
+        print(f"explore {shown}: {out.summary()}", file=sys.stderr, flush=True)
     return out

@@ -172,6 +172,9 @@ def test_explore_prints_its_summary_once(files: Path, capsys: pytest.CaptureFixt
     out, err = capsys.readouterr()
     assert (out + err).count("invariant checks in") == 1
     assert (out + err).count("no violation") == 1
+    # Every line names the run as the first one does: the Exploration's name.
+    assert "explore lost-update (fixed): 3 seeds" in err
+    assert "fixed_scenario" not in out + err
 
 
 @pytest.mark.parametrize(
