@@ -401,7 +401,8 @@
     for (const b of tabs.querySelectorAll('button[data-tab]')) {
       const t = b.dataset.tab;
       b.classList.toggle('on', t === P.tab && P.open);
-      const c = P.counts[t];
+      // A hidden panel's count is shown only while it is up to date (never a stale 0).
+      const c = t === 'matches' || t === P.tab || !P.dirty[t] ? P.counts[t] : null;
       b.lastChild.textContent = c === null ? '' : ` ${c.toLocaleString()}`;
     }
     root.classList.toggle('closed', !P.open);
