@@ -5,6 +5,7 @@ them). Linux only: children are found through ``/proc``."""
 from __future__ import annotations
 
 import os
+import select
 import signal
 import subprocess
 import sys
@@ -46,6 +47,22 @@ def alive(pid: int) -> bool:
     return fields[0] != "Z"
 
 
+def wait_exited(pids: list[int], timeout: float) -> None:
+    """Wait until each of *pids* has exited (their exit is asynchronous to the parent's:
+    multiprocessing's resource tracker leaves once the parent's pipe closes), each at most
+    *timeout* seconds - an event wait on a pidfd, not a sleep."""
+    for pid in pids:
+        try:
+            fd = os.pidfd_open(pid)
+        except ProcessLookupError:
+            continue
+        try:
+            select.select([fd], [], [], timeout)
+        finally:
+            os.close(fd)
+
+
+@pytest.mark.skipif(not hasattr(os, "pidfd_open"), reason="needs os.pidfd_open (Linux 5.3+)")
 def test_sigterm_stops_view_and_every_worker_process(tmp_path: Path) -> None:
     path = tmp_path / "large.jsonl"
     header = msgspec.json.encode(traces.TraceHeader(seed=1))
@@ -67,6 +84,7 @@ def test_sigterm_stops_view_and_every_worker_process(tmp_path: Path) -> None:
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=60) == 0
         assert proc.stderr is not None and "Traceback" not in proc.stderr.read()
+        wait_exited(workers, timeout=30)
         assert [pid for pid in workers if alive(pid)] == []
     finally:
         if proc.poll() is None:
