@@ -233,9 +233,8 @@ class ActorCell:
                     tr = self.rt.tracer
                     if tr is not None:
                         tr.fail(self.path, failure, self.fail_cause)
-                    self.fail_cause = None
-                    if tr is not None:
                         self.rt.on_failure(self, failure)  # the flight recorder's dump
+                    self.fail_cause = None
                     if self.start_status is not None:
                         # The first on_start failed: the spawner gets the exception itself.
                         self.start_status = None

@@ -122,3 +122,17 @@ def test_a_run_stands_for_folded_handles_and_an_open_receive() -> None:
     assert run.take_open(8) is None
     assert run.take_open(7) == ("Note", 2.5) and run.count == 4
     assert run.take_open(4) is None  # only the open message can be taken
+
+
+def test_a_run_on_a_tracer_whose_sinks_keep_none_is_written_as_its_records() -> None:
+    """``open_run`` works whatever the sinks: those that keep no runs (here, two rings:
+    no direct path) get the records the run stands for when it is written."""
+    a, b = MemorySink(), MemorySink()
+    tracer = Tracer(a, b)
+    assert not tracer.runs
+    run = tracer.open_run("a")
+    run.items += [1, "Incr", 1.0, 2.0, 2, "Incr", 2.0]
+    assert tracer.seq == 3
+    tracer.flush()
+    assert a.records == b.records == list(run.records())
+    assert [e.seq for e in a.events] == [1, 2, 3] and tracer.seq == 3
