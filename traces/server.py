@@ -319,8 +319,6 @@ def _frames(
 # which the GIL would otherwise serialize), in a worker thread for a small one. Old-schema
 # files (upgraded by traces' reader) are read with iter_trace, in a worker thread.
 
-# The reader's own line decoder: bad UTF-8 and deep nesting are damaged lines here too.
-_decode_event = decode_event
 _READ_BLOCK: Final = 1 << 20  # bytes read at a time
 _CHUNK_LINES: Final = 4096  # lines decoded at a time
 #: Files of at least this many chunks are decoded by a process pool (when there are
@@ -397,7 +395,8 @@ def _decode_chunk(lines: list[bytes], first: int) -> Iterator[list[TraceEvent] |
     """Decode *lines* (numbered from *first*) as ``iter_trace`` does: the events,
     expanded, and a ``LineError`` in place of each line that is not an event."""
     try:  # the common case: every line is an event
-        events = [_decode_event(line) for line in lines]
+        # The reader's own line decoder: bad UTF-8 and deep nesting are damaged lines here too.
+        events = [decode_event(line) for line in lines]
     except msgspec.DecodeError:  # a damaged or a blank line: one at a time
         pass
     else:
@@ -408,7 +407,7 @@ def _decode_chunk(lines: list[bytes], first: int) -> Iterator[list[TraceEvent] |
         if not line.strip():
             continue
         try:
-            good.append(_decode_event(line))
+            good.append(decode_event(line))
         except msgspec.DecodeError as exc:
             if good:
                 yield _expanded(good)
