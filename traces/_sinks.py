@@ -198,7 +198,8 @@ class MemorySink:
 
     #: Estimated memory of one event inside a ``HandleRun`` (a message is four list
     #: slots, its id and its end time - its start is the previous message's end - for
-    #: two events; measured with tracemalloc: about 84 bytes per message).
+    #: two events; ``sys.getsizeof`` over the runs of 20,000 tells: about 88 bytes per
+    #: message, list growth and ring slots included).
     RUN_EVENT_BYTES: ClassVar[int] = 48
 
     __slots__ = (
