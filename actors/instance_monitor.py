@@ -14,8 +14,8 @@ import msgspec
 
 from trioxide.runtime import Actor, ActorGone, ActorRef
 
+from .ports import PropolisPort
 from .propolis.state_driver import NoInstance, VmState
-from .sim.propolis_host import PropolisHandle
 from .sim.zones import SimZones
 
 __all__ = ["InstanceMonitor", "Observation"]
@@ -36,7 +36,7 @@ class _Nothing(msgspec.Struct, frozen=True):
 
 class InstanceMonitor(Actor):
     def __init__(
-        self, propolis: PropolisHandle, runner: ActorRef, zones: SimZones, zone: str
+        self, propolis: PropolisPort, runner: ActorRef, zones: SimZones, zone: str
     ) -> None:
         self.propolis = propolis
         self.runner = runner
@@ -54,7 +54,7 @@ class InstanceMonitor(Actor):
         last = 0
         while True:
             try:
-                state = await self.propolis.monitor.wait_for_state(last + 1)
+                state = await self.propolis.wait_for_state(last + 1)
                 obs = Observation(state.state, state.gen)
                 last = state.gen
             except NoInstance:

@@ -50,15 +50,21 @@ from trioxide.runtime import (
     Watch,
 )
 
-from .errors import InstanceChannelFull, InstanceGone, PropolisRefused, VmNotRunning
+from .errors import (
+    InstanceChannelFull,
+    InstanceGone,
+    PropolisRefused,
+    ServiceUnavailable,
+    VmNotRunning,
+)
 from .instance_monitor import InstanceMonitor, Observation
+from .ports import NexusPort, PropolisLauncher, PropolisPort, PropolisUnavailable
 from .propolis.crucible import Volume
 from .propolis.request_queue import RequestDenied
-from .propolis.state_driver import Reboot, Start, Stop
+from .propolis.state_driver import NoInstance, Reboot, Start, Stop
 from .reservoir import ReservoirState, ReservoirUnavailable, wait_for_reservoir
 from .sim.hypervisor import InsufficientMemory, SimHypervisor
-from .sim.nexus import NexusError, SimNexus
-from .sim.propolis_host import Kill, LaunchPropolis, PropolisHandle
+from .sim.nexus import NexusError
 from .sim.zones import SimZones, ZoneAlreadyExists, ZoneError, propolis_zone_name
 from .vmm_state import SledVmmState, VmmRuntimeState, from_propolis
 from .zone_cleanup import CleanupZone, WaitCleaned
@@ -168,8 +174,8 @@ class SledServices:
 
     zones: SimZones
     cleanup: ActorRef  # ZoneCleanup
-    nexus: SimNexus
-    propolis_host: ActorRef  # sim.propolis_host.PropolisHost
+    nexus: NexusPort
+    propolis: PropolisLauncher  # where Propolis processes run (ports.py: in-process or HTTP)
     hypervisor: SimHypervisor
     reservoir: Watch[ReservoirState] | None = None
     manager: ManagerPort | None = None  # set by the manager for the runners it spawns
@@ -230,7 +236,7 @@ class InstanceRunner(Actor):
         )
         self.vmm = VmmRuntimeState(SledVmmState.STARTING, vmm_gen, 0.0)
         self.zone: str | None = None
-        self.propolis: PropolisHandle | None = None
+        self.propolis: PropolisPort | None = None
         self.monitor_ref: ActorRef | None = None  # the InstanceMonitor child
         self.grace_armed = False
         self.terminating = False
@@ -344,14 +350,16 @@ class InstanceRunner(Actor):
         ``put_state``: ``NoInstance | CreateFailed`` -> fail, else ``Error::Propolis``)."""
         assert self.propolis is not None
         try:
-            await self.propolis.driver.tell(msg)
-        except ActorGone:
+            await self.propolis.put_state(msg)
+        except NoInstance:
             await self._exit(SledVmmState.FAILED, publish=True, reason="Propolis: no instance")
             return False
         except RequestDenied as denied:
             raise PropolisRefused(self.propolis_id, denied.reason.name, str(denied)) from None
         except Rejected as rejected:
             raise PropolisRefused(self.propolis_id, rejected.reason, str(rejected)) from None
+        except PropolisUnavailable as unavailable:
+            raise ServiceUnavailable(self.propolis_id, str(unavailable)) from None
         return True
 
     async def _create_zone(self) -> None:
@@ -387,8 +395,8 @@ class InstanceRunner(Actor):
                 svc.hypervisor.reserve_vmm_memory(self.propolis_id, self.spec.memory_bytes)
                 self.memory_reserved = True
             try:
-                handle: PropolisHandle = await svc.propolis_host.ask(
-                    LaunchPropolis(self.propolis_id, dict(self.spec.disks), migration_target)
+                handle = await svc.propolis.launch(
+                    self.propolis_id, dict(self.spec.disks), migration_target
                 )
             except Exception as exc:  # any launch failure: the VMM fails, the zone is cleaned
                 return f"setup failed: Propolis did not launch: {exc!r}"
@@ -399,7 +407,7 @@ class InstanceRunner(Actor):
             InstanceMonitor, handle, self.ref, svc.zones, self.zone_name, name="monitor"
         )
         if not migration_target:
-            await handle.driver.tell(Start())
+            await handle.put_state(Start())
         return None
 
     # -- observations -----------------------------------------------------------------
@@ -465,7 +473,7 @@ class InstanceRunner(Actor):
                 self.reply(result.msg, self.vmm)
         svc = self.svc
         if self.propolis is not None:
-            await svc.propolis_host.ask(Kill(self.propolis_id))
+            await svc.propolis.kill(self.propolis_id)
         if self.memory_reserved:
             svc.hypervisor.release_vmm_memory(self.propolis_id)
         if self.cfg.legacy:

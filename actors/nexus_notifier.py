@@ -60,7 +60,8 @@ import msgspec
 
 from trioxide.runtime import Actor, ActorGone, TimerHandle, Watch
 
-from .sim.nexus import NexusError, NexusNotFound, SimNexus, SledInfo
+from .ports import NexusPort
+from .sim.nexus import NexusError, NexusNotFound, SledInfo
 
 __all__ = [
     "NexusNotifier",
@@ -153,7 +154,7 @@ class NexusNotifier(Actor):
 
     def __init__(
         self,
-        nexus: SimNexus,
+        nexus: NexusPort,
         base_info: SledInfo,
         reservoir_bytes: Callable[[], int] | None = None,
         reservoir_watch: Watch[Any] | None = None,

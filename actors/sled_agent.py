@@ -87,9 +87,10 @@ from .instance_runner import (
     VmmSpec,
 )
 from .nexus_notifier import NexusNotifier, NotifierStatistics, NotifierStatus
+from .ports import NexusPort, PropolisLauncher, PropolisPort, PropolisUnavailable
 from .propolis.crucible import Region, ReplaceRequestInvalid, ReplaceResult, Volume
 from .propolis.request_queue import RequestDenied
-from .propolis.state_driver import BackendNotFound, Gone, NoInstance, ReplaceVcr
+from .propolis.state_driver import BackendNotFound, Gone, NoInstance
 from .reservoir import (
     GetReservoir,
     NotConfigured,
@@ -106,7 +107,7 @@ from .reservoir import (
 from .sim.hypervisor import SimHypervisor
 from .sim.network import DownstairsNetwork
 from .sim.nexus import SimNexus, SledInfo
-from .sim.propolis_host import PropolisHost
+from .sim.propolis_host import LocalLauncher, PropolisHost
 from .sim.vm import SimulatedVm
 from .sim.zones import SimZones, propolis_zone_name
 from .vmm_state import VmmRuntimeState
@@ -152,9 +153,25 @@ class SledConfig:
 
 
 class SledAgent(Actor):
-    def __init__(self, world: SledWorld, config: SledConfig) -> None:
+    """The sled agent's root actor.
+
+    *propolis* and *nexus* are the transport seam (``ports.py``): by default the agent
+    reaches the world's in-process simulations (a ``PropolisHost`` child and
+    ``world.nexus``); an agent process passes HTTP clients instead
+    (``trioxide.actors.wire``) and the same actors talk over the wire."""
+
+    def __init__(
+        self,
+        world: SledWorld,
+        config: SledConfig,
+        *,
+        propolis: PropolisLauncher | None = None,
+        nexus: NexusPort | None = None,
+    ) -> None:
         self.world = world
         self.config = config
+        self.propolis = propolis
+        self.nexus: NexusPort = world.nexus if nexus is None else nexus
         self.reservoir_watch: Watch[ReservoirState] = Watch(NotConfigured(), name="reservoir")
         self.services: SledServices | None = None
         self.refs: dict[str, ActorRef] = {}
@@ -167,14 +184,17 @@ class SledAgent(Actor):
         self.refs["zone-cleanup"] = await self.spawn(
             ZoneCleanup, w.zones, cfg.cleanup_concurrency, name="zone-cleanup"
         )
-        self.refs["propolis-host"] = await self.spawn(
-            PropolisHost, w.network, w.vm_template, name="propolis-host", mailbox_size=4096
-        )
+        launcher = self.propolis
+        if launcher is None:
+            self.refs["propolis-host"] = await self.spawn(
+                PropolisHost, w.network, w.vm_template, name="propolis-host", mailbox_size=4096
+            )
+            launcher = LocalLauncher(self.refs["propolis-host"])
         self.services = SledServices(
             zones=w.zones,
             cleanup=self.refs["zone-cleanup"],
-            nexus=w.nexus,
-            propolis_host=self.refs["propolis-host"],
+            nexus=self.nexus,
+            propolis=launcher,
             hypervisor=w.hypervisor,
             reservoir=self.reservoir_watch if cfg.reservoir is not None else None,
             config=replace(cfg.runner, legacy=cfg.legacy_tickets),
@@ -195,7 +215,7 @@ class SledAgent(Actor):
         )
         self.refs["nexus-notifier"] = await self.spawn(
             NexusNotifier,
-            w.nexus,
+            self.nexus,
             info,
             lambda: w.hypervisor.reservoir_bytes,
             self.reservoir_watch,
@@ -427,9 +447,9 @@ class SledAgentClient:
         check_vcr("vcr", vcr)
         with self._api_errors(pid):
             reg: Registration = await self.manager.ask(Lookup(pid))
-            driver = self._propolis_driver(reg)
+            propolis = self._propolis(reg)
             try:
-                result: ReplaceResult = await driver.ask(ReplaceVcr(backend_id, vcr))
+                result: ReplaceResult = await propolis.replace_vcr(backend_id, vcr)
             except ReplaceRequestInvalid as invalid:
                 raise VcrReplacementInvalid("vcr", vcr, invalid.message, pid) from invalid
             return result
@@ -482,10 +502,10 @@ class SledAgentClient:
 
     # -- helpers ------------------------------------------------------------------------
 
-    def _propolis_driver(self, reg: Registration) -> ActorRef:
-        """The VMM's Propolis state driver, read from its runner without a message (so a
-        VCR replacement adds no events to the trace), with a typed error for every stage
-        of a teardown: runner gone or going, no Propolis yet, Propolis gone."""
+    def _propolis(self, reg: Registration) -> PropolisPort:
+        """The VMM's Propolis, read from its runner without a message (so a VCR
+        replacement adds no events to the trace), with a typed error for every stage of a
+        teardown: runner gone or going, no Propolis yet, Propolis gone."""
         pid = reg.propolis_id
         runner = reg.runner.instance  # None once the runner has exited
         if not isinstance(runner, InstanceRunner):
@@ -495,9 +515,9 @@ class SledAgentClient:
         handle = runner.propolis
         if handle is None:
             raise VmNotRunning(pid, "no Propolis is running (the VM has not been created)")
-        if not handle.driver.alive:
+        if not handle.alive:
             raise InstanceGone(pid, "its Propolis is gone")
-        return handle.driver
+        return handle
 
     @contextlib.contextmanager
     def _api_errors(self, propolis_id: str = "") -> Iterator[None]:
@@ -532,6 +552,8 @@ class SledAgentClient:
                 return ServiceUnavailable(pid, f"refused: {exc}")
             case Gone() | NoInstance():
                 return InstanceGone(pid, f"Propolis: {exc}")
+            case PropolisUnavailable():
+                return ServiceUnavailable(pid, str(exc))
             case BackendNotFound():
                 return NoSuchBackend(pid, str(exc))
             case ReservoirBusy():

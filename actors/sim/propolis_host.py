@@ -2,8 +2,10 @@
 
 The runner's ``instance_ensure`` is ``LaunchPropolis``: the host spawns the VMM's state
 driver (with its Crucible backends on the sled's simulated downstairs network) and returns
-a ``PropolisHandle`` - the "HTTP client" the runner and its monitor use. ``Crash`` kills a
-Propolis abruptly (its state monitor closes: long-polls answer ``NoInstance``).
+a ``PropolisHandle`` - the in-process ``ports.PropolisPort`` the runner and its monitor use
+(``trioxide.actors.wire`` has the HTTP one). ``Crash`` kills a Propolis abruptly (its state
+monitor closes: long-polls answer ``NoInstance``). ``LocalLauncher`` is the in-process
+``ports.PropolisLauncher``: a launch and a kill are asks to the host.
 """
 
 from __future__ import annotations
@@ -13,14 +15,22 @@ from dataclasses import dataclass
 import msgspec
 import trio
 
-from trioxide.runtime import Actor, ActorRef
+from trioxide.runtime import Actor, ActorGone, ActorRef
 
-from ..propolis.crucible import Volume
-from ..propolis.state_driver import StateDriver, StateMonitor, VmState
+from ..ports import StateRequest
+from ..propolis.crucible import ReplaceResult, Volume
+from ..propolis.state_driver import (
+    NoInstance,
+    PublishedState,
+    ReplaceVcr,
+    StateDriver,
+    StateMonitor,
+    VmState,
+)
 from .network import DownstairsNetwork
 from .vm import SimulatedVm
 
-__all__ = ["Crash", "Kill", "LaunchPropolis", "PropolisHandle", "PropolisHost"]
+__all__ = ["Crash", "Kill", "LaunchPropolis", "LocalLauncher", "PropolisHandle", "PropolisHost"]
 
 # -- messages ----------------------------------------------------------------------------
 
@@ -47,10 +57,54 @@ class Kill(msgspec.Struct, frozen=True):
 
 @dataclass(frozen=True)
 class PropolisHandle:
+    """One in-process Propolis: its state driver, published state and simulated VM.
+
+    Implements ``ports.PropolisPort`` with the driver's messages: a state request is a
+    tell, a VCR replacement an ask, the long poll a wait on the ``StateMonitor``. A driver
+    that is gone raises ``NoInstance``."""
+
     propolis_id: str
     driver: ActorRef
     monitor: StateMonitor
     vm: SimulatedVm
+
+    @property
+    def alive(self) -> bool:
+        return self.driver.alive
+
+    async def put_state(self, requested: StateRequest) -> None:
+        try:
+            await self.driver.tell(requested)
+        except ActorGone:
+            raise NoInstance(self.monitor.current.gen + 1) from None
+
+    async def wait_for_state(self, gen: int) -> PublishedState:
+        return await self.monitor.wait_for_state(gen)
+
+    async def replace_vcr(self, backend_id: str, vcr: Volume) -> ReplaceResult:
+        try:
+            result: ReplaceResult = await self.driver.ask(ReplaceVcr(backend_id, vcr))
+        except ActorGone:
+            raise NoInstance(self.monitor.current.gen + 1) from None
+        return result
+
+
+@dataclass(frozen=True)
+class LocalLauncher:
+    """``ports.PropolisLauncher`` over a ``PropolisHost`` actor in the same run."""
+
+    host: ActorRef
+
+    async def launch(
+        self, propolis_id: str, disks: dict[str, Volume], migration_target: bool
+    ) -> PropolisHandle:
+        handle: PropolisHandle = await self.host.ask(
+            LaunchPropolis(propolis_id, disks, migration_target)
+        )
+        return handle
+
+    async def kill(self, propolis_id: str) -> None:
+        await self.host.ask(Kill(propolis_id))
 
 
 class PropolisHost(Actor):
