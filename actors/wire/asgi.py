@@ -1,0 +1,276 @@
+"""A small ASGI application: typed routes, msgspec bodies, Dropshot-shaped errors, and the
+OpenAPI document generated from the same types.
+
+Every process of the rack (sled agent, hypervisor, Nexus) serves one ``App``. A route
+declares its method, path template, body type and response type once; the app decodes
+and validates the body with msgspec (a mismatch is a 400 naming the field), calls the
+handler, encodes its result, and maps exceptions to error bodies shaped as upstream's
+Dropshot answers them: ``{"request_id": str, "error_code": str, "message": str}``.
+
+Guarantees: every request gets exactly one response (a handler's exception becomes 500
+``INTERNAL_ERROR`` unless ``error_map`` types it); a body larger than ``max_body`` is
+refused with 413 before it is read whole; cancellation (the server shutting down, the
+client going away) is never turned into a response.
+"""
+
+from __future__ import annotations
+
+import itertools
+import re
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import msgspec
+
+__all__ = ["App", "HttpError", "Request", "Route", "error_body"]
+
+_JSON = [(b"content-type", b"application/json")]
+
+
+class HttpError(Exception):
+    """An error answer: *status*, Dropshot's ``error_code`` and a message for humans."""
+
+    def __init__(self, status: int, error_code: str, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.error_code = error_code
+        self.message = message
+
+
+class ErrorBody(msgspec.Struct, frozen=True):
+    """Dropshot's error body."""
+
+    request_id: str
+    message: str
+    error_code: str | None = None
+
+
+def error_body(request_id: str, error: HttpError) -> bytes:
+    return msgspec.json.encode(ErrorBody(request_id, error.message, error.error_code))
+
+
+@dataclass(frozen=True)
+class Request:
+    """What a handler sees of one request."""
+
+    method: str
+    path: str
+    params: dict[str, str]
+    headers: Mapping[str, str]
+    body: Any
+    request_id: str
+
+
+Handler = Callable[[Request], Awaitable[Any]]
+
+
+@dataclass(frozen=True)
+class Route:
+    """One operation. *body*/*response*: msgspec types (``None``: no body / 204-style
+    empty answer). *errors*: the statuses it documents besides 4xx/5xx defaults."""
+
+    method: str
+    path: str
+    operation_id: str
+    handler: Handler
+    body: Any = None
+    response: Any = None
+    status: int = 200
+    summary: str = ""
+    body_required: bool = True
+    _pattern: re.Pattern[str] = field(init=False, repr=False, compare=False)
+    _names: tuple[str, ...] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        names = tuple(re.findall(r"\{(\w+)\}", self.path))
+        regex = "^" + re.sub(r"\\\{(\w+)\\\}", r"(?P<\1>[^/]+)", re.escape(self.path)) + "$"
+        object.__setattr__(self, "_pattern", re.compile(regex))
+        object.__setattr__(self, "_names", names)
+
+    def match(self, path: str) -> dict[str, str] | None:
+        m = self._pattern.match(path)
+        return None if m is None else m.groupdict()
+
+
+ErrorMap = Callable[[Exception], HttpError | None]
+Hook = Callable[[Request], Any]
+
+
+class App:
+    """An ASGI application over *routes*, serving ``GET /openapi.json`` as well.
+
+    *error_map* turns a handler's exception into an ``HttpError`` (``None``: not one of
+    ours, answered 500). *around* wraps each handled request (tracing: the
+    ``traceparent`` it carried); it is called as ``around(request, call)`` and must
+    return ``await call()``."""
+
+    def __init__(
+        self,
+        title: str,
+        version: str,
+        routes: Sequence[Route],
+        *,
+        error_map: ErrorMap | None = None,
+        around: Callable[[Request, Callable[[], Awaitable[Any]]], Awaitable[Any]] | None = None,
+        max_body: int = 1 << 20,
+    ) -> None:
+        self.title = title
+        self.version = version
+        self.routes = tuple(routes)
+        self.error_map = error_map
+        self.around = around
+        self.max_body = max_body
+        self._ids = itertools.count(1)
+        self._decoders = {
+            id(r): msgspec.json.Decoder(r.body) for r in self.routes if r.body is not None
+        }
+        self.requests = 0
+        self.answered: dict[int, int] = {}  # status -> count
+        self._openapi = msgspec.json.encode(self.openapi())
+
+    # -- ASGI -------------------------------------------------------------------------
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] == "lifespan":
+            while True:
+                message = await receive()
+                if message["type"] == "lifespan.startup":
+                    await send({"type": "lifespan.startup.complete"})
+                elif message["type"] == "lifespan.shutdown":
+                    await send({"type": "lifespan.shutdown.complete"})
+                    return
+        if scope["type"] != "http":
+            return
+        self.requests += 1
+        request_id = f"req-{next(self._ids)}"
+        status, payload = await self._respond(scope, receive, request_id)
+        self.answered[status] = self.answered.get(status, 0) + 1
+        headers = list(_JSON) if payload else []
+        headers.append((b"content-length", str(len(payload)).encode()))
+        await send({"type": "http.response.start", "status": status, "headers": headers})
+        await send({"type": "http.response.body", "body": payload})
+
+    async def _respond(
+        self, scope: dict[str, Any], receive: Any, request_id: str
+    ) -> tuple[int, bytes]:
+        method: str = scope["method"]
+        path: str = scope["path"]
+        if method == "GET" and path == "/openapi.json":
+            return 200, self._openapi
+        route, params, allowed = None, None, False
+        for r in self.routes:
+            got = r.match(path)
+            if got is None:
+                continue
+            allowed = True
+            if r.method == method:
+                route, params = r, got
+                break
+        if route is None or params is None:
+            if allowed:
+                return 405, error_body(
+                    request_id, HttpError(405, "METHOD_NOT_ALLOWED", f"{method} {path}")
+                )
+            return 404, error_body(
+                request_id, HttpError(404, "NOT_FOUND", f"no route for {method} {path}")
+            )
+        try:
+            raw = await self._read_body(receive)
+            body = self._decode(route, raw)
+        except HttpError as err:
+            return err.status, error_body(request_id, err)
+        headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
+        request = Request(method, path, params, headers, body, request_id)
+        try:
+            if self.around is not None:
+                result = await self.around(request, lambda: route.handler(request))
+            else:
+                result = await route.handler(request)
+        except HttpError as err:
+            return err.status, error_body(request_id, err)
+        except Exception as exc:
+            typed = self.error_map(exc) if self.error_map is not None else None
+            if typed is None:
+                typed = HttpError(500, "INTERNAL_ERROR", f"{type(exc).__name__}: {exc}")
+            return typed.status, error_body(request_id, typed)
+        if route.response is None or result is None:
+            return (204 if route.response is None else route.status), b""
+        return route.status, msgspec.json.encode(result)
+
+    async def _read_body(self, receive: Any) -> bytes:
+        chunks: list[bytes] = []
+        size = 0
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                break
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > self.max_body:
+                raise HttpError(413, "PAYLOAD_TOO_LARGE", f"the body exceeds {self.max_body} bytes")
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                break
+        return b"".join(chunks)
+
+    def _decode(self, route: Route, raw: bytes) -> Any:
+        if route.body is None:
+            return None
+        if not raw.strip():
+            if route.body_required:
+                raise HttpError(400, "INVALID_REQUEST", "a JSON body is required")
+            return None
+        try:
+            return self._decoders[id(route)].decode(raw)
+        except msgspec.ValidationError as exc:
+            raise HttpError(400, "INVALID_REQUEST", f"invalid body: {exc}") from None
+        except msgspec.DecodeError as exc:
+            raise HttpError(400, "INVALID_REQUEST", f"the body is not valid JSON: {exc}") from None
+
+    # -- OpenAPI ----------------------------------------------------------------------
+
+    def openapi(self) -> dict[str, Any]:
+        """The OpenAPI 3.0 document of the routes, built from their msgspec types."""
+        types = [ErrorBody]
+        for r in self.routes:
+            types += [t for t in (r.body, r.response) if t is not None]
+        schemas, components = msgspec.json.schema_components(
+            types, ref_template="#/components/schemas/{name}"
+        )
+        refs = dict(zip(map(id, types), schemas, strict=True))
+        error = {
+            "description": "Error",
+            "content": {"application/json": {"schema": refs[id(ErrorBody)]}},
+        }
+        paths: dict[str, dict[str, Any]] = {}
+        for r in self.routes:
+            op: dict[str, Any] = {"operationId": r.operation_id, "summary": r.summary}
+            if r._names:
+                op["parameters"] = [
+                    {"in": "path", "name": n, "required": True, "schema": {"type": "string"}}
+                    for n in r._names
+                ]
+            if r.body is not None:
+                op["requestBody"] = {
+                    "required": r.body_required,
+                    "content": {"application/json": {"schema": refs[id(r.body)]}},
+                }
+            responses: dict[str, Any] = {}
+            if r.response is None:
+                responses["204"] = {"description": "no content"}
+            else:
+                responses[str(r.status)] = {
+                    "description": "successful operation",
+                    "content": {"application/json": {"schema": refs[id(r.response)]}},
+                }
+            responses["4XX"] = error
+            responses["5XX"] = error
+            op["responses"] = responses
+            paths.setdefault(r.path, {})[r.method.lower()] = op
+        return {
+            "openapi": "3.0.3",
+            "info": {"title": self.title, "version": self.version},
+            "paths": paths,
+            "components": {"schemas": components},
+        }
