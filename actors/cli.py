@@ -1,4 +1,5 @@
-"""The ``trioxide`` subcommands this package offers: ``demo`` and ``runtime-demo``."""
+"""The ``trioxide`` subcommands this package offers: ``demo`` and ``runtime-demo``, and the
+rack's processes (``wire/cli.py``)."""
 
 from __future__ import annotations
 
@@ -29,7 +30,8 @@ def _runtime_demo(args: argparse.Namespace) -> int:
 
 
 def register(sub: Any) -> None:
-    """Add ``demo`` and ``runtime-demo`` to the ``trioxide`` command's subparsers *sub*."""
+    """Add ``demo``, ``runtime-demo`` and the rack's processes to the ``trioxide``
+    command's subparsers *sub*."""
     demo = sub.add_parser("demo", help="a whole simulated sled under load, in virtual time")
     demo.add_argument(
         "--trace", type=Path, default=Path("traces-out/demo.jsonl"), help="trace file to write"
@@ -44,3 +46,6 @@ def register(sub: Any) -> None:
         "--trace", type=Path, default=Path("traces-out/runtime-demo.jsonl"), help="trace file"
     )
     small.set_defaults(run=_runtime_demo)
+    from .wire import cli as wire_cli
+
+    wire_cli.register(sub)
