@@ -407,7 +407,12 @@ class InstanceRunner(Actor):
             InstanceMonitor, handle, self.ref, svc.zones, self.zone_name, name="monitor"
         )
         if not migration_target:
-            await handle.put_state(Start())
+            try:
+                await handle.put_state(Start())
+            except (NoInstance, RequestDenied, PropolisUnavailable) as exc:
+                # Over HTTP the Propolis (or its hypervisor) can be lost between the
+                # launch and the Run: the VMM fails (in-process this cannot happen).
+                return f"setup failed: Propolis did not start: {exc}"
         return None
 
     # -- observations -----------------------------------------------------------------

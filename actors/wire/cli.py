@@ -10,7 +10,9 @@ from typing import Any
 __all__ = ["register"]
 
 #: (subcommand, module in this package, help)
-PROCESSES: tuple[tuple[str, str, str], ...] = ()
+PROCESSES: tuple[tuple[str, str, str], ...] = (
+    ("hypervisor", "hypervisor", "the simulated hypervisor process (Propolis over HTTP)"),
+)
 
 
 def _runner(module: str) -> Any:
