@@ -24,6 +24,10 @@ ids, so a run is deterministic under ``MockClock``):
   ``NexusUnavailable`` (503) while ``now < until`` or while unavailable.
   ``set_available(True)`` also ends a timed outage.
 * ``inject_put_conflict(n)``: the next *n* sled PUTs raise ``NexusConflict`` (not applied).
+* ``inject_errors(n, status=500, op=None)``: the next *n* calls (of *op*, if given) that
+  get past an outage fail with that 5xx status (``nexus_error``: 503 is
+  ``NexusUnavailable``, any other ``NexusStatusError``), before any other rule; nothing is
+  applied. (The wire Nexus's fault endpoints use it; the deterministic suite does not.)
 
 Observability: ``request_log`` (one ``NexusRequest(t, op, target, generation)`` per async
 call, whatever its outcome; ``generation`` is ``None`` for a GET), ``vmm_history``
@@ -43,6 +47,7 @@ import trio
 from ..vmm_state import VmmFailureReason, VmmKind, VmmRuntimeState, VmmState, to_nexus
 
 __all__ = [
+    "OPS",
     "OP_GET_SLED",
     "OP_PUT_SLED",
     "OP_PUT_VMM",
@@ -51,15 +56,18 @@ __all__ = [
     "NexusNotFound",
     "NexusRequest",
     "NexusStatistics",
+    "NexusStatusError",
     "NexusUnavailable",
     "NexusVmm",
     "SimNexus",
     "SledInfo",
+    "nexus_error",
 ]
 
 OP_GET_SLED = "get_sled"
 OP_PUT_SLED = "put_sled"
 OP_PUT_VMM = "put_vmm"
+OPS = (OP_GET_SLED, OP_PUT_SLED, OP_PUT_VMM)
 
 
 class SledInfo(msgspec.Struct, frozen=True):
@@ -104,6 +112,7 @@ class NexusStatistics:
     conflicts: int  # sled PUTs refused with 409 (injected or by the rule)
     stale_vmm: int  # VMM updates ignored by the generation rule
     marked_failed: int  # VMMs set Failed(no_such_instance) by note_sled_404
+    injected_errors: int = 0  # calls failed with an injected 5xx (``inject_errors``)
 
 
 class NexusError(Exception):
@@ -131,6 +140,29 @@ class NexusUnavailable(NexusError):
     status = 503
 
 
+class NexusStatusError(NexusError):
+    """An error answer with any other status (a 5xx other than 503, or an unexpected
+    4xx from a Nexus across the wire): ``status`` is the instance's own."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+_BY_STATUS: dict[int, type[NexusError]] = {
+    NexusNotFound.status: NexusNotFound,
+    NexusConflict.status: NexusConflict,
+    NexusUnavailable.status: NexusUnavailable,
+}
+
+
+def nexus_error(status: int, message: str) -> NexusError:
+    """The ``NexusError`` for an answer with HTTP *status*: 404 ``NexusNotFound``, 409
+    ``NexusConflict``, 503 ``NexusUnavailable``, any other ``NexusStatusError``."""
+    cls = _BY_STATUS.get(status)
+    return cls(message) if cls is not None else NexusStatusError(status, message)
+
+
 class SimNexus:
     """A deterministic, in-memory Nexus with injectable latency, outages and conflicts."""
 
@@ -148,6 +180,8 @@ class SimNexus:
         self._available = True
         self._down_until = float("-inf")
         self._put_conflicts = 0
+        #: Injected error answers, per op (``None``: any op), in injection order.
+        self._errors: dict[str | None, list[int]] = {}
         self._get_sled = 0
         self._put_sled = 0
         self._put_vmm = 0
@@ -156,6 +190,7 @@ class SimNexus:
         self._conflicts = 0
         self._stale_vmm = 0
         self._marked_failed = 0
+        self._injected_errors = 0
 
     # -- fault injection -----------------------------------------------------------------
 
@@ -178,6 +213,24 @@ class SimNexus:
         """The next *n* sled PUTs (that get past an outage) raise ``NexusConflict``."""
         self._put_conflicts += n
 
+    def inject_errors(self, n: int = 1, *, status: int = 500, op: str | None = None) -> None:
+        """The next *n* calls (only calls of *op*, if given) that get past an outage fail
+        with *status* (500..599) and change nothing."""
+        if n < 0:
+            raise ValueError(f"n must be >= 0, got {n!r}")
+        if not 500 <= status <= 599:
+            raise ValueError(f"status must be a 5xx, got {status!r}")
+        if op is not None and op not in OPS:
+            raise ValueError(f"op must be one of {OPS} or None, got {op!r}")
+        self._errors.setdefault(op, []).extend([status] * n)
+
+    def pending_faults(self) -> dict[str, int]:
+        """Injected faults not yet consumed: ``conflicts`` and ``errors`` (all ops)."""
+        return {
+            "conflicts": self._put_conflicts,
+            "errors": sum(len(q) for q in self._errors.values()),
+        }
+
     # -- sleds ---------------------------------------------------------------------------
 
     async def get_sled(self, sled_id: str) -> SledInfo:
@@ -185,6 +238,7 @@ class SimNexus:
         await self._arrive(OP_GET_SLED, sled_id, None)
         self._get_sled += 1
         self._check_available()
+        self._check_injected(OP_GET_SLED, sled_id)
         info = self._sleds.get(sled_id)
         if info is None:
             self._not_found += 1
@@ -198,6 +252,7 @@ class SimNexus:
         await self._arrive(OP_PUT_SLED, info.sled_id, info.generation)
         self._put_sled += 1
         self._check_available()
+        self._check_injected(OP_PUT_SLED, info.sled_id)
         if self._put_conflicts > 0:
             self._put_conflicts -= 1
             self._conflicts += 1
@@ -223,6 +278,10 @@ class SimNexus:
         """The stored record, synchronously (for assertions)."""
         return self._sleds.get(sled_id)
 
+    def sleds(self) -> dict[str, SledInfo]:
+        """Every stored sled record, by sled id (a copy)."""
+        return dict(self._sleds)
+
     def decommission(self, sled_id: str) -> None:
         """Mark the sled decommissioned (generation unchanged): later PUTs conflict and a
         GET shows it. ``NexusNotFound`` if unknown."""
@@ -240,6 +299,7 @@ class SimNexus:
         await self._arrive(OP_PUT_VMM, propolis_id, runtime.gen)
         self._put_vmm += 1
         self._check_available()
+        self._check_injected(OP_PUT_VMM, propolis_id)
         stored = self._vmms.get(propolis_id)
         if stored is not None and runtime.gen <= stored.gen:
             self._stale_vmm += 1
@@ -288,6 +348,18 @@ class SimNexus:
             self._unavailable += 1
             raise NexusUnavailable("Nexus is unavailable (503)")
 
+    def _check_injected(self, op: str, target: str) -> None:
+        if not self._errors:
+            return
+        for key in (op, None):
+            queue = self._errors.get(key)
+            if queue:
+                status = queue.pop(0)
+                if not queue:
+                    del self._errors[key]
+                self._injected_errors += 1
+                raise nexus_error(status, f"{op} {target}: injected error ({status})")
+
     def requests(self, op: str | None = None) -> list[NexusRequest]:
         """The request log, optionally only the calls of one *op*."""
         return [r for r in self.request_log if op is None or r.op == op]
@@ -302,4 +374,5 @@ class SimNexus:
             conflicts=self._conflicts,
             stale_vmm=self._stale_vmm,
             marked_failed=self._marked_failed,
+            injected_errors=self._injected_errors,
         )
