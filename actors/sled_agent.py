@@ -365,9 +365,14 @@ class SledAgentClient:
     Every method checks its input first (``InvalidRequest``, 400, nothing sent) and ends
     with its result or a ``SledAgentError`` carrying the HTTP status (see the module
     docstring); it never hangs: each ask it makes is answered by the actor, its drain
-    or ``ActorGone``."""
+    or ``ActorGone`` - and, with *ask_timeout* (seconds on the runtime's clock), within
+    that time per ask (``AskTimeout``: 503 ``SERVICE_UNAVAILABLE``). ``None`` (the default,
+    the deterministic tests) waits for the actor's answer."""
 
-    def __init__(self, sled: ActorRef) -> None:
+    def __init__(self, sled: ActorRef, *, ask_timeout: float | None = None) -> None:
+        if ask_timeout is not None and not ask_timeout > 0:
+            raise ValueError(f"ask_timeout must be > 0 or None, got {ask_timeout!r}")
+        self.ask_timeout = ask_timeout
         inst = sled.instance
         if not isinstance(inst, SledAgent):
             raise TypeError(f"SledAgentClient needs a running SledAgent, got {sled!r}")
@@ -398,21 +403,25 @@ class SledAgentClient:
         gen = check_generation("vmm_gen", vmm_gen)
         with self._api_errors(pid):
             reg: Registration = await self.manager.ask(
-                EnsureRegistered(pid, iid, vmm_spec, migration_id, gen)
+                EnsureRegistered(pid, iid, vmm_spec, migration_id, gen), timeout=self.ask_timeout
             )
-            state: VmmRuntimeState = await reg.runner.ask(CurrentState())
+            state: VmmRuntimeState = await reg.runner.ask(CurrentState(), timeout=self.ask_timeout)
             return state
 
     async def unregister(self, propolis_id: str) -> VmmRuntimeState | None:
         pid = _check_propolis_id(propolis_id)
         with self._api_errors(pid):
-            reg: Registration | None = await self.manager.ask(EnsureUnregistered(pid))
+            reg: Registration | None = await self.manager.ask(
+                EnsureUnregistered(pid), timeout=self.ask_timeout
+            )
             if reg is None:
                 return None
             try:
                 # Terminate is always admitted (a full request queue cannot refuse it) and
                 # idempotent: the runner (or its drain) answers with the terminal state.
-                state: VmmRuntimeState = await reg.runner.ask(Terminate(by_nexus=True))
+                state: VmmRuntimeState = await reg.runner.ask(
+                    Terminate(by_nexus=True), timeout=self.ask_timeout
+                )
             except ActorGone as gone:
                 # The manager's own Terminate already ended the runner: its exit says how.
                 return gone.reason.final if isinstance(gone.reason, RunnerExit) else None
@@ -424,19 +433,21 @@ class SledAgentClient:
             kinds = ", ".join(t.name for t in Target)
             raise InvalidRequest("target", target, f"must be a Target ({kinds})", pid)
         with self._api_errors(pid):
-            reg: Registration = await self.manager.ask(Lookup(pid))
+            reg: Registration = await self.manager.ask(Lookup(pid), timeout=self.ask_timeout)
             if target in (Target.RUNNING, Target.MIGRATION_TARGET):
                 # Zone creation is long: the caller gets None at once (upstream behaviour).
                 await reg.runner.tell(PutState(target))
                 return None
-            result: VmmRuntimeState | None = await reg.runner.ask(PutState(target))
+            result: VmmRuntimeState | None = await reg.runner.ask(
+                PutState(target), timeout=self.ask_timeout
+            )
             return result
 
     async def get_state(self, propolis_id: str) -> VmmRuntimeState:
         pid = _check_propolis_id(propolis_id)
         with self._api_errors(pid):
-            reg: Registration = await self.manager.ask(Lookup(pid))
-            state: VmmRuntimeState = await reg.runner.ask(CurrentState())
+            reg: Registration = await self.manager.ask(Lookup(pid), timeout=self.ask_timeout)
+            state: VmmRuntimeState = await reg.runner.ask(CurrentState(), timeout=self.ask_timeout)
             return state
 
     async def replace_vcr(self, propolis_id: str, backend_id: str, vcr: Volume) -> ReplaceResult:
@@ -446,7 +457,7 @@ class SledAgentClient:
         check_id("backend_id", backend_id)
         check_vcr("vcr", vcr)
         with self._api_errors(pid):
-            reg: Registration = await self.manager.ask(Lookup(pid))
+            reg: Registration = await self.manager.ask(Lookup(pid), timeout=self.ask_timeout)
             propolis = self._propolis(reg)
             try:
                 result: ReplaceResult = await propolis.replace_vcr(backend_id, vcr)
@@ -461,20 +472,26 @@ class SledAgentClient:
             raise InvalidRequest("mode", mode, why)
         with self._api_errors():
             try:
-                state: ReservoirState = await self.reservoir.ask(SetReservoirSize(mode))
+                state: ReservoirState = await self.reservoir.ask(
+                    SetReservoirSize(mode), timeout=self.ask_timeout
+                )
             except ReservoirConfigError as invalid:
                 raise ReservoirConfigInvalid("mode", mode, str(invalid)) from invalid
             return state
 
     async def reservoir_status(self) -> ReservoirStatus:
         with self._api_errors():
-            status: ReservoirStatus = await self.reservoir.ask(GetReservoir())
+            status: ReservoirStatus = await self.reservoir.ask(
+                GetReservoir(), timeout=self.ask_timeout
+            )
             return status
 
     async def sled_info(self) -> NotifierStatistics:
         """What the notifier knows and has told Nexus."""
         with self._api_errors():
-            stats: NotifierStatistics = await self.notifier.ask(NotifierStatus())
+            stats: NotifierStatistics = await self.notifier.ask(
+                NotifierStatus(), timeout=self.ask_timeout
+            )
             return stats
 
     # -- start sagas (#3325 tokens) ---------------------------------------------------
@@ -487,18 +504,20 @@ class SledAgentClient:
         iid = check_id("instance_id", instance_id)
         vmm_spec = VmmSpec() if spec is None else check_spec("spec", spec)
         with self._api_errors(pid):
-            token: StartToken = await self.manager.ask(Register(sid, pid, iid, vmm_spec))
+            token: StartToken = await self.manager.ask(
+                Register(sid, pid, iid, vmm_spec), timeout=self.ask_timeout
+            )
             return token
 
     async def saga_start(self, token: StartToken) -> None:
         checked = _check_token(token)
         with self._api_errors(checked.propolis_id):
-            await self.manager.ask(StartVmm(checked))
+            await self.manager.ask(StartVmm(checked), timeout=self.ask_timeout)
 
     async def saga_release(self, token: StartToken) -> None:
         checked = _check_token(token)
         with self._api_errors(checked.propolis_id):
-            await self.manager.ask(ReleaseToken(checked))
+            await self.manager.ask(ReleaseToken(checked), timeout=self.ask_timeout)
 
     # -- helpers ------------------------------------------------------------------------
 
