@@ -11,6 +11,7 @@ __all__ = ["register"]
 
 #: (subcommand, module in this package, help)
 PROCESSES: tuple[tuple[str, str, str], ...] = (
+    ("agent", "agent", "a sled agent process serving its HTTP API"),
     ("hypervisor", "hypervisor", "the simulated hypervisor process (Propolis over HTTP)"),
 )
 
