@@ -12,6 +12,7 @@ __all__ = ["register"]
 #: (subcommand, module in this package, help)
 PROCESSES: tuple[tuple[str, str, str], ...] = (
     ("agent", "agent", "a sled agent process serving its HTTP API"),
+    ("nexus", "nexus", "the simulated Nexus process (its internal API over HTTP)"),
     ("hypervisor", "hypervisor", "the simulated hypervisor process (Propolis over HTTP)"),
 )
 
