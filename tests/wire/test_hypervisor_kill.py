@@ -8,6 +8,7 @@ Propolis launcher. Every wait is bounded.
 
 from __future__ import annotations
 
+import json
 import signal
 from collections.abc import Callable
 from pathlib import Path
@@ -18,6 +19,7 @@ import trio
 
 from trioxide.actors.errors import NoSuchVmm
 from trioxide.actors.instance_runner import RunnerConfig, RunnerExit, Target
+from trioxide.actors.propolis.state_driver import NoInstance, Start, VmState
 from trioxide.actors.sled_agent import SledAgentClient, SledConfig, SledWorld
 from trioxide.actors.vmm_state import SledVmmState, VmmFailureReason, VmmKind
 from trioxide.actors.wire.propolis_api import HttpLauncher, HttpPropolis
@@ -112,3 +114,29 @@ async def test_kill_9_of_the_hypervisor_fails_its_vmms_and_the_agent_stays_up(
             info = await api.sled_info()
             assert info is not None
             await sled.stop()
+
+
+async def test_sigterm_stops_the_hypervisor_cleanly_and_its_long_polls_end_no_instance(
+    tmp_path: Path,
+) -> None:
+    async with rack_process("hypervisor", "--time-scale", "0.02", trace_dir=tmp_path) as hv:
+        async with HttpLauncher(hv.url, retry_delay=0.05) as launcher:
+            port = await launcher.launch("p1", {}, False)
+            await port.put_state(Start())
+            assert (await port.wait_for_state(3)).state is VmState.RUNNING
+            async with trio.open_nursery() as nursery:
+                outcome: list[NoInstance] = []
+
+                async def poll() -> None:
+                    try:
+                        await port.wait_for_state(4)
+                    except NoInstance as exc:
+                        outcome.append(exc)
+
+                nursery.start_soon(poll)
+                await until(lambda: launcher.polls.sent == 2)
+                assert await hv.stop(signal.SIGTERM) == 0  # a clean exit
+            assert len(outcome) == 1 and not port.alive and launcher.polls_lost == 1
+    header, *events = (tmp_path / "hypervisor.jsonl").read_text().splitlines()
+    assert json.loads(header)["command"] == ["trioxide", "hypervisor"]
+    assert any('"LaunchPropolis"' in line for line in events)  # the file was flushed
