@@ -14,6 +14,7 @@ PROCESSES: tuple[tuple[str, str, str], ...] = (
     ("agent", "agent", "a sled agent process serving its HTTP API"),
     ("nexus", "nexus", "the simulated Nexus process (its internal API over HTTP)"),
     ("hypervisor", "hypervisor", "the simulated hypervisor process (Propolis over HTTP)"),
+    ("rack", "rack", "a rack on loopback: Nexus, a hypervisor and N sled agents, with faults"),
 )
 
 
