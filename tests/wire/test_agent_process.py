@@ -137,3 +137,37 @@ async def test_a_port_in_use_is_one_line_and_status_2(tmp_path: Path) -> None:
     lines = done.stderr.decode().strip().splitlines()
     assert len(lines) == 1, lines
     assert lines[0].startswith("trioxide: ") and "in use" in lines[0] and port in lines[0]
+
+
+async def test_the_agent_over_a_hypervisor_and_a_nexus_process(tmp_path: Path) -> None:
+    """--hypervisor and --nexus: the same actors reach Propolis and Nexus over HTTP; a
+    VMM started through the agent's API runs in the hypervisor process and Nexus (its own
+    process) records its states."""
+    async with (
+        rack_process("hypervisor", "--time-scale", "0.01", trace_dir=tmp_path) as hv,
+        rack_process("nexus", trace_dir=tmp_path) as nexus,
+        rack_process(
+            "agent", "--hypervisor", hv.url, "--nexus", nexus.url, trace_dir=tmp_path
+        ) as agent,
+        httpx.AsyncClient(timeout=WAIT, trust_env=False) as http,
+    ):
+        assert agent.info["hypervisor"] == hv.url and agent.info["nexus"] == nexus.url
+        await start_and_run(http, agent.url, "vmm-w")
+        with trio.fail_after(WAIT):
+            while True:
+                reply = await http.get(f"{nexus.url}/sim/vmms/vmm-w")
+                if reply.status_code == 200 and reply.json()["state"]["kind"] == "running":
+                    break
+                await trio.sleep(0.01)
+        reply = await http.delete(f"{agent.url}/vmms/vmm-w")
+        assert reply.status_code == 200, reply.text
+        assert reply.json()["updated_runtime"]["vmm_state"]["state"] == "destroyed"
+        # The sled told Nexus about itself (the notifier, over HTTP).
+        with trio.fail_after(WAIT):
+            while True:
+                if (await http.get(f"{nexus.url}/sled-agents/sled-0")).status_code == 200:
+                    break
+                await trio.sleep(0.05)
+        for rp in (agent, nexus, hv):
+            with trio.fail_after(WAIT):
+                assert await rp.stop() == 0, b"".join(rp.stderr)
