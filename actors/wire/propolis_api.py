@@ -543,6 +543,7 @@ def hypervisor_app(hv: Hypervisor) -> Callable[[dict[str, Any], Any, Any], Await
 @dataclass(frozen=True)
 class LauncherStatistics:
     launched: int
+    launch_retries: int  # launches tried again because nothing listened (yet)
     killed: int
     kills_unreachable: int  # nothing listened: the hypervisor (and its Propolis) was gone
     kill_failures: int  # the hypervisor did not confirm a kill (the teardown went on)
@@ -584,6 +585,7 @@ class HttpLauncher:
         # they never starve the short calls.
         self.polls = HttpClient(self.base_url, timeout=poll_timeout, max_connections=4096)
         self.launched = 0
+        self.launch_retries = 0  # launches tried again because nothing was listening
         self.killed = 0
         self.kills_unreachable = 0
         self.kill_failures = 0
@@ -606,18 +608,30 @@ class HttpLauncher:
         self, propolis_id: str, disks: dict[str, Volume], migration_target: bool
     ) -> HttpPropolis:
         path = f"/admin/propolis/{quote(propolis_id, safe='')}"
-        try:
-            answer = await self.calls.call(
-                "PUT",
-                path,
-                LaunchRequest(dict(disks), migration_target),
-                response=LaunchResponse,
-                timeout=self.launch_timeout,
-            )
-        except TransportError as exc:
-            raise PropolisUnavailable(propolis_id, f"launch: no answer ({exc})") from None
-        except HttpStatusError as exc:
-            raise PropolisUnavailable(propolis_id, f"launch refused: {exc}") from None
+        request = LaunchRequest(dict(disks), migration_target)
+        # Nothing listening (the hypervisor is starting, or restarting after a crash):
+        # try again with backoff for up to launch_timeout, as upstream's sled agent waits
+        # for a Propolis server to come up; any other failure is final.
+        deadline = trio.current_time() + self.launch_timeout
+        delay = self.retry_delay
+        while True:
+            try:
+                answer = await self.calls.call(
+                    "PUT",
+                    path,
+                    request,
+                    response=LaunchResponse,
+                    timeout=max(0.0, deadline - trio.current_time()),
+                )
+                break
+            except TransportError as exc:
+                if exc.kind != "connect" or trio.current_time() + delay >= deadline:
+                    raise PropolisUnavailable(propolis_id, f"launch: no answer ({exc})") from None
+                self.launch_retries += 1
+                await trio.sleep(delay)
+                delay = min(delay * 2, 1.0)
+            except HttpStatusError as exc:
+                raise PropolisUnavailable(propolis_id, f"launch refused: {exc}") from None
         assert answer is not None
         self.launched += 1
         port = HttpPropolis(self, propolis_id, answer.base_path, answer.gen)
@@ -659,6 +673,7 @@ class HttpLauncher:
     def statistics(self) -> LauncherStatistics:
         return LauncherStatistics(
             launched=self.launched,
+            launch_retries=self.launch_retries,
             killed=self.killed,
             kills_unreachable=self.kills_unreachable,
             kill_failures=self.kill_failures,

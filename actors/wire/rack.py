@@ -76,6 +76,7 @@ class Stats:
     sent: int = 0
     answered: int = 0
     statuses: Counter[int] = field(default_factory=Counter)
+    errors: Counter[str] = field(default_factory=Counter)  # "status ERROR_CODE" -> count
     unanswered: list[str] = field(default_factory=list)
     latency: dict[str, list[float]] = field(default_factory=dict)
     outcomes: dict[str, str] = field(default_factory=dict)  # pid -> what the driver saw
@@ -108,6 +109,7 @@ class _Sled:
             status = 200
         except HttpStatusError as exc:
             got, status = None, exc.status
+            self.stats.errors[f"{op}: {status} {exc.error_code}"] += 1
         except TransportError as exc:
             self.stats.unanswered.append(f"{self.name} {method} {path}: {exc}")
             return 0, None
@@ -450,10 +452,16 @@ def _report(opts: RackOptions, stats: Stats, summary: Any, elapsed: float) -> No
     for op, values in sorted(stats.latency.items()):
         p50, p99 = _pct(values, 0.5) * 1e3, _pct(values, 0.99) * 1e3
         print(f"  {op:<18} {p50:8.1f} ms {p99:8.1f} ms {len(values):6}")
-    seen = Counter(v.split(";")[0] for v in stats.outcomes.values())
-    print("VMM outcomes (the driver): " + ", ".join(f"{k}: {n}" for k, n in seen.most_common()))
+    if stats.errors:
+        print("  error answers: " + ", ".join(f"{k} x{n}" for k, n in sorted(stats.errors.items())))
+    ran = sum(1 for v in stats.outcomes.values() if v.startswith(("ran", "stopped during")))
+    print(f"VMMs: {len(stats.outcomes)} started through the API, {ran} reached running")
     held = Counter(str(v.state) for v in summary.vmms)
-    print("VMM states Nexus holds:    " + ", ".join(f"{k}: {n}" for k, n in held.most_common()))
+    print("  final states Nexus holds: " + ", ".join(f"{k} {n}" for k, n in held.most_common()))
+    failed = sorted(v.propolis_id for v in summary.vmms if str(v.state).startswith("failed"))
+    if failed:
+        more = f" (+{len(failed) - 12} more)" if len(failed) > 12 else ""
+        print(f"  failed: {', '.join(failed[:12])}{more}")
     if stats.faults:
         print("faults:")
         for name, what in stats.faults.items():

@@ -44,7 +44,7 @@ async def test_kill_9_of_the_hypervisor_fails_its_vmms_and_the_agent_stays_up(
         assert hv.info["role"] == "hypervisor" and hv.info["time_scale"] == 0.02
         async with (
             open_runtime(name="agent") as rt,
-            HttpLauncher(hv.url, retry_delay=0.05) as launcher,
+            HttpLauncher(hv.url, retry_delay=0.05, launch_timeout=1.0) as launcher,
         ):
             world = SledWorld(zones=fast_zones())
             config = SledConfig(runner=RunnerConfig(service_wait=0.001, publish_initial=0.01))
