@@ -61,7 +61,7 @@ async def schemathesis_run(
     )
     cmd = [
         *SCHEMATHESIS, "run", f"{url}/openapi.json",
-        "--max-examples", "25", "--seed", "1", "--no-shrink",
+        "--max-examples", "15", "--seed", "1", "--no-shrink",
         "--phases", phases,
         "--checks", "all", "--exclude-checks", exclude,
         "--request-timeout", "10",
