@@ -46,12 +46,18 @@ async def start_and_run(http: httpx.AsyncClient, url: str, pid: str) -> None:
 
 async def test_the_agent_serves_and_stops_cleanly_on_sigterm(tmp_path: Path) -> None:
     async with (
-        rack_process("agent", "--sled-id", "sled-3", trace_dir=tmp_path) as agent,
+        rack_process(
+            "agent", "--sled-id", "sled-3", "--view-port", "0", trace_dir=tmp_path
+        ) as agent,
         httpx.AsyncClient(timeout=WAIT, trust_env=False) as http,
     ):
         assert agent.info["role"] == "agent"
         assert agent.info["sled_id"] == "sled-3" and agent.info["name"] == "sled-3"
         assert agent.addr.startswith("127.0.0.1:")
+        # Its live trace viewer, on a port of its own.
+        viewer = agent.info["viewer"]
+        assert viewer.startswith("http://127.0.0.1:") and agent.addr not in viewer
+        assert (await http.get(viewer)).status_code == 200
         await start_and_run(http, agent.url, "vmm-a")
         inventory = (await http.get(f"{agent.url}/inventory")).json()
         assert inventory["sled_id"] == "sled-3" and inventory["sled_agent_address"] == agent.addr
@@ -65,6 +71,7 @@ async def test_the_agent_serves_and_stops_cleanly_on_sigterm(tmp_path: Path) -> 
     # requests' handling in it (the runner of vmm-a, spawned and stopped).
     trace = traces.read_trace(tmp_path / "agent.jsonl")
     assert trace.header.command == ["trioxide", "agent", "sled-3"]
+    assert trace.errors == [] and len(trace.events) > 0
     actors = {e.actor for e in trace.events}
     assert any("runner-vmm-a" in a for a in actors), sorted(actors)[:20]
     kinds = {e.kind for e in trace.events}
