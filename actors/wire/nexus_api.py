@@ -45,7 +45,6 @@ from __future__ import annotations
 
 import datetime as dt
 import math
-import time
 from collections.abc import Callable
 from dataclasses import asdict
 from typing import Annotated, Any, Literal, Protocol, TypeVar
@@ -75,7 +74,7 @@ from ..vmm_state import VmmRuntimeState, VmmState
 from . import tracecontext
 from .asgi import App, HttpError, Request, Route
 from .client import HttpClient, HttpStatusError, TransportError
-from .types import SledVmmStateBody, from_wire, to_wire
+from .types import SledVmmStateBody, from_wire, to_wire, wall_time
 
 __all__ = [
     "ASK_TIMEOUT",
@@ -333,9 +332,6 @@ class NexusServer:
         self.vcr = vcr
         self.ask_timeout = ask_timeout
         self.vcr_outcomes: dict[str, int] = {}
-        # One anchor for every time this server reports, so that a record reads the same
-        # each time (``types.wall_time`` re-reads both clocks on every call).
-        self._anchor = time.time() - trio.current_time()
         self.app = App(
             "Nexus internal API (simulated)",
             "1.0.0",
@@ -484,17 +480,12 @@ class NexusServer:
         if record is None:
             return None
         history = [
-            HistoryEntry(self.wall_time(t), state, gen)
+            HistoryEntry(wall_time(t), state, gen)
             for t, state, gen in self.nexus.vmm_history.get(propolis_id, [])
         ]
         return VmmRecord(
-            propolis_id, record.state, record.gen, self.wall_time(record.time_updated), history
+            propolis_id, record.state, record.gen, wall_time(record.time_updated), history
         )
-
-    def wall_time(self, t: float) -> dt.datetime:
-        """The UTC time of Trio clock reading *t* (fixed anchor: the same *t*, the same
-        answer)."""
-        return dt.datetime.fromtimestamp(self._anchor + t, dt.UTC)
 
     def summary(self) -> NexusSummary:
         """The VMM table, the sleds, the request counts and the HTTP answers."""

@@ -5,7 +5,9 @@ OpenAPI documents; the shapes, not upstream's code).
 ``{"vmm_state": {"gen": u64, "state": "running", "time_updated": RFC 3339},
 "migration_in": ..., "migration_out": ...}``. Our ``VmmRuntimeState.time_updated`` is a
 Trio clock reading; on the wire it is a UTC time, converted with the process's clock
-anchor (``wall_time``/``clock_time``), so it is a real date in any process.
+anchor (``wall_time``/``clock_time``), so it is a real date in any process. The anchor
+(wall-clock time minus Trio time) is taken once per Trio run, so the same reading always
+converts to the same date.
 """
 
 from __future__ import annotations
@@ -54,14 +56,28 @@ class SledVmmStateBody(msgspec.Struct, frozen=True):
     migration_out: MigrationRuntimeState | None = None
 
 
+_anchors: dict[trio.lowlevel.TrioToken, float] = {}
+
+
+def _anchor() -> float:
+    """Wall-clock seconds minus Trio clock seconds, fixed for the running Trio run."""
+    token = trio.lowlevel.current_trio_token()
+    anchor = _anchors.get(token)
+    if anchor is None:
+        if len(_anchors) > 16:  # runs that ended (tests): forget them
+            _anchors.clear()
+        anchor = _anchors[token] = time.time() - trio.current_time()
+    return anchor
+
+
 def wall_time(t: float) -> dt.datetime:
     """The UTC time of Trio clock reading *t* (in the running Trio run)."""
-    return dt.datetime.fromtimestamp(time.time() - (trio.current_time() - t), dt.UTC)
+    return dt.datetime.fromtimestamp(_anchor() + t, dt.UTC)
 
 
 def clock_time(when: dt.datetime) -> float:
     """The Trio clock reading of UTC time *when* (the inverse of ``wall_time``)."""
-    return trio.current_time() - (time.time() - when.timestamp())
+    return when.timestamp() - _anchor()
 
 
 def to_wire(state: VmmRuntimeState) -> SledVmmStateBody:
