@@ -442,6 +442,8 @@ class InstanceRunner(Actor):
     async def _publisher(self) -> None:
         """Publish the latest state to Nexus; retry with backoff; never block requests."""
         async for state in self.outbox.changes():
+            if state.gen <= self.published.value:
+                continue  # already accepted: a retry below sent it (or a newer one)
             delay = self.cfg.publish_initial
             while True:
                 self.publish_attempts += 1

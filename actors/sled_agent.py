@@ -150,6 +150,7 @@ class SledConfig:
     runner: RunnerConfig = field(default_factory=RunnerConfig)
     cleanup_concurrency: int = 4
     legacy_tickets: bool = False  # tests only: the pre-#3325 manager
+    notifier_tick: float = 2.0  # seconds between the notifier's retries (upstream: 2 s)
 
 
 class SledAgent(Actor):
@@ -219,6 +220,7 @@ class SledAgent(Actor):
             info,
             lambda: w.hypervisor.reservoir_bytes,
             self.reservoir_watch,
+            cfg.notifier_tick,
             name="nexus-notifier",
             mailbox_size=256,
         )

@@ -189,7 +189,11 @@ def run(args: argparse.Namespace) -> int:
                     name="propolis-host", mailbox_size=4096,
                 )  # fmt: skip
                 launcher = LocalLauncher(host)
-            config = SledConfig(sled_id=args.sled_id, runner=scaled.runner())
+            config = SledConfig(
+                sled_id=args.sled_id,
+                runner=scaled.runner(),
+                notifier_tick=scaled.durations["notifier_tick"],
+            )
             sled = await rt.spawn(WireSledAgent, world, config, launcher, nexus, name="sled")
             client = SledAgentClient(sled, ask_timeout=args.ask_timeout)
             bound: list[str] = []

@@ -51,6 +51,7 @@ NOMINAL: dict[str, float] = {
     "reservoir_timeout": 300.0,
     "publish_initial": 0.25,
     "publish_max": 180.0,
+    "notifier_tick": 2.0,
 }
 
 

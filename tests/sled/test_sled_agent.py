@@ -313,3 +313,28 @@ async def test_a_zone_whose_create_was_cancelled_is_cleaned_up_and_the_vmm_start
     assert not zones.exists(zone)
     await run_vmm(sled, "p1", "i1")  # starts again
     assert zones.collisions() == 0
+
+
+async def test_publisher_sends_a_superseding_state_once_after_an_outage(
+    actor_runtime: Runtime,
+) -> None:
+    """Latest-value publishing through a Nexus outage: while a publication is retried, a
+    newer state supersedes it; once Nexus is back that newer state is sent once, not a
+    second time when the publisher looks at its outbox again (found over HTTP: Nexus
+    counted one stale update per outage)."""
+    sled = await make_sled(actor_runtime)
+    await run_vmm(sled, "p1")
+    await trio.sleep(5)
+    runner = sled.runner("p1")
+    nexus = sled.world.nexus
+    nexus.set_available(False)
+    assert await sled.api.ensure_state("p1", Target.REBOOT) is not None  # Rebooting
+    await trio.sleep(30)  # retried meanwhile; observations supersede Rebooting
+    assert runner.publish_attempts > 2
+    nexus.set_available(True)
+    await trio.sleep(400)  # past the largest backoff step reached
+    s = nexus.statistics()
+    assert s.stale_vmm == 0, s
+    gens = [gen for _s, gen in sled.nexus_states("p1")]
+    assert gens == sorted(set(gens))
+    assert runner.published.value == runner.vmm.gen == gens[-1]
