@@ -4,6 +4,7 @@ Small core, explicit API. See ``docs/semantics.md`` for the guarantees.
 """
 
 from ._actor import HELPERS, Actor, TimerHandle
+from ._context import TraceSite, caused_by, trace_site
 from ._errors import (
     ActorGone,
     AskDeadlock,
@@ -48,9 +49,12 @@ __all__ = [
     "SpawnOptions",
     "Terminated",
     "TimerHandle",
+    "TraceSite",
     "TrioxideError",
     "UnhandledMessage",
     "Watch",
     "WatchStatistics",
+    "caused_by",
     "open_runtime",
+    "trace_site",
 ]

@@ -11,7 +11,7 @@ import trio
 from trio.lowlevel import cancel_shielded_checkpoint, checkpoint, wait_task_rescheduled
 from typing_extensions import TypeVar as DefaultTypeVar
 
-from ._context import current_cell, current_sender
+from ._context import OUTSIDE, current_cell, current_sender, outside_cause
 from ._errors import ActorGone, AskTimeout, MailboxFull
 from ._mailbox import WITHDRAWN, Envelope
 from ._messages import Admit
@@ -138,7 +138,12 @@ class ActorRef(Generic[A_co]):
             # run in between: nothing here yields.
             sender = current_cell.get()
             if sender is None:
-                env.id = tr.send(cell.path, None, None, False, msg)
+                # A cause from outside any actor (``caused_by``): read only once one was
+                # ever set (OUTSIDE[0]), so the plain traced tell stays as cheap.
+                if OUTSIDE[0]:
+                    env.id = tr.send(cell.path, None, outside_cause.get(), False, msg)
+                else:
+                    env.id = tr.send(cell.path, None, None, False, msg)
             else:
                 env.id = tr.send(cell.path, sender.path, sender.cause_id(), False, msg)
         else:

@@ -7,12 +7,21 @@ from . import otel
 from ._event import KINDS, NO_PAYLOAD, OUTCOMES, SCHEMA_VERSION, TraceEvent, TraceHeader
 from ._expand import expand, is_folded, records_of
 from ._flight import FlightRecorder
+from ._links import LinkStatistics, TraceLinks
 from ._reader import LineError, TraceFile, follow_trace, iter_trace, read_trace
 from ._runs import RUN_MAX_MESSAGES, HandleRun
 from ._sinks import JsonlFileSink, MemorySink, SinkStatistics, TraceFileObject
 from ._tracer import Recorder, Sink, Tracer, describe, unwrap
 from .diff import Divergence, causal_chain, first_divergence, format_divergence
 from .export import to_otlp, to_perfetto, write_otlp, write_perfetto
+from .merge import (
+    MergedTrace,
+    MergeSource,
+    MergeStatistics,
+    merge_files,
+    merge_traces,
+    write_trace,
+)
 
 __all__ = [
     "KINDS",
@@ -25,7 +34,11 @@ __all__ = [
     "HandleRun",
     "JsonlFileSink",
     "LineError",
+    "LinkStatistics",
     "MemorySink",
+    "MergeSource",
+    "MergeStatistics",
+    "MergedTrace",
     "Recorder",
     "Sink",
     "SinkStatistics",
@@ -33,6 +46,7 @@ __all__ = [
     "TraceFile",
     "TraceFileObject",
     "TraceHeader",
+    "TraceLinks",
     "Tracer",
     "causal_chain",
     "describe",
@@ -42,6 +56,8 @@ __all__ = [
     "format_divergence",
     "is_folded",
     "iter_trace",
+    "merge_files",
+    "merge_traces",
     "otel",
     "read_trace",
     "records_of",
@@ -50,4 +66,5 @@ __all__ = [
     "unwrap",
     "write_otlp",
     "write_perfetto",
+    "write_trace",
 ]

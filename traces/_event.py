@@ -17,6 +17,10 @@ NO_PAYLOAD = msgspec.Raw()
 #: Bumped whenever a field changes meaning; readers refuse newer schemas and upgrade older
 #: ones (version 1 had no ``outcome``: it was spelled in ``detail`` as "ok" / "error: ...";
 #: version 3 folds a receive into its handle when nothing was traced in between: ``t0``).
+#: Additions that change no field's meaning - new kinds, new optional fields (the HTTP
+#: kinds' ``trace_id``/``span_id``/``parent_span``, the header's ``process`` and
+#: ``clock_at_start``) - keep the version: a reader that predates them skips the unknown
+#: fields and shows an unknown kind as it is.
 SCHEMA_VERSION = 3
 
 #: Every ``kind`` the runtime emits, with what ``actor``/``peer`` mean for it.
@@ -54,6 +58,22 @@ KINDS: dict[str, str] = {
     "task_end": "a child task of actor ended; outcome ok | error | cancelled; detail = task "
     "name and outcome; cause (cancelled) = the msg_id that led to the cancellation, if known",
     "watch_set": "a named Watch was set; actor = the setter (if any); detail = watch name",
+    "http_send": "actor sent an HTTP request (actor: the calling actor; outside any actor "
+    "the serving lane of the request being handled, else 'http:client'); msg_id = corr = "
+    "the event's seq (the request's id); cause = the msg_id being handled; peer = the "
+    "service (host:port); detail = 'METHOD path'; trace_id/span_id = the traceparent sent "
+    "(span_id: this client span), parent_span = the span it continues (None: a new trace)",
+    "http_end": "the HTTP request corr (an http_send) ended: outcome ok (a 2xx answer) | "
+    "error (an error status, or no answer) | timeout | cancelled (its caller gave up); "
+    "detail = the status ('204', '503 SERVICE_UNAVAILABLE: ...') or the failure",
+    "http_serve": "a server took an HTTP request: actor = the server's lane ('http:' + "
+    "service); msg_id = corr = the event's seq (what the handler's asks carry as cause); "
+    "peer = the client's address; detail = 'METHOD path'; trace_id and parent_span = the "
+    "incoming traceparent, span_id = the server span. cause: none in a process's own "
+    "trace; in a merged trace (traces.merge) the msg_id of the http_send naming parent_span",
+    "http_served": "the HTTP request corr (an http_serve) was answered: outcome ok (2xx, "
+    "3xx) | error (4xx, 5xx) | cancelled (the client went away, the server stopped); "
+    "detail = the status and error code",
     "violation": "the explorer found an invariant broken (outcome error); actor = the actor "
     "whose handled message was being checked (else the runtime's name), cause = that "
     "message's msg_id (None for an end-of-run check); detail = 'invariant: message'. "
@@ -97,6 +117,11 @@ class TraceEvent(msgspec.Struct, frozen=True, gc=False, omit_defaults=True):
     outcome: str | None = None
     #: On a ``handle`` that also stands for its ``receive``: when the handler began.
     t0: float | None = None
+    #: W3C trace context of the HTTP kinds (``http_send``, ``http_serve``): the trace's
+    #: id (32 hex digits), the span the event opens and the span it continues (16 each).
+    trace_id: str | None = None
+    span_id: str | None = None
+    parent_span: str | None = None
 
 
 class TraceHeader(msgspec.Struct, frozen=True):
@@ -108,3 +133,9 @@ class TraceHeader(msgspec.Struct, frozen=True):
     trio_version: str = ""
     started_at: str | None = None
     command: list[str] = msgspec.field(default_factory=list)
+    #: The process that wrote the trace (a rack process: ``sled-1``, ``nexus``); what
+    #: ``traces.merge`` prefixes its actors with.
+    process: str | None = None
+    #: The trace clock's reading (an event's ``t``) at the wall-clock instant
+    #: ``started_at``: the anchor that lines up the timelines of merged traces.
+    clock_at_start: float | None = None

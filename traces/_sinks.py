@@ -490,6 +490,17 @@ class JsonlFileSink:
         if self._header is not None and self._header.seed is None:
             self._header = msgspec.structs.replace(self._header, seed=seed)
 
+    def use_header(self, header: TraceHeader) -> bool:
+        """Write *header* instead of the one given (a rack process anchors its clock once
+        its run has started: ``TraceHeader.clock_at_start``), if that one is not written
+        yet; whether it was replaced."""
+        if self._header is None:
+            return False
+        self._header = header
+        if header.seed is not None:
+            self._submit_header()
+        return True
+
     def write(self, event: TraceEvent) -> None:
         buf = self._buf
         start = len(buf)

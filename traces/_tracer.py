@@ -19,6 +19,7 @@ import msgspec
 import trio
 
 from ._event import NO_PAYLOAD, TraceEvent
+from ._links import TraceLinks
 from ._runs import HandleRun
 
 __all__ = ["Recorder", "Sink", "Tracer", "describe"]
@@ -164,6 +165,49 @@ class Recorder(Protocol):
 
     def watch_set(self, actor: str, cause: int | None, what: str) -> None: ...
 
+    def http_send(
+        self,
+        actor: str,
+        cause: int | None,
+        service: str,
+        method: str,
+        path: str,
+        trace_id: str,
+        span_id: str,
+        parent_span: str | None,
+    ) -> int: ...
+
+    def http_end(
+        self,
+        actor: str,
+        request: int,
+        status: int | None,
+        exc: BaseException | None = None,
+        timed_out: bool = False,
+    ) -> None: ...
+
+    def http_serve(
+        self,
+        actor: str,
+        peer: str | None,
+        method: str,
+        path: str,
+        trace_id: str,
+        span_id: str,
+        parent_span: str | None,
+    ) -> int: ...
+
+    def http_served(
+        self,
+        actor: str,
+        request: int,
+        status: int | None,
+        error_code: str | None = None,
+        exc: BaseException | None = None,
+    ) -> None: ...
+
+    def context_of(self, actor: str | None, cause: int | None) -> tuple[str, str] | None: ...
+
     def use_clock(self, clock: Callable[[], float], offset: float = 0.0) -> None: ...
 
     def flush(self) -> None: ...
@@ -198,6 +242,7 @@ class Tracer:
         "_t_offset",
         "_write",
         "_write_run",
+        "links",
         "payloads",
         "pending",
         "redact",
@@ -240,6 +285,9 @@ class Tracer:
         self._t_offset = 0.0
         self.payloads = payloads
         self.redact = redact
+        #: Which distributed trace messages and actors belong to (``TraceLinks``): made by
+        #: the first ``http_serve``; ``None`` (one check per send) until then.
+        self.links: TraceLinks | None = None
 
     def use_clock(self, clock: Callable[[], float], offset: float = 0.0) -> None:
         """Take ``t`` from ``clock() + offset`` (the runtime binds the run's clock once: for
@@ -312,6 +360,8 @@ class Tracer:
     def spawn(self, actor: str, parent: str | None, cause: int | None, cls_name: str) -> None:
         """*actor* was created under *parent* (``None``: top level)."""
         self._emit("spawn", actor, parent, None, cause, None, None, cls_name)
+        if cause is not None and self.links is not None:
+            self.links.spawned(actor, cause)
 
     def start(self, actor: str) -> None:
         """*actor*'s ``on_start`` completed; it takes messages."""
@@ -360,6 +410,8 @@ class Tracer:
                 type(msg).__name__, payload, "system" if system else None,
             )
         )  # fmt: skip
+        if cause is not None and self.links is not None:
+            self.links.inherit(seq, cause)
         return seq
 
     def admit(
@@ -539,6 +591,121 @@ class Tracer:
     def watch_set(self, actor: str, cause: int | None, what: str) -> None:
         """A named ``Watch`` was set by *actor*; *what* is ``name = value``."""
         self._emit("watch_set", actor, None, None, cause, None, None, what)
+
+    # -- HTTP (a rack process's requests) --------------------------------------------------
+
+    def _emit_http(
+        self,
+        kind: str,
+        actor: str,
+        peer: str | None,
+        cause: int | None,
+        corr: int | None,
+        detail: str,
+        outcome: str | None = None,
+        ids: tuple[str, str, str | None] | None = None,
+    ) -> int:
+        if self.pending is not None:
+            self._flush_pending()
+        self._seq = seq = self._seq + 1
+        t = self._clock() + self._t_offset
+        msg_id = None
+        if corr is None:  # a request: it is its own id
+            msg_id = corr = seq
+        trace_id, span_id, parent = ids if ids is not None else (None, None, None)
+        self._write(
+            TraceEvent(
+                seq, t, kind, actor, peer, msg_id, cause, corr, None, NO_PAYLOAD, detail,
+                outcome, None, trace_id, span_id, parent,
+            )
+        )  # fmt: skip
+        return seq
+
+    def http_send(
+        self,
+        actor: str,
+        cause: int | None,
+        service: str,
+        method: str,
+        path: str,
+        trace_id: str,
+        span_id: str,
+        parent_span: str | None,
+    ) -> int:
+        """*actor* (handling ``cause``) sent ``method path`` to *service*, with the
+        traceparent ``trace_id``/``span_id`` (continuing *parent_span*, if any). Returns the
+        request's id (the event's seq), which its ``http_end`` names as ``corr``."""
+        ids = (trace_id, span_id, parent_span)
+        return self._emit_http("http_send", actor, service, cause, None, f"{method} {path}",
+                               None, ids)  # fmt: skip
+
+    def http_end(
+        self,
+        actor: str,
+        request: int,
+        status: int | None,
+        exc: BaseException | None = None,
+        timed_out: bool = False,
+    ) -> None:
+        """The HTTP *request* of *actor* ended: answered *status* (``None``: no answer),
+        *exc* the failure it ended with if it did not give a 2xx value (an error status,
+        a transport failure, a cancellation); *timed_out*: that failure was the timeout."""
+        if exc is None:
+            outcome = "ok" if status is not None and status < 300 else "error"
+            detail = str(status)
+        else:
+            exc = unwrap(exc)
+            outcome = "timeout" if timed_out else _outcome_of(exc)
+            detail = describe(exc) if outcome == "cancelled" else (str(exc) or describe(exc))
+        self._emit_http("http_end", actor, None, None, request, detail, outcome)
+
+    def http_serve(
+        self,
+        actor: str,
+        peer: str | None,
+        method: str,
+        path: str,
+        trace_id: str,
+        span_id: str,
+        parent_span: str | None,
+    ) -> int:
+        """The server lane *actor* took ``method path`` from *peer*, in the trace
+        ``trace_id`` as its span *span_id* (*parent_span*: the client's span, if the request
+        named one). Returns the request's id: the asks its handler makes carry it as their
+        cause, and whatever they lead to continues this trace (``context_of``)."""
+        seq = self._emit_http("http_serve", actor, peer, None, None, f"{method} {path}", None,
+                              (trace_id, span_id, parent_span))  # fmt: skip
+        links = self.links
+        if links is None:
+            links = self.links = TraceLinks()
+        links.bind(seq, (trace_id, span_id))
+        return seq
+
+    def http_served(
+        self,
+        actor: str,
+        request: int,
+        status: int | None,
+        error_code: str | None = None,
+        exc: BaseException | None = None,
+    ) -> None:
+        """The HTTP *request* served by *actor* was answered *status* (with Dropshot's
+        *error_code*), or not answered: *exc* (the client went away, the server stopped)."""
+        if status is None:
+            exc = unwrap(exc) if exc is not None else None
+            outcome = _outcome_of(exc) if exc is not None else "error"
+            detail = describe(exc) if exc is not None else "no answer"
+        else:
+            outcome = "ok" if status < 400 else "error"
+            detail = f"{status} {error_code}" if error_code else str(status)
+        self._emit_http("http_served", actor, None, None, request, detail, outcome)
+
+    def context_of(self, actor: str | None, cause: int | None) -> tuple[str, str] | None:
+        """The W3C ``(trace_id, span_id)`` a step of *actor* taken while handling *cause*
+        continues: that of the served request it descends from (through the messages sent
+        and actors spawned since; see ``TraceLinks``), else ``None``."""
+        links = self.links
+        return None if links is None else links.context_of(actor, cause)
 
     # -- the explorer ---------------------------------------------------------------------
 

@@ -1,5 +1,9 @@
 """The ``trioxide`` subcommands this package offers: ``view`` and ``export``.
 
+Both take one trace file or several: the traces of a rack's processes are merged into one
+(``traces.merge``: one stream, actors prefixed by process, times aligned, a server's
+request linked to the client's).
+
 The command itself (``trioxide.cli``) gathers these with the other packages' subcommands.
 This module, the lowest of the three packages, also holds what every subcommand shares for
 reporting a user's mistakes: :class:`CommandError`, the argument types that refuse bad
@@ -175,13 +179,62 @@ def _output_file(path: Path, option: str) -> Path:
     return path
 
 
+def _merged(paths: list[Path]) -> Any:
+    """The traces of *paths* merged (``MergedTrace``); a path that is no trace file is a
+    ``CommandError`` naming it; damaged lines are reported on stderr."""
+    from ._reader import read_trace
+    from .merge import MergeSource, merge_traces
+
+    sources = []
+    for path in paths:
+        _trace_file(path)
+        try:
+            tf = read_trace(path)
+        except ValueError as exc:
+            raise _not_a_trace(path, exc) from None
+        for err in tf.errors:
+            print(f"{path}:{err.line}: skipped a corrupted line: {err.error}", file=sys.stderr)
+        sources.append(MergeSource(tf.header, tf.events, str(path)))
+    return merge_traces(sources)
+
+
+def _merge_note(merged: Any) -> str:
+    st = merged.statistics
+    note = (
+        f"merged {st.files} traces ({', '.join(merged.processes)}): {st.events} events, "
+        f"{st.links} cross-process links"
+    )
+    if st.unmatched:
+        note += f", {st.unmatched} requests from outside these traces"
+    if st.unanchored:
+        note += f", {st.unanchored} without a clock anchor (times not aligned)"
+    return note
+
+
 def _view(args: argparse.Namespace) -> int:
+    import tempfile
+
+    from .merge import write_trace
+
+    options = server_options(args)
+    paths: list[Path] = args.trace
+    with tempfile.TemporaryDirectory(prefix="trioxide-view-") as tmp:
+        if len(paths) == 1:
+            path = _trace_file(paths[0])
+            shown = str(path)
+        else:
+            merged = _merged(paths)
+            print(f"trioxide view: {_merge_note(merged)}", flush=True)
+            path = write_trace(Path(tmp) / "merged.jsonl", merged.header, merged.events)
+            shown = " + ".join(str(p) for p in paths)
+        return _serve_view(args, options, path, shown)
+
+
+def _serve_view(args: argparse.Namespace, options: dict[str, Any], path: Path, shown: str) -> int:
     import trio
 
     from .server import TraceServer
 
-    options = server_options(args)
-    path = _trace_file(args.trace)
     try:
         server = TraceServer.from_file(path, **options)
     except ValueError as exc:
@@ -191,7 +244,7 @@ def _view(args: argparse.Namespace) -> int:
         async with trio.open_nursery() as nursery:
             await nursery.start(server.serve)
             url = with_focus(server.url, args.focus)
-            print(f"trioxide view: {args.trace} at {url}  (Ctrl-C to stop)", flush=True)
+            print(f"trioxide view: {shown} at {url}  (Ctrl-C to stop)", flush=True)
             # SIGTERM (a service manager, a test) stops the server as Ctrl-C does: it
             # closes, and the worker processes decoding a large file end with it.
             with trio.open_signal_receiver(signal.SIGTERM) as signals:
@@ -205,21 +258,35 @@ def _view(args: argparse.Namespace) -> int:
 
 
 def _export(args: argparse.Namespace) -> int:
-    from ._reader import read_trace
+    from ._reader import TraceFile, read_trace
     from .export import write_otlp, write_perfetto
+    from .merge import write_trace
 
-    if args.perfetto is None and args.otlp is None:
-        raise CommandError("export needs an output: give --perfetto FILE and/or --otlp FILE")
-    for output, option in ((args.perfetto, "--perfetto"), (args.otlp, "--otlp")):
+    if args.perfetto is None and args.otlp is None and args.jsonl is None:
+        raise CommandError(
+            "export needs an output: give --perfetto FILE and/or --otlp FILE "
+            "(or --jsonl FILE: the trace as JSON Lines, merged if several)"
+        )
+    outputs = ((args.perfetto, "--perfetto"), (args.otlp, "--otlp"), (args.jsonl, "--jsonl"))
+    for output, option in outputs:
         if output is not None:
             _output_file(output, option)
-    path = _trace_file(args.trace)
-    try:
-        tf = read_trace(path)
-    except ValueError as exc:
-        raise _not_a_trace(path, exc) from None
-    for err in tf.errors:
-        print(f"{args.trace}:{err.line}: skipped a corrupted line: {err.error}", file=sys.stderr)
+    paths: list[Path] = args.trace
+    if len(paths) == 1:
+        path = _trace_file(paths[0])
+        try:
+            tf = read_trace(path)
+        except ValueError as exc:
+            raise _not_a_trace(path, exc) from None
+        for err in tf.errors:
+            print(f"{path}:{err.line}: skipped a corrupted line: {err.error}", file=sys.stderr)
+    else:
+        merged = _merged(paths)
+        print(_merge_note(merged))
+        tf = TraceFile(merged.header, merged.events)
+    if args.jsonl is not None:
+        write_trace(args.jsonl, tf.header, tf.events)
+        print(f"wrote {args.jsonl} (a trioxide trace: open it with trioxide view)")
     if args.perfetto is not None:
         write_perfetto(tf.events, args.perfetto, header=tf.header)
         print(f"wrote {args.perfetto} (Chrome trace JSON: open it in ui.perfetto.dev)")
@@ -238,8 +305,12 @@ def with_focus(url: str, focus: str | None) -> str:
 
 def register(sub: Any) -> None:
     """Add ``view`` and ``export`` to the ``trioxide`` command's subparsers *sub*."""
-    view = sub.add_parser("view", help="replay a trace file in the browser viewer")
-    view.add_argument("trace", type=Path, help="a JSON Lines trace file")
+    view = sub.add_parser(
+        "view", help="replay a trace file (or the merged traces of a rack) in the viewer"
+    )
+    view.add_argument(
+        "trace", type=Path, nargs="+", help="a JSON Lines trace file; several are merged"
+    )
     view.add_argument(
         "--focus",
         metavar="VMM",
@@ -248,7 +319,10 @@ def register(sub: Any) -> None:
     add_server_args(view)
     view.set_defaults(run=_view)
     export = sub.add_parser("export", help="convert a trace to Perfetto or OTLP JSON")
-    export.add_argument("trace", type=Path, help="a JSON Lines trace file")
+    export.add_argument(
+        "trace", type=Path, nargs="+", help="a JSON Lines trace file; several are merged"
+    )
     export.add_argument("--perfetto", type=Path, help="write Chrome/Perfetto trace JSON here")
     export.add_argument("--otlp", type=Path, help="write OTLP/JSON spans here")
+    export.add_argument("--jsonl", type=Path, help="write the (merged) trace as JSON Lines here")
     export.set_defaults(run=_export)

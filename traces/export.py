@@ -35,7 +35,11 @@ in virtual seconds).
 CONSUMER span for its handling, linked to the producer. Both are children of the span of
 the handler that sent the message (its ``cause``), so a causal chain is one trace; a
 message sent outside any handler starts a new trace, with its consumer span a child of
-its producer span. Ids are derived by hashing (header seed, ``msg_id``, role). Other steps
+its producer span. Ids are derived by hashing (header seed, ``msg_id``, role). An HTTP
+request sent (``http_send``) or served (``http_serve``) is a CLIENT or SERVER span with
+the W3C ids it carried (``trace_id``, ``span_id``, ``parent_span``), ending at its
+``http_end``/``http_served``: the spans of several processes' exports join into one trace
+in a collector; the messages a served request's handler sends are its children. Other steps
 that belong to a message (replies, drops, timeouts, cancels, tasks and spawns caused by a
 handler) become span events. Times are Unix nanoseconds: the first event at the run's
 wall-clock start (the header's ``started_at``, ISO 8601, UTC if it has no zone; or
@@ -85,6 +89,8 @@ _PID = 1
 _TICK_NS = 1_000  # the 1 µs minimum step between two runtime steps on the Perfetto timeline
 
 # OTLP enums (integers, as the OTLP/JSON encoding requires).
+_SPAN_KIND_SERVER = 2
+_SPAN_KIND_CLIENT = 3
 _SPAN_KIND_PRODUCER = 4
 _SPAN_KIND_CONSUMER = 5
 _STATUS_CODE_ERROR = 2
@@ -713,8 +719,24 @@ def _otlp_spans(
             return None
         return consumers.get(msg_id) or producers.get(msg_id)
 
+    http_ends = {
+        e.corr: i
+        for i, e in enumerate(evs)
+        if e.kind in ("http_end", "http_served") and e.corr is not None
+    }
     for i, e in enumerate(evs):
         mid = e.msg_id
+        if e.kind in _HTTP_SPANS and mid is not None and e.trace_id and e.span_id:
+            end_i = http_ends.get(mid)
+            span = _http_span(e, evs[end_i] if end_i is not None else None, clock, last_t)
+            caller = consumers.get(e.cause) if e.cause is not None else None
+            if caller is not None and caller["traceId"] != e.trace_id:
+                span["links"] = [{"traceId": caller["traceId"], "spanId": caller["spanId"]}]
+            consumers[mid] = span  # what its handler's messages are children of
+            spans.append(span)
+            continue
+        if e.kind in ("http_end", "http_served") and e.corr in consumers:
+            continue  # the end of an HTTP span already written
         m = msgs.get(mid) if mid is not None else None
         if m is not None and mid is not None and e.kind == "send" and m.send == i:
             parent = consumers.get(e.cause) if e.cause is not None else None
@@ -818,6 +840,48 @@ def to_otlp(
             }
         ]
     }
+
+
+_HTTP_SPANS = {"http_send": _SPAN_KIND_CLIENT, "http_serve": _SPAN_KIND_SERVER}
+
+
+def _http_span(
+    e: TraceEvent, end: TraceEvent | None, clock: _Clock, last_t: float
+) -> dict[str, Any]:
+    """The CLIENT (``http_send``) or SERVER (``http_serve``) span of one HTTP request,
+    with the W3C ids it carried, ended by its ``http_end``/``http_served``."""
+    assert e.trace_id is not None and e.span_id is not None
+    method, _, path = (e.detail or "").partition(" ")
+    attrs = [
+        _attr("http.request.method", method),
+        _attr("url.path", path),
+        _attr("trioxide.actor", e.actor),
+        _attr("trioxide.seq", e.seq),
+    ]
+    if e.peer is not None:
+        key = "server.address" if e.kind == "http_send" else "client.address"
+        attrs.append(_attr(key, e.peer))
+    if e.cause is not None:
+        attrs.append(_attr("trioxide.cause", e.cause))
+    span: dict[str, Any] = {"traceId": e.trace_id, "spanId": e.span_id}
+    if e.parent_span is not None:
+        span["parentSpanId"] = e.parent_span
+    span["name"] = e.detail or e.kind
+    span["kind"] = _HTTP_SPANS[e.kind]
+    span["startTimeUnixNano"] = clock(e.t)
+    span["endTimeUnixNano"] = clock(end.t if end is not None else last_t)
+    span["attributes"] = attrs
+    if end is None:
+        attrs.append(_attr("trioxide.unfinished", True))
+        return span
+    status = (end.detail or "").split(" ", 1)[0]
+    if status.isdigit():
+        attrs.append(_attr("http.response.status_code", int(status)))
+    if end.outcome is not None:
+        attrs.append(_attr("trioxide.outcome", end.outcome))
+    if end.outcome != "ok":
+        span["status"] = {"code": _STATUS_CODE_ERROR, "message": end.detail or ""}
+    return span
 
 
 def _extra_attrs(

@@ -9,6 +9,12 @@ as span events. Times are Unix nanoseconds: the first event the sink sees is pla
 later one at its (virtual) offset from it - whatever the Trio clock's origin (a
 ``MockClock`` starts at 0, the real clock at an arbitrary point).
 
+An HTTP request sent (``http_send``) or served (``http_serve``) is a CLIENT or SERVER
+span in the W3C trace it carried (the trace id always; with a ``TracerProvider`` whose
+``id_generator`` is a :class:`W3CIds`, its span id too, so that a collector joins the
+spans of every process into one trace), ended by its ``http_end``/``http_served``; the
+messages a served request's handler sends are its children.
+
 Like every sink it never raises into the runtime and is bounded: at most ``max_open``
 producer contexts and open consumer spans are remembered (the oldest are forgotten).
 """
@@ -22,7 +28,35 @@ from typing import Any
 from ._event import TraceEvent
 from ._expand import expand
 
-__all__ = ["OtelSink"]
+_HTTP_KINDS = frozenset({"http_send", "http_serve"})
+
+__all__ = ["OtelSink", "W3CIds"]
+
+
+class W3CIds:
+    """An OpenTelemetry SDK ``IdGenerator`` that hands out the W3C ids of the HTTP span
+    being started (set by ``OtelSink`` just before it starts one), else random ids:
+    ``TracerProvider(id_generator=W3CIds())``."""
+
+    def __init__(self) -> None:
+        from opentelemetry.sdk.trace.id_generator import RandomIdGenerator
+
+        self._random = RandomIdGenerator()
+        #: The ids of the next span started (each used once; ``None``: random).
+        self.next_trace: int | None = None
+        self.next_span: int | None = None
+
+    def generate_span_id(self) -> int:
+        preset, self.next_span = self.next_span, None
+        return preset if preset is not None else self._random.generate_span_id()
+
+    def generate_trace_id(self) -> int:
+        preset, self.next_trace = self.next_trace, None
+        return preset if preset is not None else self._random.generate_trace_id()
+
+    def is_trace_id_random(self) -> bool:
+        """W3C trace ids are random (``tracecontext``'s, or this generator's own)."""
+        return True
 
 
 class OtelSink:
@@ -110,6 +144,16 @@ class OtelSink:
             span = self._start(event, "process", parent, trace.SpanKind.CONSUMER, ns, links)
             self.spans += 1
             self._remember(self._consumers, event.msg_id, span)
+        elif kind in _HTTP_KINDS and event.msg_id is not None and event.trace_id and event.span_id:
+            self._http_start(event, ns)
+        elif kind in ("http_end", "http_served") and event.corr in self._consumers:
+            span = self._consumers.pop(event.corr or 0)
+            status = (event.detail or "").split(" ", 1)[0]
+            if status.isdigit():
+                span.set_attribute("http.response.status_code", int(status))
+            if event.outcome != "ok":
+                span.set_status(trace.Status(trace.StatusCode.ERROR, event.detail or ""))
+            span.end(end_time=ns)
         elif kind == "handle" and event.msg_id is not None and event.msg_id in self._consumers:
             span = self._consumers.pop(event.msg_id)
             if event.outcome == "error":
@@ -119,6 +163,41 @@ class OtelSink:
             owner = self._consumers.get(event.cause) if event.cause is not None else None
             if owner is not None:
                 owner.add_event(kind, attributes=self._attributes(event, kind), timestamp=ns)
+
+    def _http_start(self, event: TraceEvent, ns: int) -> None:
+        trace = self._trace
+        assert event.trace_id is not None and event.span_id is not None
+        trace_id = int(event.trace_id, 16)
+        ctx = None
+        if event.parent_span is not None:
+            parent = trace.SpanContext(
+                trace_id,
+                int(event.parent_span, 16),
+                is_remote=event.kind == "http_serve",
+                trace_flags=trace.TraceFlags(trace.TraceFlags.SAMPLED),
+            )
+            ctx = trace.set_span_in_context(trace.NonRecordingSpan(parent))
+        ids = getattr(self._tracer, "id_generator", None)
+        if isinstance(ids, W3CIds):
+            ids.next_trace, ids.next_span = trace_id, int(event.span_id, 16)
+        method, _, path = (event.detail or "").partition(" ")
+        attrs: dict[str, Any] = {
+            "http.request.method": method,
+            "url.path": path,
+            "trioxide.actor": event.actor,
+            "trioxide.span_id": event.span_id,
+        }
+        if event.peer is not None:
+            attrs["server.address" if event.kind == "http_send" else "client.address"] = event.peer
+        kind = trace.SpanKind.CLIENT if event.kind == "http_send" else trace.SpanKind.SERVER
+        span = self._tracer.start_span(
+            event.detail or event.kind, context=ctx, kind=kind, attributes=attrs, start_time=ns
+        )
+        if isinstance(ids, W3CIds):
+            ids.next_trace = ids.next_span = None
+        self.spans += 1
+        assert event.msg_id is not None
+        self._remember(self._consumers, event.msg_id, span)
 
     def close(self) -> None:
         """End every span still open (at the last moment they were seen)."""

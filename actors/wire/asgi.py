@@ -11,6 +11,11 @@ Guarantees: every request gets exactly one response (a handler's exception becom
 ``INTERNAL_ERROR`` unless ``error_map`` types it); a body larger than ``max_body`` is
 refused with 413 before it is read whole; cancellation (the server shutting down, the
 client going away) is never turned into a response.
+
+Every request is traced (``tracecontext.serving``): in a process with a traced runtime
+its ``http_serve``/``http_served`` events are recorded in the lane ``http:<service>``, the
+handler runs in the trace its ``traceparent`` names, and the asks it makes carry the
+request's event as their cause.
 """
 
 from __future__ import annotations
@@ -22,6 +27,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import msgspec
+
+from . import tracecontext
 
 __all__ = ["App", "HttpError", "Request", "Route", "error_body"]
 
@@ -97,13 +104,40 @@ ErrorMap = Callable[[Exception], HttpError | None]
 Hook = Callable[[Request], Any]
 
 
+class _Headers:
+    """Case-insensitive look-up in an ASGI scope's raw headers (decoded on demand)."""
+
+    __slots__ = ("_raw",)
+
+    def __init__(self, raw: Sequence[tuple[bytes, bytes]]) -> None:
+        self._raw = raw
+
+    def get(self, name: str, default: str | None = None) -> str | None:
+        key = name.lower().encode("latin-1")
+        for k, v in self._raw:
+            if k.lower() == key:
+                return v.decode("latin-1")
+        return default
+
+
+_error_decoder = msgspec.json.Decoder(ErrorBody)
+
+
+def _error_code(payload: bytes) -> str | None:
+    try:
+        return _error_decoder.decode(payload).error_code
+    except msgspec.MsgspecError:
+        return None
+
+
 class App:
     """An ASGI application over *routes*, serving ``GET /openapi.json`` as well.
 
     *error_map* turns a handler's exception into an ``HttpError`` (``None``: not one of
     ours, answered 500). *around* wraps each handled request (tracing: the
     ``traceparent`` it carried); it is called as ``around(request, call)`` and must
-    return ``await call()``."""
+    return ``await call()``. *service*: the lane its requests are traced in
+    (``http:<service>``; default: from the title, ``tracecontext.service_lane``)."""
 
     def __init__(
         self,
@@ -114,8 +148,10 @@ class App:
         error_map: ErrorMap | None = None,
         around: Callable[[Request, Callable[[], Awaitable[Any]]], Awaitable[Any]] | None = None,
         max_body: int = 1 << 20,
+        service: str | None = None,
     ) -> None:
         self.title = title
+        self.lane = f"http:{service}" if service else tracecontext.service_lane(title)
         self.version = version
         self.routes = tuple(routes)
         self.error_map = error_map
@@ -144,7 +180,15 @@ class App:
             return
         self.requests += 1
         request_id = f"req-{next(self._ids)}"
-        status, payload = await self._respond(scope, receive, request_id)
+        client = scope.get("client")
+        peer = f"{client[0]}:{client[1]}" if client else None
+        with tracecontext.serving(
+            self.lane, scope["method"], scope["path"], _Headers(scope["headers"]), peer
+        ) as served:
+            status, payload = await self._respond(scope, receive, request_id)
+            served.status = status
+            if status >= 400:
+                served.error_code = _error_code(payload)
         self.answered[status] = self.answered.get(status, 0) + 1
         headers = list(_JSON) if payload else []
         headers.append((b"content-length", str(len(payload)).encode()))

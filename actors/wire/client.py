@@ -6,11 +6,16 @@ in exactly one of: the decoded 2xx body; ``HttpStatusError`` (the server answere
 error: its status and Dropshot ``error_code``); ``TransportError`` (no answer: the
 connection was refused or dropped, or the timeout passed). Cancellation is honoured: a
 cancelled call abandons its request (httpx closes the connection).
+
+Every call is traced (``tracecontext.calling``): in a traced runtime, ``http_send`` (by
+the calling actor, while handling which message, with which ``traceparent``) and
+``http_end`` (the status, the failure, the timeout or the cancellation).
 """
 
 from __future__ import annotations
 
 from typing import Any, TypeVar
+from urllib.parse import urlsplit
 
 import httpx
 import msgspec
@@ -52,6 +57,7 @@ class HttpClient:
 
     def __init__(self, base_url: str, *, timeout: float = 10.0, max_connections: int = 64) -> None:
         self.base_url = base_url.rstrip("/")
+        self.service = urlsplit(self.base_url).netloc or self.base_url
         self.timeout = timeout
         self._client = httpx.AsyncClient(
             timeout=timeout,
@@ -82,9 +88,20 @@ class HttpClient:
     ) -> T | None:
         """*method* *path* with *body* (msgspec-encoded); the 2xx body decoded as
         *response* (``None`` for an empty answer)."""
+        with tracecontext.calling(self.service, method, path) as call:
+            return await self._call(call, method, path, body, response, timeout)
+
+    async def _call(
+        self,
+        call: tracecontext.Call,
+        method: str,
+        path: str,
+        body: Any,
+        response: type[T] | None,
+        timeout: float | None,
+    ) -> T | None:
         url = self.base_url + path
-        ctx = tracecontext.outgoing()
-        headers = {"traceparent": ctx.header()}
+        headers = {"traceparent": call.ctx.header()}
         content = None
         if body is not None:
             content = msgspec.json.encode(body)
@@ -103,11 +120,13 @@ class HttpClient:
             raise TransportError("connect", url, str(exc) or type(exc).__name__) from None
         except httpx.TimeoutException as exc:
             self.failed += 1
+            call.timed_out = True
             raise TransportError("timeout", url, str(exc) or type(exc).__name__) from None
         except httpx.TransportError as exc:
             self.failed += 1
             raise TransportError("protocol", url, str(exc) or type(exc).__name__) from None
         self.answered += 1
+        call.status = reply.status_code
         if reply.status_code >= 300:
             try:
                 err = msgspec.json.decode(reply.content, type=_Error)

@@ -19,10 +19,13 @@ import argparse
 import json
 import signal
 import sys
+import time
 from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import trio
 
 from trioxide import traces
@@ -73,7 +76,9 @@ def run_process(role: str, args: argparse.Namespace, body: Body, *, name: str = 
         why = exc.strerror or type(exc).__name__
         raise CommandError(f"cannot write the trace to {trace}: {why}; choose --trace") from None
     header = traces.TraceHeader(
-        trio_version=trio.__version__, command=["trioxide", role, *([name] if name else [])]
+        trio_version=trio.__version__,
+        command=["trioxide", role, *([name] if name else [])],
+        process=name or role,
     )
     file_sink = traces.JsonlFileSink(trace, header)
     recorder = traces.FlightRecorder(directory=trace.parent, header=header)
@@ -87,8 +92,20 @@ def run_process(role: str, args: argparse.Namespace, body: Body, *, name: str = 
     tracer = traces.Tracer(*sinks, payloads=True)
     interrupted = False
 
+    def anchor() -> None:
+        # The wall clock and the trace clock (Trio's, which the runtime's tracer reads)
+        # side by side: what lines this trace up with the other processes' (traces.merge).
+        wall, clock = time.time(), trio.current_time()
+        started = datetime.fromtimestamp(wall, UTC).isoformat(timespec="microseconds")
+        anchored = msgspec.structs.replace(header, started_at=started, clock_at_start=clock)
+        file_sink.use_header(anchored)
+        recorder.header = anchored
+        if server is not None:
+            server.header = anchored
+
     async def main() -> None:
         nonlocal interrupted
+        anchor()
         body_scope = trio.CancelScope()
         runtime_scope = trio.CancelScope()
         async with trio.open_nursery() as nursery:

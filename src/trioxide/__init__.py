@@ -37,11 +37,14 @@ from .runtime import (
     SpawnOptions,
     Terminated,
     TimerHandle,
+    TraceSite,
     TrioxideError,
     UnhandledMessage,
     Watch,
     WatchStatistics,
+    caused_by,
     open_runtime,
+    trace_site,
 )
 
 __all__ = [
@@ -70,9 +73,12 @@ __all__ = [
     "SpawnOptions",
     "Terminated",
     "TimerHandle",
+    "TraceSite",
     "TrioxideError",
     "UnhandledMessage",
     "Watch",
     "WatchStatistics",
+    "caused_by",
     "open_runtime",
+    "trace_site",
 ]

@@ -21,7 +21,7 @@
   const KINDS = [
     'send', 'receive', 'handle', 'reply', 'admit', 'unhandled', 'drop', 'timeout', 'cancel',
     'fail', 'restart', 'spawn', 'start', 'stop', 'task_start', 'task_end', 'watch_set',
-    'violation',
+    'violation', 'http_send', 'http_end', 'http_serve', 'http_served',
   ];
   const ROW_H = 18;
   const AXIS_H = 28;
@@ -57,6 +57,12 @@
     task_end: { shape: 'tickSmallDown', color: '#36cfc9', label: 'task_end' },
     watch_set: { shape: 'dotSmall', color: '#69b1ff', label: 'watch_set' },
     violation: { shape: 'diamond', color: '#ff1744', label: 'violation', major: true },
+    // HTTP between processes: a request sent (its end: the answer, a failure) and a
+    // request served; in a merged trace a served request's cause is the request sent.
+    http_send: { shape: 'tickUp', color: '#f0a35e', label: 'http_send' },
+    http_end: { shape: 'tickSmallDown', color: '#f0a35e', label: 'http_end' },
+    http_serve: { shape: 'triDown', color: '#4fd6be', label: 'http_serve' },
+    http_served: { shape: 'tickSmallDown', color: '#4fd6be', label: 'http_served' },
   };
   const ADMIT_COLORS = { ignore: '#8c8c8c', reject: '#ff4d4f', full: '#fa8c16' };
   const KIND_ICONS = {
@@ -76,7 +82,8 @@
   const K_FAIL = KIND_INDEX.get('fail');
   const K_TASK_END = KIND_INDEX.get('task_end');
   const K_VIOLATION = KIND_INDEX.get('violation');
-  const CAUSE_COLORS = { cancelled: '#ff85c0', error: '#ff4d4f' };
+  const K_HTTP_SERVE = KIND_INDEX.get('http_serve');
+  const CAUSE_COLORS = { cancelled: '#ff85c0', error: '#ff4d4f', http: '#f0a35e' };
   // The mark of each kind (by kind index; null for arrows and slices).
   const MARK_OF = KINDS.map((k) => MARKS[k] || null);
   const collator = new Intl.Collator(undefined, { numeric: true });
@@ -1602,12 +1609,15 @@
     const k = EV.kind[i];
     if (k === K_FAIL || k === K_VIOLATION) return 'error';
     if (k === K_CANCEL) return 'cancelled';
+    if (k === K_HTTP_SERVE) return 'http'; // cause: the client's http_send (merged traces)
     if ((k === K_HANDLE || k === K_TASK_END) && str(EV.outcome[i]) === 'cancelled') return 'cancelled';
     return null;
   }
 
   // A thin dashed line from the message that caused a cancellation, failure or violation
-  // (where it was received; sent, if not received) to the event. Drawn: S.causeLinks.
+  // (where it was received; sent, if not received) to the event, and from a request sent
+  // to where another process served it (an http_serve's cause is the http_send's seq).
+  // Drawn: S.causeLinks.
   function drawCauseLinks(c, lo, hi, lim) {
     S.causeLinks = [];
     const f = EV.f;
@@ -1615,9 +1625,13 @@
       if (!f[i] || EV.cause[i] < 0) continue;
       const how = causedOutcome(i);
       if (!how) continue;
-      const m = msgById.get(EV.cause[i]);
-      if (m === undefined) continue;
-      const from = MS.recv[m] >= 0 && MS.recv[m] < lim ? MS.recv[m] : MS.send[m];
+      let from;
+      if (how === 'http') from = eventBySeq(EV.cause[i]);
+      else {
+        const m = msgById.get(EV.cause[i]);
+        if (m === undefined) continue;
+        from = MS.recv[m] >= 0 && MS.recv[m] < lim ? MS.recv[m] : MS.send[m];
+      }
       if (from < 0 || from >= lim) continue;
       const y1 = yOfRow(VROW[EV.actor[from]]);
       const y2 = yOfRow(rowOfEvent(i));
@@ -2067,7 +2081,10 @@
     for (const f of ['seq', 't', 'kind', 'actor', 'peer', 'msg_id', 'cause', 'corr', 'msg_type', 'outcome', 'detail']) {
       let v = ev[f];
       let cell;
-      if (f === 'cause' && v !== null) {
+      if (f === 'cause' && v !== null && EV.kind[i] === K_HTTP_SERVE) {
+        const at = eventBySeq(v); // the request sent, in the calling process (merged traces)
+        cell = el('td', null, seqLink(at, `#${v}`), at >= 0 ? ` ${str(EV.detail[at]) || ''}` : '');
+      } else if (f === 'cause' && v !== null) {
         const m = msgById.get(v);
         const to = m === undefined ? -1 : (MS.recv[m] >= 0 ? MS.recv[m] : MS.send[m]);
         cell = el('td', null, seqLink(to, `#${v}`), m !== undefined && MS.type[m] >= 0 ? ` ${STR[MS.type[m]]}` : '');
@@ -2146,6 +2163,7 @@
   // The message that caused event i's cancellation or failure, as a link: [' by ', link].
   function causeOf(i) {
     if (i < 0 || !causedOutcome(i)) return [];
+    if (EV.kind[i] === K_HTTP_SERVE) return ['  by ', seqLink(eventBySeq(EV.cause[i]), `#${EV.cause[i]}`)];
     const m = msgById.get(EV.cause[i]);
     if (m === undefined) return [`  by #${EV.cause[i]}`];
     const at = MS.recv[m] >= 0 ? MS.recv[m] : MS.send[m];
@@ -2539,9 +2557,10 @@
     item('triDown', ADMIT_COLORS.reject, 'admit: reject');
     item('triDown', ADMIT_COLORS.full, 'admit: full');
     item('triDown', ADMIT_COLORS.ignore, 'admit: ignore');
-    for (const k of ['unhandled', 'drop', 'timeout', 'cancel', 'fail', 'restart', 'spawn', 'stop', 'task_start', 'watch_set']) {
+    for (const k of ['unhandled', 'drop', 'timeout', 'cancel', 'fail', 'restart', 'spawn', 'stop', 'task_start', 'watch_set', 'http_send', 'http_serve']) {
       item(MARKS[k].shape, MARKS[k].color, k);
     }
+    item('pending', CAUSE_COLORS.http, 'HTTP request → the process serving it (merged traces)');
     box.append(el('p', { class: 'hint', text: 'wheel: scroll actors · ctrl/alt+wheel: zoom · shift+wheel or drag: pan · f: fit · click again on a stack of events to cycle' }));
   }
 
