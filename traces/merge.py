@@ -132,7 +132,7 @@ def merge_traces(sources: Sequence[MergeSource]) -> MergedTrace:
 
     # Spans: who sent each (client requests) and who served it.
     sent: dict[str, tuple[int, int]] = {}  # span -> (file, index) of its http_send
-    served_by: dict[str, tuple[int, int]] = {}  # client span -> its http_serve
+    served_by: dict[str, list[tuple[int, int]]] = {}  # client span -> its http_serves
     answered: dict[tuple[int, int], int] = {}  # (file, serve seq) -> index of http_served
     ended: dict[tuple[int, int], int] = {}  # (file, send seq) -> index of http_end
     for f, evs in enumerate(events):
@@ -141,7 +141,7 @@ def merge_traces(sources: Sequence[MergeSource]) -> MergedTrace:
             if kind == "http_send" and e.span_id is not None:
                 sent[e.span_id] = (f, k)
             elif kind == "http_serve" and e.parent_span is not None:
-                served_by[e.parent_span] = (f, k)
+                served_by.setdefault(e.parent_span, []).append((f, k))
             elif kind == "http_served" and e.corr is not None:
                 answered[(f, e.corr)] = k
             elif kind == "http_end" and e.corr is not None:
@@ -149,11 +149,14 @@ def merge_traces(sources: Sequence[MergeSource]) -> MergedTrace:
     # Happens-before across files: (file, index) may go only after `after[...]`.
     after: dict[tuple[int, int], tuple[int, int]] = {}
     links = unmatched = 0
-    for span, (f, k) in served_by.items():
+    for span, serves in served_by.items():
         client = sent.get(span)
         if client is None:
-            unmatched += 1
+            unmatched += len(serves)
             continue
+        # One request, one serve - unless a client sent one traceparent twice: the first
+        # serve is linked (the others' causes stay unknown, and are counted unmatched).
+        (f, k), unmatched = serves[0], unmatched + len(serves) - 1
         links += 1
         after[(f, k)] = client
         cf, ck = client
@@ -197,7 +200,7 @@ def merge_traces(sources: Sequence[MergeSource]) -> MergedTrace:
         elif e.kind == "http_send" and e.span_id is not None:
             server = served_by.get(e.span_id)
             if server is not None:
-                sf, sk = server
+                sf, sk = server[0]
                 peer = names[sf] + "/" + events[sf][sk].actor
         elif e.kind == "http_serve" and (f, k) in after:
             cf, ck = after[(f, k)]

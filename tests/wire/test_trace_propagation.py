@@ -15,7 +15,9 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from pathlib import Path
 
+import httpx
 import msgspec
 import pytest
 import trio
@@ -26,6 +28,8 @@ from trioxide.actors.wire.asgi import App, Request, Route
 from trioxide.actors.wire.client import HttpClient, HttpStatusError, TransportError
 from trioxide.actors.wire.server import serve_app
 from trioxide.runtime import Actor, ActorRef, Runtime, open_runtime
+
+from ._procs import rack_process
 
 WAIT = 10.0
 
@@ -235,3 +239,89 @@ async def test_failed_requests_end_with_their_outcome() -> None:
     # The two slow requests' clients went away: the server's handlers were cancelled,
     # or are still waiting (hypercorn cancels them when it notices the disconnect).
     assert all(outcome == "cancelled" for outcome, _ in served[1:])
+
+
+# -- end to end: three rack processes, three trace files, one merged trace ---------------
+
+T_ENSURE = "0af7651916cd43dd8448eb211c80319c"
+T_START = "4bf92f3577b34da6a3ce929d0e0e4736"
+OUR_SPAN = "b7ad6b7169203331"
+
+
+async def test_a_vmm_start_across_three_processes_merges_into_one_trace(tmp_path: Path) -> None:
+    """Nexus, a hypervisor and a sled agent as processes (each writing its trace file);
+    the test asks the agent to start a VMM, carrying its own traceparents. The merged
+    trace has the agent's runner calling Propolis in the trace of the request that
+    started the VMM, with the hypervisor's request linked to the runner's (the arrow the
+    viewer draws), and the monitor's long polls continuing that trace."""
+    pid = "vmm-t"
+    async with (
+        rack_process("nexus", trace_dir=tmp_path) as nexus,
+        rack_process("hypervisor", "--time-scale", "0.02", trace_dir=tmp_path) as hv,
+    ):
+        async with (
+            rack_process(
+                "agent", "--sled-id", "sled-1", "--nexus", nexus.url, "--hypervisor", hv.url,
+                trace_dir=tmp_path, name="sled-1",
+            ) as agent,
+            httpx.AsyncClient(timeout=WAIT, trust_env=False) as http,
+        ):  # fmt: skip
+            ensure = {
+                "instance_id": "inst-t",
+                "vmm_spec": {"ncpus": 1, "memory_bytes": 1 << 30},
+                "vmm_runtime": {
+                    "gen": 1, "state": "starting", "time_updated": "2026-01-01T00:00:00Z",
+                },
+            }  # fmt: skip
+            with trio.fail_after(WAIT):
+                reply = await http.put(
+                    f"{agent.url}/vmms/{pid}", json=ensure,
+                    headers={"traceparent": f"00-{T_ENSURE}-{OUR_SPAN}-01"},
+                )  # fmt: skip
+                assert reply.status_code == 200, reply.text
+                reply = await http.put(
+                    f"{agent.url}/vmms/{pid}/state", json={"state": {"type": "running"}},
+                    headers={"traceparent": f"00-{T_START}-{OUR_SPAN}-01"},
+                )  # fmt: skip
+                assert reply.status_code == 200, reply.text
+                while True:
+                    got = (await http.get(f"{agent.url}/vmms/{pid}/state")).json()
+                    if got["vmm_state"]["state"] == "running":
+                        break
+                    await trio.sleep(0.005)
+                assert await agent.stop() == 0
+    paths = [tmp_path / f"{name}.jsonl" for name in ("nexus", "hypervisor", "sled-1")]
+    for path in paths:
+        header = traces.read_trace(path).header
+        assert header.process and header.started_at and header.clock_at_start is not None
+    merged = traces.merge_files(paths)
+    events = merged.events
+    st = merged.statistics
+    # Unmatched: the test's own two requests (its traceparents name no span of these files).
+    assert (st.files, st.unanchored, st.dangling, st.unmatched) == (3, 0, 0, 2)
+    assert [e.t for e in events] == sorted(e.t for e in events)
+    agent_name = merged.processes[2]
+
+    def find(kind: str, where: str, what: str = "") -> list[traces.TraceEvent]:
+        return [
+            e for e in events if e.kind == kind and where in e.actor and what in (e.detail or "")
+        ]
+
+    (start,) = find("http_serve", f"{agent_name}/http:", f"PUT /vmms/{pid}/state")
+    assert (start.trace_id, start.parent_span, start.cause) == (T_START, OUR_SPAN, None)
+    # The runner's calls to Propolis while it handled PutState(Running): in that trace.
+    runner_calls = find("http_send", f"runner-{pid}-g1")
+    assert runner_calls, sorted({e.actor for e in events})
+    started = [e for e in runner_calls if e.trace_id == T_START]
+    assert started, [(e.detail, e.trace_id) for e in runner_calls]
+    for call in started:
+        assert call.parent_span == start.span_id
+        # The arrow across processes: the hypervisor's request names the runner's.
+        (served,) = [e for e in find("http_serve", "hypervisor/") if e.parent_span == call.span_id]
+        assert served.cause == call.msg_id and served.trace_id == T_START
+        assert served.peer == call.actor and call.peer == served.actor
+        assert served.seq > call.seq
+    # The monitor (spawned while the runner handled it) long-polls in the same trace.
+    polls = find("http_send", f"runner-{pid}-g1/monitor")
+    assert polls and all(p.trace_id == T_START for p in polls), [p.trace_id for p in polls]
+    assert st.links >= len(started) + len(polls) - 1  # the last poll may be unanswered
