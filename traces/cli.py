@@ -219,18 +219,21 @@ def _view(args: argparse.Namespace) -> int:
     options = server_options(args)
     paths: list[Path] = args.trace
     with tempfile.TemporaryDirectory(prefix="trioxide-view-") as tmp:
+        note = None
         if len(paths) == 1:
             path = _trace_file(paths[0])
             shown = str(path)
         else:
             merged = _merged(paths)
-            print(f"trioxide view: {_merge_note(merged)}", flush=True)
+            note = _merge_note(merged)
             path = write_trace(Path(tmp) / "merged.jsonl", merged.header, merged.events)
             shown = " + ".join(str(p) for p in paths)
-        return _serve_view(args, options, path, shown)
+        return _serve_view(args, options, path, shown, note)
 
 
-def _serve_view(args: argparse.Namespace, options: dict[str, Any], path: Path, shown: str) -> int:
+def _serve_view(
+    args: argparse.Namespace, options: dict[str, Any], path: Path, shown: str, note: str | None
+) -> int:
     import trio
 
     from .server import TraceServer
@@ -245,6 +248,8 @@ def _serve_view(args: argparse.Namespace, options: dict[str, Any], path: Path, s
             await nursery.start(server.serve)
             url = with_focus(server.url, args.focus)
             print(f"trioxide view: {shown} at {url}  (Ctrl-C to stop)", flush=True)
+            if note is not None:
+                print(f"trioxide view: {note}", flush=True)
             # SIGTERM (a service manager, a test) stops the server as Ctrl-C does: it
             # closes, and the worker processes decoding a large file end with it.
             with trio.open_signal_receiver(signal.SIGTERM) as signals:

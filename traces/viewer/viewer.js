@@ -1489,7 +1489,10 @@
 
   function drawPointEvents(c, lo, hi, lim, W, H, r0, r1) {
     const nk = KINDS.length;
-    const time = S.xmode === 'time';
+    // The x key of each event, as keyOf: the compressed axis (EV.u), virtual time (EV.t),
+    // or the event's index. (It read EV.t on the compressed axis: marks of a trace whose
+    // clock does not start at 0 - a rack process's real-time trace - were off screen.)
+    const keys = S.xmode === 'time' ? EV.u : S.xmode === 'linear' ? EV.t : null;
     const k0 = S.k0;
     const kpp = S.kpp;
     const top = rowTop();
@@ -1507,14 +1510,13 @@
     let anyPending = false;
     const f = EV.f;
     const kinds = EV.kind;
-    const ts = EV.t;
     const actor = EV.actor;
     const peer = EV.peer;
     const yRow = (r) => (r < 0 ? null : AXIS_H + r * ROW_H - top + ROW_H / 2);
     for (let i = lo; i < hi; i++) {
       if (!f[i]) continue;
       const kind = kinds[i];
-      const x = ((time ? ts[i] : i) - k0) / kpp;
+      const x = ((keys ? keys[i] : i) - k0) / kpp;
       if (kind === K_SEND) {
         const m = EV.msg[i];
         if (m >= 0 && MS.recv[m] >= 0 && MS.recv[m] < lim) continue;
