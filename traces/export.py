@@ -47,6 +47,10 @@ wall-clock start (the header's ``started_at``, ISO 8601, UTC if it has no zone; 
 header has no ``started_at`` (a seeded run's header carries no wall time, so that its
 file is the same byte for byte) is placed at the time of the export: Jaeger and
 collectors then show it as recent, never in 1970.
+
+**HTTP** (the kinds ``http_send``/``http_end``/``http_serve``/``http_served``): Perfetto
+shows them as instants on their lane, and in a merged trace (``traces.merge``) an arrow
+(a flow, category ``http``) from each request sent to the ``http_serve`` naming it.
 """
 
 from __future__ import annotations
@@ -81,6 +85,9 @@ OUTSIDE_TRACK = "(outside)"
 #: Reply flow ids are ``REPLY_FLOW_ID_BASE + corr``: unique next to message flow ids
 #: (``msg_id``), as Chrome DevTools keys flows by id alone; below 2**53 for JavaScript.
 REPLY_FLOW_ID_BASE = 1 << 40
+#: Flow ids of HTTP requests across processes (a merged trace): this plus the
+#: ``http_send``'s seq, the arrow ending on the ``http_serve`` that names it as cause.
+HTTP_FLOW_ID_BASE = 2 << 40
 
 #: Receive details meaning a message was taken inside another handler (no slice of its own).
 _TAKEN = frozenset({"selective", "interrupt"})
@@ -462,6 +469,8 @@ def _perfetto_steps(
     """The slices, instants and flow events of *evs*, in timestamp order."""
     end_ns = (disp[-1] if disp else 0) + _TICK_NS  # where unfinished handlers end
     reply_flows: set[int] = set()
+    sent = {e.seq for e in evs if e.kind == "http_send"}
+    served = {e.cause for e in evs if e.kind == "http_serve" and e.cause in sent}
     for i, e in enumerate(evs):
         ts = disp[i]
         kind = e.kind
@@ -491,6 +500,17 @@ def _perfetto_steps(
             continue
         tid = tracks(e.actor)
         args = _event_args(e, payload)
+        if kind == "http_send" and e.seq in served:
+            name = e.detail or kind
+            yield _tick(name, "http", ts, tid, args)
+            yield _flow("s", HTTP_FLOW_ID_BASE + e.seq, "http", name, ts, tid)
+            continue
+        if kind == "http_serve" and e.cause in served:
+            assert e.cause is not None
+            name = e.detail or kind
+            yield _tick(name, "http", ts, tid, args)
+            yield _flow("f", HTTP_FLOW_ID_BASE + e.cause, "http", name, ts, tid)
+            continue
         if kind != "reply":
             yield _instant(_step_name(e), kind, ts, tid, args)
             continue

@@ -254,7 +254,9 @@ def test_export_merges_several_files(tmp_path: Path, capsys: pytest.CaptureFixtu
         paths.append(str(path))
     out = tmp_path / "merged.jsonl"
     otlp = tmp_path / "merged.otlp.json"
-    assert main(["export", *paths, "--jsonl", str(out), "--otlp", str(otlp)]) == 0
+    perfetto = tmp_path / "merged.perfetto.json"
+    argv = ["export", *paths, "--jsonl", str(out), "--otlp", str(otlp), "--perfetto", str(perfetto)]
+    assert main(argv) == 0
     said = capsys.readouterr().out
     assert "merged 3 traces (nexus, sled-1, hypervisor): 12 events, 2 cross-process links" in said
     tf = traces.read_trace(out)
@@ -278,6 +280,14 @@ def test_export_merges_several_files(tmp_path: Path, capsys: pytest.CaptureFixtu
     assert (ask["traceId"], ask["parentSpanId"]) == (T1, S_AGENT)
     attrs = {a["key"]: a["value"] for a in http[S_PROP]["attributes"]}
     assert attrs["http.response.status_code"] == {"intValue": "204"}
+    # Perfetto: an arrow (flow) from each request sent to the process serving it.
+    te = msgspec.json.decode(perfetto.read_bytes())["traceEvents"]
+    flows = {}
+    for e in te:
+        if e.get("cat") == "http" and e["ph"] in ("s", "f"):
+            flows.setdefault(e["id"], {})[e["ph"]] = e["name"]
+    assert sorted(f["s"] for f in flows.values()) == ["PUT /instance/state", "PUT /vmms/v1/state"]
+    assert all(f["s"] == f["f"] for f in flows.values())
 
 
 def test_view_and_export_refuse_a_bad_file_among_several(
