@@ -27,54 +27,35 @@ use (``CommandError``: one line, status 2) - never shows a traceback.
 from __future__ import annotations
 
 import argparse
-import errno
 import importlib
-import math
-import urllib.parse
 from contextlib import AsyncExitStack
 from typing import Any, cast
 
 import trio
 
 from trioxide.runtime import Runtime
-from trioxide.traces.cli import CommandError, sole_exception
 
 from ..errors import InvalidRequest
 from ..ports import NexusPort, PropolisLauncher
 from ..sim.propolis_host import LocalLauncher, PropolisHost
 from ..sled_agent import SledAgent, SledAgentClient, SledConfig, SledWorld, check_id
 from .agent_api import agent_app
-from .process import Ready, add_process_args, run_process
-from .server import serve_app
+from .process import (
+    Ready,
+    add_process_args,
+    loopback_url,
+    positive_number,
+    run_process,
+    start_serving,
+)
 from .world import DEFAULT_TIME_SCALE, ScaledWorld
 
-__all__ = ["DEFAULT_ASK_TIMEOUT", "WireSledAgent", "add_arguments", "loopback_url", "run"]
+__all__ = ["DEFAULT_ASK_TIMEOUT", "WireSledAgent", "add_arguments", "run"]
 
 ROLE = "agent"
 DEFAULT_ASK_TIMEOUT = 5.0
 """Seconds (real time) an API request waits for an actor's answer before it is 503: well
 under the rack's HTTP clients' timeout (10 s), so a slow sled is an answer, not a timeout."""
-_LOOPBACK = ("127.0.0.1", "localhost", "::1")
-
-
-def loopback_url(text: str) -> str:
-    """An argparse ``type``: ``http://<loopback>:<port>`` (the rack runs on loopback only)."""
-    try:
-        url = urllib.parse.urlsplit(text)
-        port = url.port
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a URL: {exc}") from None
-    if url.scheme != "http":
-        raise argparse.ArgumentTypeError(f"{text!r}: give an http:// URL")
-    if url.hostname not in _LOOPBACK:
-        raise argparse.ArgumentTypeError(
-            f"{text!r}: the rack runs on loopback only (127.0.0.1, localhost or [::1])"
-        )
-    if port is None or port == 0:
-        raise argparse.ArgumentTypeError(f"{text!r}: give the port (http://127.0.0.1:PORT)")
-    if url.path not in ("", "/") or url.query or url.fragment or url.username or url.password:
-        raise argparse.ArgumentTypeError(f"{text!r}: give only http://host:port")
-    return f"http://{url.netloc}"
 
 
 def _sled_id(text: str) -> str:
@@ -82,19 +63,6 @@ def _sled_id(text: str) -> str:
         return check_id("--sled-id", text)
     except InvalidRequest as exc:
         raise argparse.ArgumentTypeError(f"--sled-id {text!r}: {exc.why}") from None
-
-
-def _positive(what: str) -> Any:
-    def parse(text: str) -> float:
-        try:
-            value = float(text)
-        except ValueError:
-            value = math.nan
-        if not (math.isfinite(value) and value > 0):
-            raise argparse.ArgumentTypeError(f"{what} {text!r}: give a number > 0")
-        return value
-
-    return parse
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -113,14 +81,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--time-scale",
-        type=_positive("--time-scale"),
+        type=positive_number("--time-scale"),
         default=DEFAULT_TIME_SCALE,
         help="multiply every simulated duration (zone install/boot, ...) by this "
         f"(default {DEFAULT_TIME_SCALE}: a VMM starts in a few tens of ms)",
     )
     parser.add_argument(
         "--ask-timeout",
-        type=_positive("--ask-timeout"),
+        type=positive_number("--ask-timeout"),
         default=DEFAULT_ASK_TIMEOUT,
         help=f"seconds a request waits for the sled's actors before it is answered 503 "
         f"(default {DEFAULT_ASK_TIMEOUT})",
@@ -152,19 +120,6 @@ async def _close(obj: object) -> None:
     aclose = getattr(obj, "aclose", None)
     if aclose is not None:
         await aclose()
-
-
-async def _serve(app: Any, host: str, port: int, nursery: trio.Nursery) -> str:
-    """Start serving *app*; a port in use (or a host we cannot bind) is a ``CommandError``."""
-    try:
-        addr: str = await nursery.start(serve_app, app, host, port)
-    except BaseException as exc:
-        error = sole_exception(exc)
-        if isinstance(error, OSError):
-            why = "the port is in use" if error.errno == errno.EADDRINUSE else error.strerror
-            raise CommandError(f"cannot listen on {host}:{port}: {why}; choose --port") from None
-        raise
-    return addr
 
 
 def run(args: argparse.Namespace) -> int:
@@ -199,7 +154,7 @@ def run(args: argparse.Namespace) -> int:
             bound: list[str] = []
             app = agent_app(client, address=lambda: bound[0] if bound else "")
             async with trio.open_nursery() as nursery:
-                addr = await _serve(app, args.host, args.port, nursery)
+                addr = await start_serving(app, args.host, args.port, nursery)
                 bound.append(addr)
                 ready(
                     addr=addr,

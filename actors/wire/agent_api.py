@@ -340,10 +340,9 @@ def _check_migration_source(addr: object) -> None:
 
 
 class AgentApp(App):
-    """``App`` with three additions: the path parameter ``propolis_id`` is documented with
-    the ids the boundary accepts (at most ``PROPOLIS_ID_MAX`` characters), a registration
-    links to the operations on the VMM it registered, and a 405
-    answer carries the ``Allow`` header RFC 9110 requires (the methods the path has)."""
+    """``App`` whose document says more: the path parameter ``propolis_id`` is documented
+    with the ids the boundary accepts (at most ``PROPOLIS_ID_MAX`` characters), and a
+    registration links to the operations on the VMM it registered."""
 
     def openapi(self) -> dict[str, Any]:
         doc = super().openapi()
@@ -361,20 +360,6 @@ class AgentApp(App):
         register = doc["paths"]["/vmms/{propolis_id}"]["put"]
         register["responses"]["200"]["links"] = links
         return doc
-
-    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
-        if scope["type"] != "http":
-            await super().__call__(scope, receive, send)
-            return
-
-        async def send_allow(message: dict[str, Any]) -> None:
-            if message["type"] == "http.response.start" and message["status"] == 405:
-                allow = sorted({r.method for r in self.routes if r.match(scope["path"])})
-                headers = [*message["headers"], (b"allow", ", ".join(allow).encode())]
-                message = {**message, "headers": headers}
-            await send(message)
-
-        await super().__call__(scope, receive, send_allow)
 
 
 def error_map(exc: Exception) -> HttpError | None:

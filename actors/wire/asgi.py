@@ -7,7 +7,8 @@ and validates the body with msgspec (a mismatch is a 400 naming the field), call
 handler, encodes its result, and maps exceptions to error bodies shaped as upstream's
 Dropshot answers them: ``{"request_id": str, "error_code": str, "message": str}``.
 
-Guarantees: every request gets exactly one response (a handler's exception becomes 500
+Guarantees: every request gets exactly one response, unless its client went away first
+(then its handler is cancelled and nothing is sent) (a handler's exception becomes 500
 ``INTERNAL_ERROR`` unless ``error_map`` types it); a body larger than ``max_body`` is
 refused with 413 before it is read whole; cancellation (the server shutting down, the
 client going away) is never turned into a response.
@@ -27,6 +28,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import msgspec
+import trio
 
 from . import tracecontext
 
@@ -137,7 +139,9 @@ class App:
     ours, answered 500). *around* wraps each handled request (tracing: the
     ``traceparent`` it carried); it is called as ``around(request, call)`` and must
     return ``await call()``. *service*: the lane its requests are traced in
-    (``http:<service>``; default: from the title, ``tracecontext.service_lane``)."""
+    (``http:<service>``; default: from the title, ``tracecontext.service_lane``).
+    *on_abandon*: called for each request whose client went away before its answer
+    (the handler is cancelled, nothing is sent; counted in ``abandoned``)."""
 
     def __init__(
         self,
@@ -149,6 +153,7 @@ class App:
         around: Callable[[Request, Callable[[], Awaitable[Any]]], Awaitable[Any]] | None = None,
         max_body: int = 1 << 20,
         service: str | None = None,
+        on_abandon: Callable[[], None] | None = None,
     ) -> None:
         self.title = title
         self.lane = f"http:{service}" if service else tracecontext.service_lane(title)
@@ -163,6 +168,9 @@ class App:
         }
         self.requests = 0
         self.answered: dict[int, int] = {}  # status -> count
+        #: Requests whose client went away before the answer (their handler was cancelled).
+        self.abandoned = 0
+        self.on_abandon = on_abandon
         self._openapi = msgspec.json.encode(self.openapi())
 
     # -- ASGI -------------------------------------------------------------------------
@@ -182,16 +190,47 @@ class App:
         request_id = f"req-{next(self._ids)}"
         client = scope.get("client")
         peer = f"{client[0]}:{client[1]}" if client else None
-        with tracecontext.serving(
-            self.lane, scope["method"], scope["path"], _Headers(scope["headers"]), peer
-        ) as served:
-            status, payload = await self._respond(scope, receive, request_id)
-            served.status = status
-            if status >= 400:
-                served.error_code = _error_code(payload)
+        # hypercorn tells the app a client went away (``http.disconnect``) but lets the
+        # handler run on: once the body is read, a watcher waits for that message and
+        # cancels the request (a long poll, a launch) - nobody would get its answer.
+        body_read = trio.Event()
+        abandoned = False
+
+        async def receive_body() -> dict[str, Any]:
+            message: dict[str, Any] = await receive()
+            if message["type"] != "http.request" or not message.get("more_body", False):
+                body_read.set()
+            return message
+
+        async with trio.open_nursery() as nursery:
+
+            async def watch() -> None:
+                nonlocal abandoned
+                await body_read.wait()
+                if (await receive())["type"] == "http.disconnect":
+                    abandoned = True
+                    self.abandoned += 1
+                    if self.on_abandon is not None:
+                        self.on_abandon()
+                    nursery.cancel_scope.cancel()
+
+            nursery.start_soon(watch)
+            with tracecontext.serving(
+                self.lane, scope["method"], scope["path"], _Headers(scope["headers"]), peer
+            ) as served:
+                status, payload = await self._respond(scope, receive_body, request_id)
+                served.status = status
+                if status >= 400:
+                    served.error_code = _error_code(payload)
+            nursery.cancel_scope.cancel()
+        if abandoned:
+            return
         self.answered[status] = self.answered.get(status, 0) + 1
         headers = list(_JSON) if payload else []
         headers.append((b"content-length", str(len(payload)).encode()))
+        if status == 405:  # RFC 9110: the methods the path has
+            allow = sorted({r.method for r in self.routes if r.match(scope["path"])})
+            headers.append((b"allow", ", ".join(allow).encode()))
         await send({"type": "http.response.start", "status": status, "headers": headers})
         await send({"type": "http.response.body", "body": payload})
 

@@ -62,8 +62,9 @@ class Child:
         self.killed = True
         self.proc.send_signal(signal.SIGKILL)
 
-    async def stop(self, grace: float = 15.0, sig: int = signal.SIGTERM) -> int:
-        """Ask the child to exit (*sig*), wait up to *grace* seconds, then SIGKILL."""
+    async def stop(self, sig: int = signal.SIGTERM, *, grace: float = 15.0) -> int:
+        """Ask the child to exit (*sig*), wait up to *grace* seconds, then SIGKILL; its
+        exit status."""
         if self.proc.returncode is None:
             self.proc.send_signal(sig)
         with trio.move_on_after(grace):

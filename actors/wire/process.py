@@ -16,10 +16,13 @@ is flushed and closed; the exit status is 0 (130 after SIGINT, as shells report 
 from __future__ import annotations
 
 import argparse
+import errno
 import json
+import math
 import signal
 import sys
 import time
+import urllib.parse
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -30,9 +33,18 @@ import trio
 
 from trioxide import traces
 from trioxide.runtime import Runtime, open_runtime
-from trioxide.traces.cli import CommandError, port_number
+from trioxide.traces.cli import CommandError, port_number, sole_exception
 
-__all__ = ["Ready", "add_process_args", "run_process"]
+from .server import serve_app
+
+__all__ = [
+    "Ready",
+    "add_process_args",
+    "loopback_url",
+    "positive_number",
+    "run_process",
+    "start_serving",
+]
 
 Ready = Callable[..., None]
 #: Seconds a process's actors get to stop gracefully after SIGTERM/SIGINT.
@@ -40,12 +52,65 @@ STOP_GRACE = 10.0
 Body = Callable[[Runtime, Ready], Awaitable[None]]
 
 
+_LOOPBACK = ("127.0.0.1", "localhost", "::1")
+
+
 def _loopback(value: str) -> str:
-    if value not in ("127.0.0.1", "localhost", "::1"):
+    if value not in _LOOPBACK:
         raise argparse.ArgumentTypeError(
             f"--host {value!r}: rack processes serve loopback only (127.0.0.1 or ::1)"
         )
     return value
+
+
+def loopback_url(text: str) -> str:
+    """An argparse ``type``: ``http://<loopback>:<port>`` and nothing more (the rack runs on
+    loopback only); returns ``http://host:port``."""
+    try:
+        url = urllib.parse.urlsplit(text)
+        port = url.port
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a URL: {exc}") from None
+    if url.scheme != "http":
+        raise argparse.ArgumentTypeError(f"{text!r}: give an http:// URL")
+    if url.hostname not in _LOOPBACK:
+        raise argparse.ArgumentTypeError(
+            f"{text!r}: the rack runs on loopback only (127.0.0.1, localhost or [::1])"
+        )
+    if not port:
+        raise argparse.ArgumentTypeError(f"{text!r}: give the port (http://127.0.0.1:PORT)")
+    if url.path not in ("", "/") or url.query or url.fragment or url.username or url.password:
+        raise argparse.ArgumentTypeError(f"{text!r}: give only http://host:port")
+    return f"http://{url.netloc}"
+
+
+def positive_number(option: str) -> Callable[[str], float]:
+    """An argparse ``type`` for *option*: a finite number > 0."""
+
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            value = math.nan
+        if not (math.isfinite(value) and value > 0):
+            raise argparse.ArgumentTypeError(f"{option} {text!r}: give a number > 0")
+        return value
+
+    return parse
+
+
+async def start_serving(app: Any, host: str, port: int, nursery: trio.Nursery) -> str:
+    """Serve *app* in *nursery* (``serve_app``); returns the bound ``host:port``. Failing to
+    listen (a port in use, an address we cannot bind) is a ``CommandError``: one line."""
+    try:
+        addr: str = await nursery.start(serve_app, app, host, port)
+    except BaseException as exc:
+        error = sole_exception(exc)
+        if isinstance(error, OSError):
+            why = "the port is in use" if error.errno == errno.EADDRINUSE else error.strerror
+            raise CommandError(f"cannot listen on {host}:{port}: {why}; choose --port") from None
+        raise
+    return addr
 
 
 def add_process_args(parser: argparse.ArgumentParser, role: str) -> None:

@@ -323,6 +323,10 @@ class Hypervisor:
         self.polls_answered += 1
         return state
 
+    def note_abandoned(self) -> None:
+        """The app's disconnect watcher cancelled a request nobody waits for any more."""
+        self.requests_abandoned += 1
+
     def statistics(self) -> HostStatistics:
         host = self.actor
         return HostStatistics(
@@ -476,50 +480,6 @@ def _routes(hv: Hypervisor) -> list[Route]:
     ]  # fmt: skip
 
 
-class _CancelOnDisconnect:
-    """ASGI wrapper: a request whose client goes away before its answer is cancelled.
-
-    hypercorn reports a closed connection to the app as ``http.disconnect`` but lets the
-    handler run on; a long poll would wait for its generation, a launch would complete
-    for nobody. Once the body is read, a watcher waits for the next message (only a
-    disconnect can come) and cancels the request's scope unless the answer is sent."""
-
-    def __init__(self, app: App, on_abandon: Callable[[], None]) -> None:
-        self.app = app
-        self.on_abandon = on_abandon
-
-    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        body_read = trio.Event()
-        answering = False
-
-        async def receive_body() -> dict[str, Any]:
-            message: dict[str, Any] = await receive()
-            if message["type"] != "http.request" or not message.get("more_body", False):
-                body_read.set()
-            return message
-
-        async def send_answer(message: dict[str, Any]) -> None:
-            nonlocal answering
-            answering = True
-            await send(message)
-
-        async with trio.open_nursery() as nursery:
-
-            async def watch() -> None:
-                await body_read.wait()
-                message = await receive()
-                if message["type"] == "http.disconnect" and not answering:
-                    self.on_abandon()
-                    nursery.cancel_scope.cancel()
-
-            nursery.start_soon(watch)
-            await self.app(scope, receive_body, send_answer)
-            nursery.cancel_scope.cancel()
-
-
 def hypervisor_app(hv: Hypervisor) -> Callable[[dict[str, Any], Any, Any], Awaitable[None]]:
     """The hypervisor's ASGI application (``serve_app`` serves it); its OpenAPI document
     is ``GET /openapi.json``."""
@@ -529,12 +489,9 @@ def hypervisor_app(hv: Hypervisor) -> Callable[[dict[str, Any], Any, Any], Await
         _routes(hv),
         error_map=_error_map,
         around=tracecontext.around_server,
+        on_abandon=hv.note_abandoned,
     )
-
-    def abandoned() -> None:
-        hv.requests_abandoned += 1
-
-    return _CancelOnDisconnect(app, abandoned)
+    return app
 
 
 # -- the client side ---------------------------------------------------------------------

@@ -65,8 +65,8 @@ async def test_the_agent_serves_and_stops_cleanly_on_sigterm(tmp_path: Path) -> 
         assert "/vmms/{propolis_id}/state" in doc["paths"]
         with trio.fail_after(WAIT):
             status = await agent.stop(signal.SIGTERM)
-        assert status == 0, b"".join(agent.stderr)
-    assert b"Traceback" not in b"".join(agent.stderr)
+        assert status == 0, bytes(agent.stderr)
+    assert b"Traceback" not in bytes(agent.stderr)
     # The trace is complete: a header naming the process, every event readable, and the
     # requests' handling in it (the runner of vmm-a, spawned and stopped).
     trace = traces.read_trace(tmp_path / "agent.jsonl")
@@ -177,4 +177,4 @@ async def test_the_agent_over_a_hypervisor_and_a_nexus_process(tmp_path: Path) -
                 await trio.sleep(0.05)
         for rp in (agent, nexus, hv):
             with trio.fail_after(WAIT):
-                assert await rp.stop() == 0, b"".join(rp.stderr)
+                assert await rp.stop() == 0, bytes(rp.stderr)

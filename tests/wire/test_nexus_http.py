@@ -582,7 +582,7 @@ async def test_nexus_process_serves_records_and_stops_cleanly(tmp_path: Path) ->
             with trio.fail_after(WAIT):
                 status = await proc.stop(signal.SIGTERM)
         nursery.cancel_scope.cancel()
-    assert status == 0, b"".join(proc.stderr)
+    assert status == 0, bytes(proc.stderr)
     (record,) = summary.vmms
     assert [(h.state.kind, h.gen) for h in record.history] == [
         (VmmKind.STARTING, 2),
