@@ -90,6 +90,7 @@ class MergedTrace:
 
 
 def _process_name(src: MergeSource, index: int) -> str:
+    """The header's ``process``, else the last word of its command, else the file's name."""
     h = src.header
     if h.process:
         return h.process
@@ -124,7 +125,16 @@ def _anchor(h: TraceHeader) -> float | None:
 
 def merge_traces(sources: Sequence[MergeSource]) -> MergedTrace:
     """Merge *sources* (see the module docstring)."""
-    names = _unique([_process_name(s, i) for i, s in enumerate(sources)])
+    names = [_process_name(s, i) for i, s in enumerate(sources)]
+    for name in list(names):
+        # Two processes of one name (a hypervisor restarted after a crash): their files'
+        # names tell them apart, when they are files.
+        twins = [j for j, other in enumerate(names) if other == name]
+        stems = [Path(p).stem for j in twins if (p := sources[j].path) is not None]
+        if len(twins) > 1 and len(set(stems)) == len(twins):
+            for j, stem in zip(twins, stems, strict=True):
+                names[j] = stem
+    names = _unique(names)
     events = [list(s.events) for s in sources]
     anchors = [_anchor(s.header) for s in sources]
     ref = next((a for a in anchors if a is not None), None)

@@ -336,3 +336,18 @@ def test_otel_sink_gives_http_spans_their_w3c_ids() -> None:
     # The handler's ask is a child of the sled agent's server span.
     (ask,) = [s for s in spans if s.kind is SpanKind.PRODUCER]
     assert f"{ask.context.trace_id:032x}" == T1 and f"{ask.parent.span_id:016x}" == S_AGENT
+
+
+def test_two_processes_of_one_name_are_told_apart_by_their_files(tmp_path: Path) -> None:
+    """A hypervisor restarted after ``kill -9`` writes a second file with the same header
+    ``process``: the merge names each process after its file, not ``hypervisor#2``."""
+    when = datetime.fromtimestamp(WALL0, UTC).isoformat()
+    header = traces.TraceHeader(process="hypervisor", started_at=when, clock_at_start=0.0)
+    paths = []
+    for stem in ("hypervisor", "hypervisor-2"):
+        path = tmp_path / f"{stem}.jsonl"
+        traces.write_trace(path, header, [traces.TraceEvent(1, 0.5, "start", "/hv")])
+        paths.append(path)
+    merged = traces.merge_files(paths)
+    assert merged.processes == ["hypervisor", "hypervisor-2"]
+    assert sorted(e.actor for e in merged.events) == ["hypervisor-2//hv", "hypervisor//hv"]

@@ -11,8 +11,12 @@ import re
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
+
+from tests.browser._serve import launch as launch_browser
+from tests.browser._serve import needs_chromium, served
 
 TRIOXIDE = [sys.executable, "-m", "trioxide.cli"]
 
@@ -82,3 +86,72 @@ def test_rack_mistakes_are_one_line(args: list[str], needle: str) -> None:
     assert done.returncode == 2
     assert needle in done.stderr and "Traceback" not in done.stderr
     assert len(done.stderr.strip().splitlines()) == 1
+
+
+def _vmm_start(out: Path, pid: str) -> tuple[Any, list[Any]]:
+    """The merged trace of a rack run and one VMM's start in it: the driver's
+    ``PUT /vmms/<pid>/state`` as the agent served it, then the runner's launch of its
+    Propolis as the hypervisor served it (each served request linked to its sender)."""
+    from trioxide import traces
+
+    merged = traces.merge_files(sorted(out.glob("*.jsonl")))
+    by_seq = {e.seq: e for e in merged.events}
+
+    def served(path: str, process: str) -> Any:
+        (event,) = [
+            e
+            for e in merged.events
+            if e.kind == "http_serve" and e.detail == path and e.actor.startswith(process)
+        ][:1]
+        return event
+
+    put = served(f"PUT /vmms/{pid}/state", "sled-0/")
+    launch = served(f"PUT /admin/propolis/{pid}", "hypervisor")
+    return merged, [by_seq[put.cause], put, by_seq[launch.cause], launch]
+
+
+def test_one_vmm_start_is_one_trace_across_the_rack_processes(
+    rack_run: tuple[subprocess.CompletedProcess[str], Path],
+) -> None:
+    """Done-when of #14: the rack's traces merge with cross-process links for a VMM's
+    start - the driver's request to the agent, the runner's launch on the hypervisor -
+    and the launch continues the trace of the request that started the VMM."""
+    _done, out = rack_run
+    merged, (sent, put, launch_sent, launch) = _vmm_start(out, "s0-v0-r0")
+    assert merged.statistics.unmatched == 0 and merged.statistics.links > 10
+    assert sent.kind == "http_send" and sent.actor.startswith("rack/")
+    assert put.cause == sent.seq and put.trace_id == sent.trace_id
+    assert put.parent_span == sent.span_id
+    assert launch_sent.kind == "http_send" and "runner-s0-v0-r0" in launch_sent.actor
+    assert launch.cause == launch_sent.seq and launch.parent_span == launch_sent.span_id
+    assert launch_sent.trace_id == put.trace_id  # the start request's trace, continued
+    assert sent.t <= put.t <= launch_sent.t <= launch.t
+
+
+@needs_chromium
+def test_the_merged_rack_trace_opens_in_the_viewer_with_the_arrows(
+    rack_run: tuple[subprocess.CompletedProcess[str], Path],
+) -> None:
+    sync_api = pytest.importorskip("playwright.sync_api")
+    _done, out = rack_run
+    merged, (sent, put, launch_sent, launch) = _vmm_start(out, "s0-v0-r0")
+    paths = sorted(out.glob("*.jsonl"))
+    with sync_api.sync_playwright() as p:
+        browser = launch_browser(p)
+        try:
+            with served(paths[0], *map(str, paths[1:])) as url:
+                context = browser.new_context(
+                    viewport={"width": 1400, "height": 700}, bypass_csp=True
+                )
+                page = context.new_page()
+                page.goto(url)
+                page.wait_for_function(
+                    "window.__trioxide && window.__trioxide.ready", timeout=60_000
+                )
+                assert page.evaluate("window.viewer.stats()")["events"] == len(merged.events)
+                links = page.evaluate("window.viewer.causeLinks()")
+                http = {(link["from"], link["to"]) for link in links if link["how"] == "http"}
+                assert (sent.seq, put.seq) in http and (launch_sent.seq, launch.seq) in http
+                page.screenshot(path=str(out / "merged-rack.png"))
+        finally:
+            browser.close()
