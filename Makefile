@@ -39,6 +39,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/bench_latency.py
 	$(BIN)/python bench/bench_flight.py
 	$(BIN)/python bench/bench_viewer.py
+	$(BIN)/python bench/bench_wire.py
 
 fuzz: $(STAMP)
 	$(BIN)/python -m tests.runtime.fuzz --scenarios 10000
