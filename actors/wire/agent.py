@@ -41,6 +41,7 @@ from ..sim.propolis_host import LocalLauncher, PropolisHost
 from ..sled_agent import SledAgent, SledAgentClient, SledConfig, SledWorld, check_id
 from .agent_api import agent_app
 from .process import (
+    STOP_GRACE,
     Ready,
     add_process_args,
     loopback_url,
@@ -150,6 +151,15 @@ def run(args: argparse.Namespace) -> int:
                 notifier_tick=scaled.durations["notifier_tick"],
             )
             sled = await rt.spawn(WireSledAgent, world, config, launcher, nexus, name="sled")
+
+            async def stop_sled() -> None:
+                # Before the HTTP clients close (the exit stack runs this first): the
+                # sled's actors stop while their in-flight calls can still end as
+                # cancelled, not as a connection closed under them.
+                with trio.CancelScope(shield=True):
+                    await sled.stop("agent stopping", grace=STOP_GRACE / 2)
+
+            stack.push_async_callback(stop_sled)
             client = SledAgentClient(sled, ask_timeout=args.ask_timeout)
             bound: list[str] = []
             app = agent_app(client, address=lambda: bound[0] if bound else "")

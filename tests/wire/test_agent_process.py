@@ -178,3 +178,30 @@ async def test_the_agent_over_a_hypervisor_and_a_nexus_process(tmp_path: Path) -
         for rp in (agent, nexus, hv):
             with trio.fail_after(WAIT):
                 assert await rp.stop() == 0, bytes(rp.stderr)
+
+
+async def test_sigterm_ends_the_agents_in_flight_long_polls_as_cancelled(tmp_path: Path) -> None:
+    """On SIGTERM the sled's actors stop before the agent's HTTP clients close: a running
+    VMM's monitor has a long poll in flight, and its trace ends ``cancelled``, not as an
+    error on a connection closed under it."""
+    from trioxide import traces
+
+    async with (
+        rack_process("hypervisor", "--time-scale", "0.01", trace_dir=tmp_path) as hv,
+        rack_process("agent", "--hypervisor", hv.url, trace_dir=tmp_path) as agent,
+        httpx.AsyncClient(timeout=WAIT, trust_env=False) as http,
+    ):
+        await start_and_run(http, agent.url, "vmm-t")
+        with trio.fail_after(WAIT):
+            assert await agent.stop() == 0, bytes(agent.stderr)
+    events = list(traces.iter_trace(tmp_path / "agent.jsonl"))
+    polls = {
+        e.msg_id: e
+        for e in events
+        if e.kind == "http_send" and "state-monitor" in (e.detail or "")
+    }
+    ends = [e for e in events if e.kind == "http_end" and e.corr in polls]
+    assert len(polls) >= 2 and len(ends) == len(polls)  # every long poll ended
+    last = max(ends, key=lambda e: e.seq)
+    assert last.outcome == "cancelled", last
+    assert not [e for e in ends if e.outcome == "error"], ends
