@@ -382,6 +382,44 @@ async def _rack(opts: RackOptions, rt: Runtime, ready: Ready) -> int:
         return [*base, role, "--port", str(port), "--trace", trace, *extra, *more]
 
     keeper = _HypervisorKeeper(argv)
+    finished = False
+    try:
+        await _run_rack(opts, argv, keeper, children, stats)
+        finished = True
+    finally:
+        if not finished:  # Ctrl-C, SIGTERM or a failure: each child was stopped (open_child)
+            print("\nthe rack stopped early; its processes were stopped", flush=True)
+            _print_statuses(children, keeper)
+    statuses = _print_statuses(children, keeper)
+    clean = all(s == 0 for n, s in statuses.items() if "kill" not in n)
+    files = " ".join(shlex.quote(str(p)) for p in sorted(out.glob("*.jsonl")))
+    print(f"\nthe merged trace of every process:\n    trioxide view {files}")
+    ok = (
+        stats.sent == stats.answered
+        and not any(code >= 500 and code != 503 for code in stats.statuses)
+        and all(stats.fault_ok.values())
+        and clean
+    )
+    return 0 if ok else 1
+
+
+def _print_statuses(children: dict[str, Child], keeper: _HypervisorKeeper) -> dict[str, Any]:
+    for i, child in enumerate(keeper.killed):
+        children[f"hypervisor (kill -9 #{i + 1})"] = child
+    if keeper.current is not None:
+        children["hypervisor"] = keeper.current
+    statuses = {name: child.returncode for name, child in children.items()}
+    print("  exit statuses: " + ", ".join(f"{n} {s}" for n, s in statuses.items()), flush=True)
+    return statuses
+
+
+async def _run_rack(
+    opts: RackOptions,
+    argv: Any,
+    keeper: _HypervisorKeeper,
+    children: dict[str, Child],
+    stats: Stats,
+) -> None:
     async with trio.open_nursery() as processes:
         hv: Child = await processes.start(keeper.run)
         print(f"  hypervisor  {hv.url}", flush=True)
@@ -424,22 +462,6 @@ async def _rack(opts: RackOptions, rt: Runtime, ready: Ready) -> int:
             _report(opts, stats, summary, elapsed)
             print("stopping the rack's processes (SIGTERM) ...", flush=True)
         processes.cancel_scope.cancel()  # the hypervisor stops last
-    for i, child in enumerate(keeper.killed):
-        children[f"hypervisor (kill -9 #{i + 1})"] = child
-    if keeper.current is not None:
-        children["hypervisor"] = keeper.current
-    statuses = {name: child.returncode for name, child in children.items()}
-    print("  exit statuses: " + ", ".join(f"{n} {s}" for n, s in statuses.items()))
-    clean = all(s == 0 for n, s in statuses.items() if "kill" not in n)
-    files = " ".join(shlex.quote(str(p)) for p in sorted(out.glob("*.jsonl")))
-    print(f"\nthe merged trace of every process:\n    trioxide view {files}")
-    ok = (
-        stats.sent == stats.answered
-        and not any(code >= 500 and code != 503 for code in stats.statuses)
-        and all(stats.fault_ok.values())
-        and clean
-    )
-    return 0 if ok else 1
 
 
 def _report(opts: RackOptions, stats: Stats, summary: Any, elapsed: float) -> None:

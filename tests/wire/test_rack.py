@@ -155,3 +155,30 @@ def test_the_merged_rack_trace_opens_in_the_viewer_with_the_arrows(
                 page.screenshot(path=str(out / "merged-rack.png"))
         finally:
             browser.close()
+
+
+def test_ctrl_c_stops_every_process_of_the_rack(tmp_path: Path) -> None:
+    """Ctrl-C mid-run: the rack stops each of its processes (SIGTERM, each exits 0), says
+    so, and exits 130; nothing is left running."""
+    import signal
+
+    proc = subprocess.Popen(
+        [*TRIOXIDE, "rack", "--sleds", "2", "--out", str(tmp_path)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=tmp_path,
+    )
+    assert proc.stdout is not None
+    seen = []
+    for line in proc.stdout:  # the rack is up once its last sled is listed
+        seen.append(line)
+        if line.strip().startswith("sled-1"):
+            break
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=120)
+    text = "".join(seen) + out
+    assert proc.returncode == 130, text + err
+    assert "the rack stopped early; its processes were stopped" in text
+    assert re.search(r"exit statuses: nexus 0, sled-0 0, sled-1 0, hypervisor 0", text), text
+    assert "Traceback" not in err
