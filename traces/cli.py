@@ -182,20 +182,28 @@ def _output_file(path: Path, option: str) -> Path:
 def _merged(paths: list[Path]) -> Any:
     """The traces of *paths* merged (``MergedTrace``); a path that is no trace file is a
     ``CommandError`` naming it; damaged lines are reported on stderr."""
-    from ._reader import read_trace
     from .merge import MergeSource, merge_traces
 
     sources = []
     for path in paths:
-        _trace_file(path)
-        try:
-            tf = read_trace(path)
-        except ValueError as exc:
-            raise _not_a_trace(path, exc) from None
-        for err in tf.errors:
-            print(f"{path}:{err.line}: skipped a corrupted line: {err.error}", file=sys.stderr)
+        tf = _read(path)
         sources.append(MergeSource(tf.header, tf.events, str(path)))
     return merge_traces(sources)
+
+
+def _read(path: Path) -> Any:
+    """The ``TraceFile`` at *path* (a user's mistake is a ``CommandError``); each
+    corrupted line it skipped is reported on stderr."""
+    from ._reader import read_trace
+
+    _trace_file(path)
+    try:
+        tf = read_trace(path)
+    except ValueError as exc:
+        raise _not_a_trace(path, exc) from None
+    for err in tf.errors:
+        print(f"{path}:{err.line}: skipped a corrupted line: {err.error}", file=sys.stderr)
+    return tf
 
 
 def _merge_note(merged: Any) -> str:
@@ -263,7 +271,7 @@ def _serve_view(
 
 
 def _export(args: argparse.Namespace) -> int:
-    from ._reader import TraceFile, read_trace
+    from ._reader import TraceFile
     from .export import write_otlp, write_perfetto
     from .merge import write_trace
 
@@ -278,13 +286,7 @@ def _export(args: argparse.Namespace) -> int:
             _output_file(output, option)
     paths: list[Path] = args.trace
     if len(paths) == 1:
-        path = _trace_file(paths[0])
-        try:
-            tf = read_trace(path)
-        except ValueError as exc:
-            raise _not_a_trace(path, exc) from None
-        for err in tf.errors:
-            print(f"{path}:{err.line}: skipped a corrupted line: {err.error}", file=sys.stderr)
+        tf = _read(paths[0])
     else:
         merged = _merged(paths)
         print(_merge_note(merged))
