@@ -99,8 +99,9 @@ class NexusPort(Protocol):
     ``NexusError`` (with its HTTP ``status``) when Nexus refuses or cannot be reached."""
 
     async def put_vmm_state(self, propolis_id: str, runtime: VmmRuntimeState) -> bool:
-        """``cpapi_vmms_put``: publish a VMM's state; True if Nexus applied it (a stale
-        generation is ignored, not an error)."""
+        """``cpapi_vmms_put``: publish a VMM's state (a stale generation is ignored, not
+        an error). True if Nexus applied it - in-process; over HTTP True means accepted,
+        since upstream answers 204 either way."""
         ...
 
     async def get_sled(self, sled_id: str) -> SledInfo:
