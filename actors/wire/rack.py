@@ -28,7 +28,6 @@ fault had its expected effect and every process stopped cleanly; else 1.
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import random
 import shlex
 import time
@@ -38,7 +37,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import msgspec
 import trio
 
 from trioxide.runtime import Runtime
@@ -46,14 +44,12 @@ from trioxide.traces.cli import at_least
 
 from ..propolis.crucible import Region, Volume
 from .children import Child, open_child, trioxide_command
+from .churn import AgentCalls, ChurnResult, percentile
 from .client import HttpClient, HttpStatusError, TransportError
 from .nexus_api import NexusAdmin
 from .process import Ready, run_process
 
 __all__ = ["RackOptions", "add_arguments", "run"]
-
-_GONE = (404, 410)
-_TERMINAL = ("destroyed", "failed")
 
 
 @dataclass(frozen=True)
@@ -70,83 +66,28 @@ class RackOptions:
 
 
 @dataclass
-class Stats:
-    """What the driver sent to the sled agents and what came back."""
+class Faults:
+    """What each injected fault did, and whether that was its expected effect."""
 
-    sent: int = 0
-    answered: int = 0
-    statuses: Counter[int] = field(default_factory=Counter)
-    errors: Counter[str] = field(default_factory=Counter)  # "status ERROR_CODE" -> count
-    unanswered: list[str] = field(default_factory=list)
-    latency: dict[str, list[float]] = field(default_factory=dict)
-    outcomes: dict[str, str] = field(default_factory=dict)  # pid -> what the driver saw
-    faults: dict[str, str] = field(default_factory=dict)  # fault -> what happened
-    fault_ok: dict[str, bool] = field(default_factory=dict)
+    what: dict[str, str] = field(default_factory=dict)
+    ok: dict[str, bool] = field(default_factory=dict)
+
+    def record(self, name: str, what: str, ok: bool) -> None:
+        self.what[name] = what
+        self.ok[name] = ok
 
 
-class Answer(msgspec.Struct):
-    """Just enough of a ``SledVmmState`` (or a put-state answer) to follow a VMM."""
-
-    vmm_state: dict[str, Any] | None = None
-    updated_runtime: dict[str, Any] | None = None
-
-
+@dataclass
 class _Sled:
-    """The driver's client of one sled agent: every request counted and timed."""
-
-    def __init__(self, name: str, url: str, stats: Stats) -> None:
-        self.name = name
-        self.client = HttpClient(url, timeout=30.0)
-        self.stats = stats
-
-    async def call(self, op: str, method: str, path: str, body: Any = None) -> tuple[int, Any]:
-        """``(status, decoded body or None)``; a request that got no answer is recorded
-        (``unanswered``) and reported as status 0."""
-        self.stats.sent += 1
-        t0 = time.perf_counter()
-        try:
-            got = await self.client.call(method, path, body, response=Answer)
-            status = 200
-        except HttpStatusError as exc:
-            got, status = None, exc.status
-            self.stats.errors[f"{op}: {status} {exc.error_code}"] += 1
-        except TransportError as exc:
-            self.stats.unanswered.append(f"{self.name} {method} {path}: {exc}")
-            return 0, None
-        self.stats.answered += 1
-        self.stats.statuses[status] += 1
-        self.stats.latency.setdefault(op, []).append(time.perf_counter() - t0)
-        return status, got
-
-    async def state(self, pid: str) -> str | None:
-        """The VMM's state (``None``: the sled does not have it any more)."""
-        status, got = await self.call("get state", "GET", f"/vmms/{pid}/state")
-        if status in _GONE or got is None or got.vmm_state is None:
-            return None
-        return str(got.vmm_state["state"])
+    name: str
+    http: HttpClient
+    calls: AgentCalls
 
 
 def disk(pid: str, gen: int = 1, middle: str | None = None) -> dict[str, Volume]:
     """One Crucible disk on three downstairs targets named after the VMM."""
     targets = (f"{pid}-ds-a", middle or f"{pid}-ds-b", f"{pid}-ds-c")
     return {"disk0": Volume(f"vol-{pid}", 512, (Region(f"reg-{pid}", gen, targets),))}
-
-
-def _ensure_body(pid: str) -> dict[str, Any]:
-    now = dt.datetime.now(dt.UTC).isoformat()
-    return {
-        "instance_id": f"inst-{pid}",
-        "vmm_spec": {
-            "ncpus": 2,
-            "memory_bytes": 1 << 30,
-            "disks": msgspec.to_builtins(disk(pid)),
-        },
-        "vmm_runtime": {"gen": 1, "state": "starting", "time_updated": now},
-    }
-
-
-def _put(target: str) -> dict[str, Any]:
-    return {"state": {"type": target}}
 
 
 class Driver:
@@ -159,56 +100,15 @@ class Driver:
         nexus: NexusAdmin,
         hypervisor: HttpClient,
         restart_hypervisor: Any,
+        faults: Faults,
     ) -> None:
         self.opts = opts
         self.sleds = sleds
         self.nexus = nexus
         self.hypervisor = hypervisor
         self.restart_hypervisor = restart_hypervisor
-        self.stats = sleds[0].stats
-        self.rng = random.Random(opts.seed)
+        self.faults = faults
         self.crucible_faults_done = trio.Semaphore(0)  # released by each Crucible fault
-
-    async def wait_state(self, sled: _Sled, pid: str, want: tuple[str, ...]) -> str | None:
-        """Poll until the VMM is in one of *want*, terminal, or gone (``None``); a VMM
-        stuck longer than ``opts.wait`` is ``"stuck"``."""
-        with trio.move_on_after(self.opts.wait):
-            while True:
-                state = await sled.state(pid)
-                if state is None or state in want or state in _TERMINAL:
-                    return state
-                await trio.sleep(0.1)
-        return "stuck"
-
-    async def wait_gone(self, sled: _Sled, pid: str) -> str:
-        """Poll until the sled does not have the VMM any more; its last state seen."""
-        last = "registered"
-        with trio.move_on_after(self.opts.wait):
-            while True:
-                state = await sled.state(pid)
-                if state is None:
-                    return last
-                last = state
-                await trio.sleep(0.1)
-        return f"stuck in {last}"
-
-    async def lifecycle(self, sled: _Sled, pid: str, hold: float) -> bool:
-        """One VMM from register to unregister; whether it ran."""
-        status, _ = await sled.call("register", "PUT", f"/vmms/{pid}", _ensure_body(pid))
-        if status != 200:
-            self.stats.outcomes[pid] = f"register answered {status}"
-            return False
-        await sled.call("put running", "PUT", f"/vmms/{pid}/state", _put("running"))
-        reached = await self.wait_state(sled, pid, ("running",))
-        if reached == "running":
-            await trio.sleep(hold)
-            await sled.call("put stopped", "PUT", f"/vmms/{pid}/state", _put("stopped"))
-        last = await self.wait_gone(sled, pid)
-        await sled.call("unregister", "DELETE", f"/vmms/{pid}")
-        self.stats.outcomes[pid] = (
-            "ran, stopped" if reached == "running" else f"never ran ({reached or 'gone'})"
-        ) + f"; last seen {last}"
-        return reached == "running"
 
     async def churn(self, s: int, sled: _Sled) -> None:
         async with trio.open_nursery() as nursery:
@@ -220,7 +120,11 @@ class Driver:
         await trio.sleep(rng.uniform(0, 0.5))
         for r in range(self.opts.rounds):
             hold = self.opts.hold * rng.uniform(1.0, 2.0)
-            if not await self.lifecycle(sled, f"s{s}-v{slot}-r{r}", hold):
+            pid = f"s{s}-v{slot}-r{r}"
+            ran = await sled.calls.cycle(
+                pid, hold=hold, wait=self.opts.wait, wait_gone=True, disks=disk(pid)
+            )
+            if not ran:
                 await trio.sleep(hold)  # as a control plane would: no hammering
 
     # -- faults -------------------------------------------------------------------
@@ -234,28 +138,29 @@ class Driver:
         sled, pid, name = self.sleds[0], "vmm-vcr", "VCR replacement"
         await trio.sleep(0.5)
         await self._downstairs(f"{pid}-ds-b", False)
-        await sled.call("register", "PUT", f"/vmms/{pid}", _ensure_body(pid))
-        await sled.call("put running", "PUT", f"/vmms/{pid}/state", _put("running"))
+        calls = sled.calls
+        await calls.register(pid, disk(pid))
+        await calls.put_state(pid, "running")
         await trio.sleep(1.5)
-        before = await sled.state(pid)
+        before = await calls.state(pid)
         fixed = disk(pid, gen=2, middle=f"{pid}-ds-new")["disk0"]
         try:
             result = await self.nexus.replace_vcr(pid, "disk0", fixed)
         except (HttpStatusError, TransportError) as exc:
-            self.stats.faults[name] = f"Nexus's replacement failed: {exc}"
-            self.stats.fault_ok[name] = False
+            self.faults.record(name, f"Nexus's replacement failed: {exc}", False)
             return
-        reached = await self.wait_state(sled, pid, ("running",))
-        self.stats.faults[name] = (
+        reached = await calls.wait_state(pid, ("running",), within=self.opts.wait)
+        self.faults.record(
+            name,
             f"{pid} was {before} on a black-holed target; Nexus -> Propolis: "
-            f"{getattr(result, 'name', result)}; then {reached}"
+            f"{getattr(result, 'name', result)}; then {reached}",
+            before == "starting" and reached == "running",
         )
-        self.stats.fault_ok[name] = before == "starting" and reached == "running"
         if reached == "running":
-            await sled.call("put stopped", "PUT", f"/vmms/{pid}/state", _put("stopped"))
-        last = await self.wait_gone(sled, pid)
-        await sled.call("unregister", "DELETE", f"/vmms/{pid}")
-        self.stats.outcomes[pid] = f"ran after VCR replacement; last seen {last}"
+            await calls.put_state(pid, "stopped")
+        last = await calls.wait_gone(pid, within=self.opts.wait)
+        await calls.unregister(pid)
+        calls.result.outcomes[pid] = f"ran after VCR replacement; last seen {last}"
 
     async def stopped_during_activation(self) -> None:
         """A ``stopped`` while the VMM's activation hangs on a black-holed target: the
@@ -263,18 +168,20 @@ class Driver:
         sled, pid, name = self.sleds[-1], "vmm-abort", "stop during activation"
         await trio.sleep(0.5)
         await self._downstairs(f"{pid}-ds-c", False)
-        await sled.call("register", "PUT", f"/vmms/{pid}", _ensure_body(pid))
-        await sled.call("put running", "PUT", f"/vmms/{pid}/state", _put("running"))
+        calls = sled.calls
+        await calls.register(pid, disk(pid))
+        await calls.put_state(pid, "running")
         await trio.sleep(1.0)
-        before = await sled.state(pid)
-        status, _ = await sled.call("put stopped", "PUT", f"/vmms/{pid}/state", _put("stopped"))
-        last = await self.wait_gone(sled, pid)
-        await sled.call("unregister", "DELETE", f"/vmms/{pid}")
-        self.stats.faults[name] = (
-            f"{pid} was {before}; stop answered {status}; it ended ({last}), never running"
+        before = await calls.state(pid)
+        status = await calls.put_state(pid, "stopped")
+        last = await calls.wait_gone(pid, within=self.opts.wait)
+        await calls.unregister(pid)
+        self.faults.record(
+            name,
+            f"{pid} was {before}; stop answered {status}; it ended ({last}), never running",
+            before == "starting" and not last.startswith("stuck"),
         )
-        self.stats.fault_ok[name] = before == "starting" and not last.startswith("stuck")
-        self.stats.outcomes[pid] = f"stopped during activation; last seen {last}"
+        calls.result.outcomes[pid] = f"stopped during activation; last seen {last}"
         await self._downstairs(f"{pid}-ds-c", True)
 
     async def nexus_outage(self) -> None:
@@ -286,8 +193,8 @@ class Driver:
         await self.nexus.outage(False)
         after = await self.nexus.summary()
         refused = after.statistics.get("unavailable", 0) - before.statistics.get("unavailable", 0)
-        self.stats.faults[name] = f"2 s of 503s: {refused} Nexus calls refused, then retried"
-        self.stats.fault_ok[name] = refused > 0
+        what = f"2 s of 503s: {refused} Nexus calls refused, then retried"
+        self.faults.record(name, what, refused > 0)
 
     async def hypervisor_killed(self) -> None:
         name = "hypervisor kill -9"
@@ -296,11 +203,11 @@ class Driver:
         await trio.sleep(0.5)
         running = await self._running_vmms()
         count = await self.restart_hypervisor()
-        self.stats.faults[name] = (
+        what = (
             f"killed with {count} Propolis running ({len(running)} VMMs running seen); "
             "restarted on the same port"
         )
-        self.stats.fault_ok[name] = True
+        self.faults.record(name, what, True)
 
     async def _running_vmms(self) -> list[str]:
         try:
@@ -327,11 +234,6 @@ class Driver:
 
 
 # -- the processes -------------------------------------------------------------------------
-
-
-def _pct(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
 class _HypervisorKeeper:
@@ -373,7 +275,8 @@ async def _rack(opts: RackOptions, rt: Runtime, ready: Ready) -> int:
     out = opts.out
     base = trioxide_command()
     scale = ["--time-scale", str(opts.time_scale)]
-    stats = Stats()
+    stats = ChurnResult()
+    faults = Faults()
     children: dict[str, Child] = {}
 
     def argv(role: str, name: str, *more: str, port: int = 0) -> list[str]:
@@ -384,7 +287,7 @@ async def _rack(opts: RackOptions, rt: Runtime, ready: Ready) -> int:
     keeper = _HypervisorKeeper(argv)
     finished = False
     try:
-        await _run_rack(opts, argv, keeper, children, stats)
+        await _run_rack(opts, argv, keeper, children, stats, faults)
         finished = True
     finally:
         if not finished:  # Ctrl-C, SIGTERM or a failure: each child was stopped (open_child)
@@ -394,12 +297,8 @@ async def _rack(opts: RackOptions, rt: Runtime, ready: Ready) -> int:
     clean = all(s == 0 for n, s in statuses.items() if "kill" not in n)
     files = " ".join(shlex.quote(str(p)) for p in sorted(out.glob("*.jsonl")))
     print(f"\nthe merged trace of every process:\n    trioxide view {files}")
-    ok = (
-        stats.sent == stats.answered
-        and not any(code >= 500 and code != 503 for code in stats.statuses)
-        and all(stats.fault_ok.values())
-        and clean
-    )
+    ok = stats.sent == stats.answered and stats.server_errors == 0
+    ok = ok and all(faults.ok.values()) and clean
     return 0 if ok else 1
 
 
@@ -418,7 +317,8 @@ async def _run_rack(
     argv: Any,
     keeper: _HypervisorKeeper,
     children: dict[str, Child],
-    stats: Stats,
+    stats: ChurnResult,
+    faults: Faults,
 ) -> None:
     async with trio.open_nursery() as processes:
         hv: Child = await processes.start(keeper.run)
@@ -439,7 +339,9 @@ async def _run_rack(
                     )
                 )  # fmt: skip
                 children[name] = agent
-                sleds.append(_Sled(name, agent.url, stats))
+                http = HttpClient(agent.url, timeout=30.0)
+                stack.push_async_callback(http.aclose)
+                sleds.append(_Sled(name, http, AgentCalls(http, stats, poll=0.05)))
                 print(f"  {name:<11} {agent.url}", flush=True)
             admin = await stack.enter_async_context(NexusAdmin(nexus.url))
             hv_client = HttpClient(hv.url, timeout=10.0)
@@ -451,32 +353,31 @@ async def _run_rack(
                 await keeper.kill_and_restart()
                 return count
 
-            driver = Driver(opts, sleds, admin, hv_client, restart_hypervisor)
+            driver = Driver(opts, sleds, admin, hv_client, restart_hypervisor, faults)
             wall = time.perf_counter()
             await driver.run()
             elapsed = time.perf_counter() - wall
             await trio.sleep(1.0)  # the last publications reach Nexus
             summary = await admin.summary()
-            for sled in sleds:
-                await sled.client.aclose()
-            _report(opts, stats, summary, elapsed)
+            _report(stats, faults, summary, elapsed)
             print("stopping the rack's processes (SIGTERM) ...", flush=True)
         processes.cancel_scope.cancel()  # the hypervisor stops last
 
 
-def _report(opts: RackOptions, stats: Stats, summary: Any, elapsed: float) -> None:
+def _report(stats: ChurnResult, faults: Faults, summary: Any, elapsed: float) -> None:
     print(f"\nrack run: {elapsed:.1f} s of real time")
     codes = ", ".join(f"{code}: {n}" for code, n in sorted(stats.statuses.items()))
     print(f"requests to the sled agents: sent {stats.sent}, answered {stats.answered} ({codes})")
     for line in stats.unanswered[:10]:
         print(f"  UNANSWERED {line}")
     print("latency (real time)      p50        p99      n")
-    for op, values in sorted(stats.latency.items()):
-        p50, p99 = _pct(values, 0.5) * 1e3, _pct(values, 0.99) * 1e3
+    for op, values in sorted(stats.latency_by_op.items()):
+        p50, p99 = percentile(values, 0.5) * 1e3, percentile(values, 0.99) * 1e3
         print(f"  {op:<18} {p50:8.1f} ms {p99:8.1f} ms {len(values):6}")
-    if stats.errors:
-        print("  error answers: " + ", ".join(f"{k} x{n}" for k, n in sorted(stats.errors.items())))
-    ran = sum(1 for v in stats.outcomes.values() if v.startswith(("ran", "stopped during")))
+    if stats.errors_by_op:
+        errors = sorted(stats.errors_by_op.items())
+        print("  error answers: " + ", ".join(f"{k} x{n}" for k, n in errors))
+    ran = sum(1 for v in stats.outcomes.values() if v.startswith("ran"))
     print(f"VMMs: {len(stats.outcomes)} started through the API, {ran} reached running")
     held = Counter(str(v.state) for v in summary.vmms)
     print("  final states Nexus holds: " + ", ".join(f"{k} {n}" for k, n in held.most_common()))
@@ -484,10 +385,10 @@ def _report(opts: RackOptions, stats: Stats, summary: Any, elapsed: float) -> No
     if failed:
         more = f" (+{len(failed) - 12} more)" if len(failed) > 12 else ""
         print(f"  failed: {', '.join(failed[:12])}{more}")
-    if stats.faults:
+    if faults.what:
         print("faults:")
-        for name, what in stats.faults.items():
-            mark = "ok" if stats.fault_ok.get(name) else "NOT AS EXPECTED"
+        for name, what in faults.what.items():
+            mark = "ok" if faults.ok.get(name) else "NOT AS EXPECTED"
             print(f"  {name}: {what} [{mark}]")
     ops = ", ".join(f"{op} {n}" for op, n in sorted(summary.requests.items()))
     print(f"Nexus: {ops}; refused with 503 {summary.statistics.get('unavailable', 0)}")
