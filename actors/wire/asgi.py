@@ -314,7 +314,9 @@ class App:
     # -- OpenAPI ----------------------------------------------------------------------
 
     def openapi(self) -> dict[str, Any]:
-        """The OpenAPI 3.0 document of the routes, built from their msgspec types."""
+        """The OpenAPI 3.1 document of the routes, built from their msgspec types (msgspec
+        writes JSON Schema 2020-12, the dialect OpenAPI 3.1 uses: `anyOf` with null,
+        `prefixItems`)."""
         types = [ErrorBody]
         for r in self.routes:
             types += [t for t in (r.body, r.response) if t is not None]
@@ -352,7 +354,7 @@ class App:
             op["responses"] = responses
             paths.setdefault(r.path, {})[r.method.lower()] = op
         return {
-            "openapi": "3.0.3",
+            "openapi": "3.1.0",
             "info": {"title": self.title, "version": self.version},
             "paths": paths,
             "components": {"schemas": components},
