@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import msgspec
+import msgspec.inspect
 import trio
 
 from . import tracecontext
@@ -130,6 +131,40 @@ def _error_code(payload: bytes) -> str | None:
         return _error_decoder.decode(payload).error_code
     except msgspec.MsgspecError:
         return None
+
+
+def _tagged_structs(types: Sequence[Any]) -> list[msgspec.inspect.StructType]:
+    """Every tagged struct type reachable from *types*."""
+    seen: dict[type, msgspec.inspect.StructType] = {}
+
+    def walk(t: msgspec.inspect.Type) -> None:
+        match t:
+            case msgspec.inspect.StructType(cls=cls) if cls not in seen:
+                seen[cls] = t
+                for f in t.fields:
+                    walk(f.type)
+            case msgspec.inspect.UnionType(types=members):
+                for member in members:
+                    walk(member)
+            case msgspec.inspect.DictType(key_type=key, value_type=value):
+                walk(key)
+                walk(value)
+            case (
+                msgspec.inspect.ListType(item_type=item)
+                | msgspec.inspect.VarTupleType(item_type=item)
+                | msgspec.inspect.SetType(item_type=item)
+                | msgspec.inspect.FrozenSetType(item_type=item)
+            ):
+                walk(item)
+            case msgspec.inspect.TupleType(item_types=items):
+                for item in items:
+                    walk(item)
+            case _:
+                pass
+
+    for info in msgspec.inspect.multi_type_info(types):
+        walk(info)
+    return [t for t in seen.values() if t.tag_field is not None]
 
 
 class App:
@@ -323,6 +358,12 @@ class App:
         schemas, components = msgspec.json.schema_components(
             types, ref_template="#/components/schemas/{name}"
         )
+        # A tagged struct decoded on its own (not as a member of a union) does not need
+        # its tag: msgspec accepts it without, so the document must not require it.
+        for struct in _tagged_structs(types):
+            schema = components.get(struct.cls.__name__)
+            if schema is not None and struct.tag_field in schema.get("required", ()):
+                schema["required"] = [f for f in schema["required"] if f != struct.tag_field]
         refs = dict(zip(map(id, types), schemas, strict=True))
         error = {
             "description": "Error",
