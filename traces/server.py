@@ -105,6 +105,7 @@ import math
 import multiprocessing
 import os
 import secrets
+import sys
 import threading
 import time
 from collections import deque
@@ -524,7 +525,27 @@ def _new_pool() -> concurrent.futures.ProcessPoolExecutor | None:
     if workers < 2:
         return None
     context = multiprocessing.get_context("spawn")  # never fork a process with threads
-    return concurrent.futures.ProcessPoolExecutor(workers, mp_context=context)
+    return concurrent.futures.ProcessPoolExecutor(
+        workers, mp_context=context, initializer=_die_with_parent
+    )
+
+
+def _die_with_parent() -> None:
+    """In a decode worker: end with the process that started it, however that one ends
+    (a ``kill -9`` of ``trioxide view`` runs none of its cleanup). Linux only
+    (``PR_SET_PDEATHSIG``); elsewhere the workers exit when they find their pipe closed."""
+    if not sys.platform.startswith("linux"):
+        return
+    import ctypes
+    import signal as signals
+
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signals.SIGKILL)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):  # pragma: no cover - no prctl: the pipe still ends it
+        return
+    if os.getppid() == 1:  # the parent died before the signal was set up
+        os._exit(0)
 
 
 async def _result(future: concurrent.futures.Future[_Built]) -> _Built:

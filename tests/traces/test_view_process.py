@@ -90,3 +90,42 @@ def test_sigterm_stops_view_and_every_worker_process(tmp_path: Path) -> None:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+@pytest.mark.skipif(not hasattr(os, "pidfd_open"), reason="needs os.pidfd_open (Linux 5.3+)")
+def test_kill_9_of_view_leaves_no_decode_worker(tmp_path: Path) -> None:
+    """``kill -9`` runs none of ``trioxide view``'s cleanup: its decode workers end with it
+    all the same (``PR_SET_PDEATHSIG`` in their initializer); they used to live on."""
+    path = tmp_path / "large.jsonl"
+    header = msgspec.json.encode(traces.TraceHeader(seed=1))
+    event = traces.TraceEvent(1, 0.0, "start", "a")
+    lines = [msgspec.json.encode(msgspec.structs.replace(event, seq=i)) for i in range(1, 70_001)]
+    path.write_bytes(b"\n".join([header, *lines]) + b"\n")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "trioxide", "view", str(path)],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
+    try:
+        assert proc.stdout is not None
+        assert "http://127.0.0.1:" in proc.stdout.readline()
+        workers = [pid for pid in children(proc.pid) if b"multiprocessing" in _cmdline(pid)]
+        workers = [pid for pid in workers if b"resource_tracker" not in _cmdline(pid)]
+        assert workers, "the large file was expected to be decoded by worker processes"
+        proc.kill()
+        proc.wait(timeout=30)
+        wait_exited(workers, timeout=30)
+        assert [pid for pid in workers if alive(pid)] == []
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+def _cmdline(pid: int) -> bytes:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return b""
