@@ -439,7 +439,11 @@ class ActorCell:
             self.stopping = reason
             stopper = current_cell.get()
             if stopper is not None and self.cancel_cause is None:
-                self.cancel_cause = stopper.cause_id()
+                cause = stopper.cause_id()
+                if cause is None and stopper.stopping is not NOT_STOPPING:
+                    # A parent stopping its children on its way out: what stopped it.
+                    cause = stopper.cancel_cause
+                self.cancel_cause = cause
         if grace is not None:
             self.stop_deadline = min(self.stop_deadline, trio.current_time() + grace)
             if self.state == "stopping":

@@ -142,3 +142,39 @@ async def test_a_stop_asked_by_a_handler_is_the_cause_of_the_cancelled_handler(
     # Without a cause (nothing was being handled: a stop from outside), none is claimed.
     ok = [e for e in sink.of_kind("handle") if e.outcome == "ok"]
     assert all(e.cause is None for e in ok)
+
+
+class Host(Actor):
+    """Spawns a backend whose activation hangs (as Propolis's state driver does)."""
+
+    async def on_start(self) -> None:
+        self.backend = await self.spawn(Backend, name="backend")
+        await self.backend.tell(Activate())
+
+    async def handle(self, msg: Work) -> None:
+        return None
+
+
+async def test_children_stopped_by_an_exiting_parent_name_what_stopped_it(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """An actor handling ``Work`` stops the host (as the Propolis host kills a Propolis
+    on a ``Kill``); on its way out the host stops its children: the child's cancelled
+    handler names that ``Work`` - it named nothing, the host handling no message when it
+    stopped them."""
+    sink = traces.MemorySink()
+    async with open_runtime(tracer=traces.Tracer(sink)) as rt:
+        host = await rt.spawn(Host, name="host")
+        stopper = await rt.spawn(Stopper, host, name="stopper")
+        await trio.testing.wait_all_tasks_blocked()
+        await stopper.tell(Work())
+        await trio.sleep(1)
+        assert not host.alive
+    events = by_seq(sink)
+    (work,) = [e for e in events.values() if e.kind == "send" and e.msg_type == "Work"]
+    (cancelled,) = [
+        e
+        for e in events.values()
+        if e.kind == "handle" and e.actor.endswith("/backend") and e.outcome == "cancelled"
+    ]
+    assert cancelled.cause == work.msg_id
