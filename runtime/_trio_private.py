@@ -16,6 +16,7 @@ Trio changes the internals we rely on, so an upgrade cannot silently degrade us.
 from __future__ import annotations
 
 import math
+import threading
 from collections.abc import Callable
 from typing import Any
 
@@ -121,6 +122,38 @@ else:  # pragma: no cover - exercised only on untested Trio versions
 # same methods lets us pick the order ourselves (PCT-style exploration).
 
 
+class _ThreadBound:
+    """Trio's module RNG while a seeded run is installed: the run's *rng* in the thread
+    that installed it, the RNG it replaced in every other thread. Trio's RNG is one per
+    process, shared by every ``trio.run``: without this, another thread's run (the trace
+    server a ``demo --view`` serves from, while a browser is connected) would consume the
+    seeded run's numbers and change its schedule."""
+
+    __slots__ = ("_fallback", "_rng", "_thread")
+
+    def __init__(self, rng: Any, fallback: Any, thread: int) -> None:
+        self._rng = rng
+        self._fallback = fallback
+        self._thread = thread
+
+    def _pick(self) -> Any:
+        return self._rng if threading.get_ident() == self._thread else self._fallback
+
+    def shuffle(self, x: Any) -> None:
+        self._pick().shuffle(x)
+
+    def random(self) -> float:
+        value: float = self._pick().random()
+        return value
+
+    def uniform(self, a: float, b: float) -> float:
+        value: float = self._pick().uniform(a, b)
+        return value
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._pick(), name)
+
+
 class ScheduleHooks:
     """Access to Trio's scheduler randomness; ``available`` is False on untested Trio."""
 
@@ -161,7 +194,7 @@ class ScheduleHooks:
         self.require()
         saved = (self._module._r, self._module._ALLOW_DETERMINISTIC_SCHEDULING)
         self._module._ALLOW_DETERMINISTIC_SCHEDULING = True
-        self._module._r = rng
+        self._module._r = _ThreadBound(rng, saved[0], threading.get_ident())
         self.active += 1
         return saved
 

@@ -198,9 +198,14 @@ def test_seeding_hooks_are_available_or_fail_loudly() -> None:
     before = (run_module._r, run_module._ALLOW_DETERMINISTIC_SCHEDULING)
     mine = random.Random(1)
     saved = schedule_hooks.install(mine)
-    assert run_module._r is mine and run_module._ALLOW_DETERMINISTIC_SCHEDULING is True
-    assert schedule_hooks.active == 1
-    schedule_hooks.restore(saved)
+    try:
+        # Trio's RNG is now *mine* in this thread (bound to it: see the test below).
+        probe = random.Random(1)
+        assert [run_module._r.random() for _ in range(3)] == [probe.random() for _ in range(3)]
+        assert run_module._ALLOW_DETERMINISTIC_SCHEDULING is True
+        assert schedule_hooks.active == 1
+    finally:
+        schedule_hooks.restore(saved)
     assert (run_module._r, run_module._ALLOW_DETERMINISTIC_SCHEDULING) == before
     assert schedule_hooks.active == 0
 
@@ -233,3 +238,70 @@ def test_open_runtime_seed_alone_makes_runs_reproducible() -> None:
 
     assert run(11) == run(11)
     assert len({tuple(run(s)) for s in range(12)}) > 1
+
+
+class _Note(msgspec.Struct, frozen=True):
+    sender: int
+    n: int
+
+
+class _Sink(Actor):
+    async def handle(self, msg: _Note) -> None:
+        await checkpoint()
+
+
+def _seeded_trace(seed: int) -> list[tuple[object, ...]]:
+    """A run whose trace depends on the schedule: five senders race to one actor."""
+    from trioxide.testing import run_seeded
+
+    sink = traces.MemorySink()
+
+    async def main() -> None:
+        async with open_runtime(tracer=traces.Tracer(sink)) as rt:
+            ref = await rt.spawn(_Sink, name="sink")
+
+            async def sender(i: int) -> None:
+                for n in range(20):
+                    await ref.tell(_Note(i, n))
+                    await checkpoint()
+
+            async with trio.open_nursery() as nursery:
+                for i in range(5):
+                    nursery.start_soon(sender, i)
+
+    run_seeded(main, seed=seed)
+    return [(e.kind, e.actor, e.msg_type, e.msg_id, bytes(e.payload)) for e in sink.events]
+
+
+def test_another_threads_trio_run_does_not_change_a_seeded_run() -> None:
+    """Trio's scheduler RNG is one per process: a ``trio.run`` in another thread (the trace
+    server ``demo --view`` serves from) used to draw from the seeded run's numbers and
+    change its schedule. The seeded RNG is now used by the thread that installed it only."""
+    import threading
+
+    alone = _seeded_trace(7)
+    assert _seeded_trace(7) == alone
+    stop, spinning = threading.Event(), threading.Event()
+
+    def background() -> None:
+        async def busy() -> None:
+            while not stop.is_set():
+                spinning.set()
+                await checkpoint()
+
+        async def main() -> None:
+            async with trio.open_nursery() as nursery:
+                for _ in range(8):
+                    nursery.start_soon(busy)
+
+        trio.run(main)
+
+    thread = threading.Thread(target=background, name="other trio.run")
+    thread.start()
+    try:
+        assert spinning.wait(10)
+        together = [_seeded_trace(7) for _ in range(3)]
+    finally:
+        stop.set()
+        thread.join(10)
+    assert all(trace == alone for trace in together)
