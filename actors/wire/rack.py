@@ -132,17 +132,24 @@ class Driver:
     async def _downstairs(self, target: str, reachable: bool) -> None:
         await self.hypervisor.call("PUT", f"/admin/downstairs/{target}", {"reachable": reachable})
 
+    async def _start_blocked(
+        self, calls: AgentCalls, pid: str, target: str, for_seconds: float
+    ) -> str | None:
+        """Start VMM *pid* with its Crucible *target* black-holed; its state after
+        *for_seconds* (``starting``: its activation hangs)."""
+        await trio.sleep(0.5)
+        await self._downstairs(target, False)
+        await calls.register(pid, disk(pid))
+        await calls.put_state(pid, "running")
+        await trio.sleep(for_seconds)
+        return await calls.state(pid)
+
     async def blackholed_then_replaced(self) -> None:
         """A VMM whose activation hangs on a black-holed target; Nexus replaces the VCR
         with one naming a healthy target (straight to Propolis): the VMM then runs."""
-        sled, pid, name = self.sleds[0], "vmm-vcr", "VCR replacement"
-        await trio.sleep(0.5)
-        await self._downstairs(f"{pid}-ds-b", False)
-        calls = sled.calls
-        await calls.register(pid, disk(pid))
-        await calls.put_state(pid, "running")
-        await trio.sleep(1.5)
-        before = await calls.state(pid)
+        pid, name = "vmm-vcr", "VCR replacement"
+        calls = self.sleds[0].calls
+        before = await self._start_blocked(calls, pid, f"{pid}-ds-b", 1.5)
         fixed = disk(pid, gen=2, middle=f"{pid}-ds-new")["disk0"]
         try:
             result = await self.nexus.replace_vcr(pid, "disk0", fixed)
@@ -165,14 +172,9 @@ class Driver:
     async def stopped_during_activation(self) -> None:
         """A ``stopped`` while the VMM's activation hangs on a black-holed target: the
         stop aborts the startup and the VMM ends (it never runs)."""
-        sled, pid, name = self.sleds[-1], "vmm-abort", "stop during activation"
-        await trio.sleep(0.5)
-        await self._downstairs(f"{pid}-ds-c", False)
-        calls = sled.calls
-        await calls.register(pid, disk(pid))
-        await calls.put_state(pid, "running")
-        await trio.sleep(1.0)
-        before = await calls.state(pid)
+        pid, name = "vmm-abort", "stop during activation"
+        calls = self.sleds[-1].calls
+        before = await self._start_blocked(calls, pid, f"{pid}-ds-c", 1.0)
         status = await calls.put_state(pid, "stopped")
         last = await calls.wait_gone(pid, within=self.opts.wait)
         await calls.unregister(pid)

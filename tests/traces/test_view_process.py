@@ -62,20 +62,25 @@ def wait_exited(pids: list[int], timeout: float) -> None:
             os.close(fd)
 
 
-@pytest.mark.skipif(not hasattr(os, "pidfd_open"), reason="needs os.pidfd_open (Linux 5.3+)")
-def test_sigterm_stops_view_and_every_worker_process(tmp_path: Path) -> None:
+def view_large_file(tmp_path: Path) -> subprocess.Popen[str]:
+    """``trioxide view`` of a 70,000-event file (17 chunks: decoded by a worker pool)."""
     path = tmp_path / "large.jsonl"
     header = msgspec.json.encode(traces.TraceHeader(seed=1))
     event = traces.TraceEvent(1, 0.0, "start", "a")
     lines = [msgspec.json.encode(msgspec.structs.replace(event, seq=i)) for i in range(1, 70_001)]
-    path.write_bytes(b"\n".join([header, *lines]) + b"\n")  # 17 chunks: decoded by a pool
-    proc = subprocess.Popen(
+    path.write_bytes(b"\n".join([header, *lines]) + b"\n")
+    return subprocess.Popen(
         [sys.executable, "-m", "trioxide", "view", str(path)],
         cwd=ROOT,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
     )
+
+
+@pytest.mark.skipif(not hasattr(os, "pidfd_open"), reason="needs os.pidfd_open (Linux 5.3+)")
+def test_sigterm_stops_view_and_every_worker_process(tmp_path: Path) -> None:
+    proc = view_large_file(tmp_path)
     try:
         assert proc.stdout is not None
         assert "http://127.0.0.1:" in proc.stdout.readline()
@@ -96,18 +101,7 @@ def test_sigterm_stops_view_and_every_worker_process(tmp_path: Path) -> None:
 def test_kill_9_of_view_leaves_no_decode_worker(tmp_path: Path) -> None:
     """``kill -9`` runs none of ``trioxide view``'s cleanup: its decode workers end with it
     all the same (``PR_SET_PDEATHSIG`` in their initializer); they used to live on."""
-    path = tmp_path / "large.jsonl"
-    header = msgspec.json.encode(traces.TraceHeader(seed=1))
-    event = traces.TraceEvent(1, 0.0, "start", "a")
-    lines = [msgspec.json.encode(msgspec.structs.replace(event, seq=i)) for i in range(1, 70_001)]
-    path.write_bytes(b"\n".join([header, *lines]) + b"\n")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "trioxide", "view", str(path)],
-        cwd=ROOT,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        text=True,
-    )
+    proc = view_large_file(tmp_path)
     try:
         assert proc.stdout is not None
         assert "http://127.0.0.1:" in proc.stdout.readline()
