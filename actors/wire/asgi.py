@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import itertools
 import re
+import urllib.parse
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -131,6 +132,14 @@ def _error_code(payload: bytes) -> str | None:
         return _error_decoder.decode(payload).error_code
     except msgspec.MsgspecError:
         return None
+
+
+def _raw_path(scope: dict[str, Any]) -> str:
+    """The request's path as sent (percent-escapes kept), without the query."""
+    raw = scope.get("raw_path")
+    if not raw:
+        return str(scope["path"])
+    return bytes(raw).split(b"?", 1)[0].decode("latin-1")
 
 
 def _tagged_structs(types: Sequence[Any]) -> list[msgspec.inspect.StructType]:
@@ -264,7 +273,7 @@ class App:
         headers = list(_JSON) if payload else []
         headers.append((b"content-length", str(len(payload)).encode()))
         if status == 405:  # RFC 9110: the methods the path has
-            allow = sorted({r.method for r in self.routes if r.match(scope["path"])})
+            allow = sorted({r.method for r in self.routes if r.match(_raw_path(scope))})
             headers.append((b"allow", ", ".join(allow).encode()))
         await send({"type": "http.response.start", "status": status, "headers": headers})
         await send({"type": "http.response.body", "body": payload})
@@ -277,13 +286,17 @@ class App:
         if method == "GET" and path == "/openapi.json":
             return 200, self._openapi
         route, params, allowed = None, None, False
+        # Routes match the path as sent (an escaped "/" stays inside its segment), then
+        # each parameter is unescaped: an id "a%2Fb" reaches the handler as "a/b" (which
+        # the handler refuses by name) instead of matching no route.
+        sent = _raw_path(scope)
         for r in self.routes:
-            got = r.match(path)
+            got = r.match(sent)
             if got is None:
                 continue
             allowed = True
             if r.method == method:
-                route, params = r, got
+                route, params = r, {k: urllib.parse.unquote(v) for k, v in got.items()}
                 break
         if route is None or params is None:
             if allowed:

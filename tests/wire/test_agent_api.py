@@ -207,6 +207,7 @@ async def test_bad_input_is_400_naming_the_field() -> None:
             ("PUT", "/vmms/" + "p" * (PROPOLIS_ID_MAX + 1), body, "INVALID_REQUEST",
              ("propolis_id", "at most 43")),
             ("GET", "/vmms/-x/state", None, "INVALID_REQUEST", ("propolis_id", "start with")),
+            ("GET", "/vmms/a%2Fb/state", None, "INVALID_REQUEST", ("propolis_id", "'/'")),
             ("PUT", "/vmms/v", {**body, "instance_id": "i/1"}, "INVALID_REQUEST",
              ("instance_id", "'/'")),
             ("PUT", "/vmms/v", {"vmm_spec": {}}, "INVALID_REQUEST", ("instance_id",)),

@@ -45,3 +45,23 @@ async def test_the_app_accepts_it_without_the_tag_as_documented() -> None:
                 )
         nursery.cancel_scope.cancel()
     assert got == Body({"a": Leaf("x")})
+
+
+async def test_an_escaped_slash_in_an_id_reaches_the_handler_unescaped() -> None:
+    """Routes match the path as sent: ``a%2Fb`` is one segment, unescaped for the handler,
+    whose check refuses it by name (it was a 404 "no route": the path was matched
+    decoded, as two segments; the agent's case is in test_agent_api.py)."""
+    seen: list[str] = []
+
+    async def get(request: Request) -> None:
+        seen.append(request.params["id"])
+
+    app = App("t", "1", [Route("GET", "/things/{id}", "thing_get", get)])
+    async with trio.open_nursery() as nursery:
+        addr = await nursery.start(serve_app, app, "127.0.0.1", 0)
+        async with HttpClient(f"http://{addr}") as http:
+            with trio.fail_after(10):
+                await http.call("GET", "/things/a%2Fb")
+                await http.call("GET", "/things/caf%C3%A9")
+        nursery.cancel_scope.cancel()
+    assert seen == ["a/b", "café"]
