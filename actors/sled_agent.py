@@ -151,6 +151,7 @@ class SledConfig:
     cleanup_concurrency: int = 4
     legacy_tickets: bool = False  # tests only: the pre-#3325 manager
     notifier_tick: float = 2.0  # seconds between the notifier's retries (upstream: 2 s)
+    address: str = "[fd00:1122:3344:101::1]:12345"  # where this sled agent serves (told Nexus)
 
 
 class SledAgent(Actor):
@@ -206,7 +207,7 @@ class SledAgent(Actor):
         )  # fmt: skip
         info = SledInfo(
             sled_id=cfg.sled_id,
-            address="[fd00:1122:3344:101::1]:12345",
+            address=cfg.address,
             role="gimlet",
             usable_threads=128,
             usable_ram_bytes=w.hypervisor.physical_bytes,

@@ -44,6 +44,7 @@ from .process import (
     STOP_GRACE,
     Ready,
     add_process_args,
+    listen_on,
     loopback_url,
     positive_number,
     run_process,
@@ -145,10 +146,17 @@ def run(args: argparse.Namespace) -> int:
                     name="propolis-host", mailbox_size=4096,
                 )  # fmt: skip
                 launcher = LocalLauncher(host)
+            # Bound before the sled starts: its notifier tells Nexus where it serves.
+            listener = listen_on(args.host, args.port)
+            stack.callback(listener.close)  # (a no-op once the server owns it)
+            bound_port = listener.getsockname()[1]
             config = SledConfig(
                 sled_id=args.sled_id,
                 runner=scaled.runner(),
                 notifier_tick=scaled.durations["notifier_tick"],
+                address=f"[{args.host}]:{bound_port}"
+                if ":" in args.host
+                else f"{args.host}:{bound_port}",
             )
             sled = await rt.spawn(WireSledAgent, world, config, launcher, nexus, name="sled")
 
@@ -164,7 +172,7 @@ def run(args: argparse.Namespace) -> int:
             bound: list[str] = []
             app = agent_app(client, address=lambda: bound[0] if bound else "")
             async with trio.open_nursery() as nursery:
-                addr = await start_serving(app, args.host, args.port, nursery)
+                addr = await start_serving(app, args.host, args.port, nursery, listener=listener)
                 bound.append(addr)
                 ready(
                     addr=addr,

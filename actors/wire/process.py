@@ -17,9 +17,11 @@ from __future__ import annotations
 
 import argparse
 import errno
+import functools
 import json
 import math
 import signal
+import socket
 import sys
 import time
 import urllib.parse
@@ -35,11 +37,12 @@ from trioxide import traces
 from trioxide.runtime import Runtime, open_runtime
 from trioxide.traces.cli import CommandError, port_number, sole_exception
 
-from .server import serve_app
+from .server import bind_listener, serve_app
 
 __all__ = [
     "Ready",
     "add_process_args",
+    "listen_on",
     "loopback_url",
     "positive_number",
     "run_process",
@@ -99,18 +102,40 @@ def positive_number(option: str) -> Callable[[str], float]:
     return parse
 
 
-async def start_serving(app: Any, host: str, port: int, nursery: trio.Nursery) -> str:
-    """Serve *app* in *nursery* (``serve_app``); returns the bound ``host:port``. Failing to
-    listen (a port in use, an address we cannot bind) is a ``CommandError``: one line."""
+async def start_serving(
+    app: Any,
+    host: str,
+    port: int,
+    nursery: trio.Nursery,
+    *,
+    listener: socket.socket | None = None,
+) -> str:
+    """Serve *app* in *nursery* (``serve_app``, on *listener* if given); returns the bound
+    ``host:port``. Failing to listen (a port in use, an address we cannot bind) is a
+    ``CommandError``: one line."""
     try:
-        addr: str = await nursery.start(serve_app, app, host, port)
+        addr: str = await nursery.start(
+            functools.partial(serve_app, app, host, port, listener=listener)
+        )
     except BaseException as exc:
-        error = sole_exception(exc)
-        if isinstance(error, OSError):
-            why = "the port is in use" if error.errno == errno.EADDRINUSE else error.strerror
-            raise CommandError(f"cannot listen on {host}:{port}: {why}; choose --port") from None
-        raise
+        raise _listen_error(exc, host, port) from None
     return addr
+
+
+def listen_on(host: str, port: int) -> socket.socket:
+    """``bind_listener`` for a rack process: failing to bind is a ``CommandError``."""
+    try:
+        return bind_listener(host, port)
+    except OSError as exc:
+        raise _listen_error(exc, host, port) from None
+
+
+def _listen_error(exc: BaseException, host: str, port: int) -> BaseException:
+    error = sole_exception(exc)
+    if isinstance(error, OSError):
+        why = "the port is in use" if error.errno == errno.EADDRINUSE else error.strerror
+        return CommandError(f"cannot listen on {host}:{port}: {why}; choose --port")
+    return exc
 
 
 def add_process_args(parser: argparse.ArgumentParser, role: str) -> None:

@@ -169,12 +169,14 @@ async def test_the_agent_over_a_hypervisor_and_a_nexus_process(tmp_path: Path) -
         reply = await http.delete(f"{agent.url}/vmms/vmm-w")
         assert reply.status_code == 200, reply.text
         assert reply.json()["updated_runtime"]["vmm_state"]["state"] == "destroyed"
-        # The sled told Nexus about itself (the notifier, over HTTP).
+        # The sled told Nexus about itself (the notifier, over HTTP), with its real address.
         with trio.fail_after(WAIT):
             while True:
-                if (await http.get(f"{nexus.url}/sled-agents/sled-0")).status_code == 200:
+                reply = await http.get(f"{nexus.url}/sled-agents/sled-0")
+                if reply.status_code == 200:
                     break
                 await trio.sleep(0.05)
+        assert reply.json()["sa_address"] == agent.addr
         for rp in (agent, nexus, hv):
             with trio.fail_after(WAIT):
                 assert await rp.stop() == 0, bytes(rp.stderr)
