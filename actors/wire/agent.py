@@ -7,8 +7,8 @@ runs, in a world whose simulated durations are scaled by ``--time-scale``
 (``ports.py``):
 
 * ``--hypervisor URL``: the Propolis processes of a ``trioxide hypervisor`` over HTTP
-  (``propolis_api.HttpLauncher``); without it, an in-process ``PropolisHost``;
-* ``--nexus URL``: a ``trioxide nexus`` over HTTP (``nexus_api.HttpNexus``); without it, an
+  (``propolis_client.HttpLauncher``); without it, an in-process ``PropolisHost``;
+* ``--nexus URL``: a ``trioxide nexus`` over HTTP (``nexus_client.HttpNexus``); without it, an
   in-process ``SimNexus``.
 
 Once it listens it prints its ready line (``{"role": "agent", "addr": "127.0.0.1:port",
@@ -133,11 +133,11 @@ def run(args: argparse.Namespace) -> int:
             launcher: PropolisLauncher | None = None
             world = scaled.world()
             if args.nexus is not None:
-                nexus = cast(NexusPort, _client("nexus_api", "HttpNexus", args.nexus))
+                nexus = cast(NexusPort, _client("nexus_client", "HttpNexus", args.nexus))
                 stack.push_async_callback(_close, nexus)
             if args.hypervisor is not None:
                 launcher = cast(
-                    PropolisLauncher, _client("propolis_api", "HttpLauncher", args.hypervisor)
+                    PropolisLauncher, _client("propolis_client", "HttpLauncher", args.hypervisor)
                 )
                 stack.push_async_callback(_close, launcher)
             else:

@@ -28,7 +28,7 @@ from trioxide.runtime import Runtime
 from ..sim.nexus import SimNexus
 from .nexus_api import NexusServer
 from .process import Ready, add_process_args, loopback_url, run_process, start_serving
-from .propolis_api import HttpPropolisDirectory
+from .propolis_client import HttpPropolisDirectory
 
 __all__ = ["add_arguments", "run"]
 

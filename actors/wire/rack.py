@@ -46,7 +46,7 @@ from ..propolis.crucible import Region, Volume
 from .children import Child, open_child, trioxide_command
 from .churn import AgentCalls, ChurnResult, percentile
 from .client import HttpClient, HttpStatusError, TransportError
-from .nexus_api import NexusAdmin
+from .nexus_client import NexusAdmin
 from .process import Ready, run_process
 
 __all__ = ["RackOptions", "add_arguments", "run"]

@@ -22,7 +22,7 @@ from trioxide.actors.instance_runner import RunnerConfig, RunnerExit, Target
 from trioxide.actors.propolis.state_driver import NoInstance, Start, VmState
 from trioxide.actors.sled_agent import SledAgentClient, SledConfig, SledWorld
 from trioxide.actors.vmm_state import SledVmmState, VmmFailureReason, VmmKind
-from trioxide.actors.wire.propolis_api import HttpLauncher, HttpPropolis
+from trioxide.actors.wire.propolis_client import HttpLauncher, HttpPropolis
 from trioxide.runtime import ActorRef, open_runtime
 
 from ._procs import rack_process

@@ -50,13 +50,10 @@ from trioxide.actors.sled_agent import SledAgentClient, SledConfig
 from trioxide.actors.vmm_state import SledVmmState, VmmKind, VmmRuntimeState
 from trioxide.actors.wire.agent import WireSledAgent
 from trioxide.actors.wire.client import HttpStatusError
-from trioxide.actors.wire.nexus_api import HttpNexus, NexusAdmin, NexusServer, VcrReplacer
-from trioxide.actors.wire.propolis_api import (
-    HttpLauncher,
-    HttpPropolisDirectory,
-    hypervisor_app,
-    open_hypervisor,
-)
+from trioxide.actors.wire.nexus_api import NexusServer, VcrReplacer
+from trioxide.actors.wire.nexus_client import HttpNexus, NexusAdmin
+from trioxide.actors.wire.propolis_api import hypervisor_app, open_hypervisor
+from trioxide.actors.wire.propolis_client import HttpLauncher, HttpPropolisDirectory
 from trioxide.actors.wire.server import serve_app
 from trioxide.actors.wire.world import ScaledWorld
 from trioxide.runtime import Runtime, open_runtime

@@ -32,14 +32,8 @@ from trioxide.actors.propolis.state_driver import (
 from trioxide.actors.sim.zones import SimZones
 from trioxide.actors.sled_agent import SledAgent, SledAgentClient, SledConfig, SledWorld
 from trioxide.actors.vmm_state import SledVmmState, VmmKind
-from trioxide.actors.wire.propolis_api import (
-    HttpLauncher,
-    HttpPropolis,
-    HttpPropolisDirectory,
-    Hypervisor,
-    hypervisor_app,
-    open_hypervisor,
-)
+from trioxide.actors.wire.propolis_api import Hypervisor, hypervisor_app, open_hypervisor
+from trioxide.actors.wire.propolis_client import HttpLauncher, HttpPropolis, HttpPropolisDirectory
 from trioxide.actors.wire.server import serve_app
 from trioxide.runtime import Runtime, open_runtime
 
