@@ -7,7 +7,6 @@ sled agent, whose runner calls Propolis. The screenshot goes to the test's tmp d
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -16,20 +15,10 @@ import pytest
 from tests.traces.test_merge import three_processes
 from trioxide import traces
 
-from ._serve import launch, needs_chromium, served
+from ._serve import needs_chromium, served
 
 sync_api = pytest.importorskip("playwright.sync_api")
 pytestmark = needs_chromium
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Any]:
-    with sync_api.sync_playwright() as p:
-        b = launch(p)
-        try:
-            yield b
-        finally:
-            b.close()
 
 
 def test_merged_view_draws_requests_across_processes(browser: Any, tmp_path: Path) -> None:

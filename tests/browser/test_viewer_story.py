@@ -16,7 +16,7 @@ import pytest
 
 from trioxide import traces
 
-from ._serve import launch, needs_chromium, served, write_demo_trace
+from ._serve import needs_chromium, served, write_demo_trace
 
 sync_api = pytest.importorskip("playwright.sync_api")
 pytestmark = needs_chromium
@@ -28,16 +28,6 @@ def demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, traces
     trace = write_demo_trace(tmp_path_factory.mktemp("story") / "sled.jsonl")
     with served(trace) as url:
         yield url, traces.read_trace(trace)
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Any]:
-    with sync_api.sync_playwright() as p:
-        b = launch(p)
-        try:
-            yield b
-        finally:
-            b.close()
 
 
 def _open(browser: Any, url: str) -> Any:
