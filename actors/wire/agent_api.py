@@ -74,7 +74,6 @@ from ..sled_agent import (
     check_generation,
 )
 from ..vmm_state import VmmRuntimeState
-from . import tracecontext
 from .asgi import App, HttpError, Request, Route
 from .types import SledVmmStateBody, to_wire
 
@@ -470,5 +469,4 @@ def agent_app(
         API_VERSION,
         routes,
         error_map=error_map,
-        around=tracecontext.around_server,
     )

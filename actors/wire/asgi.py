@@ -105,7 +105,6 @@ class Route:
 
 
 ErrorMap = Callable[[Exception], HttpError | None]
-Hook = Callable[[Request], Any]
 
 
 class _Headers:
@@ -180,9 +179,8 @@ class App:
     """An ASGI application over *routes*, serving ``GET /openapi.json`` as well.
 
     *error_map* turns a handler's exception into an ``HttpError`` (``None``: not one of
-    ours, answered 500). *around* wraps each handled request (tracing: the
-    ``traceparent`` it carried); it is called as ``around(request, call)`` and must
-    return ``await call()``. *service*: the lane its requests are traced in
+    ours, answered 500). Every request is traced (``tracecontext.serving``).
+    *service*: the lane its requests are traced in
     (``http:<service>``; default: from the title, ``tracecontext.service_lane``).
     *on_abandon*: called for each request whose client went away before its answer
     (the handler is cancelled, nothing is sent; counted in ``abandoned``)."""
@@ -194,7 +192,6 @@ class App:
         routes: Sequence[Route],
         *,
         error_map: ErrorMap | None = None,
-        around: Callable[[Request, Callable[[], Awaitable[Any]]], Awaitable[Any]] | None = None,
         max_body: int = 1 << 20,
         service: str | None = None,
         on_abandon: Callable[[], None] | None = None,
@@ -204,7 +201,6 @@ class App:
         self.version = version
         self.routes = tuple(routes)
         self.error_map = error_map
-        self.around = around
         self.max_body = max_body
         self._ids = itertools.count(1)
         self._decoders = {
@@ -314,10 +310,7 @@ class App:
         headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
         request = Request(method, path, params, headers, body, request_id)
         try:
-            if self.around is not None:
-                result = await self.around(request, lambda: route.handler(request))
-            else:
-                result = await route.handler(request)
+            result = await route.handler(request)
         except HttpError as err:
             return err.status, error_body(request_id, err)
         except Exception as exc:

@@ -1,7 +1,7 @@
 """The rack's HTTP client: httpx on Trio (through anyio), msgspec bodies, typed failures.
 
 ``HttpClient(base_url)`` wraps one ``httpx.AsyncClient`` (one connection pool). Every
-call sends a ``traceparent`` header (``tracecontext.outgoing``), has a timeout, and ends
+call sends a ``traceparent`` header (``tracecontext.calling``), has a timeout, and ends
 in exactly one of: the decoded 2xx body; ``HttpStatusError`` (the server answered an
 error: its status and Dropshot ``error_code``); ``TransportError`` (no answer: the
 connection was refused or dropped, or the timeout passed). Cancellation is honoured: a

@@ -62,7 +62,6 @@ from ..sim.nexus import (
 )
 from ..sled_agent import ID_MAX, PROPOLIS_ID_MAX, check_generation, check_id, check_vcr
 from ..vmm_state import VmmRuntimeState, VmmState
-from . import tracecontext
 from .asgi import App, HttpError, Request, Route
 from .types import SledVmmStateBody, from_wire, wall_time
 
@@ -322,7 +321,6 @@ class NexusServer:
             "1.0.0",
             self._routes(),
             error_map=_error_map,
-            around=tracecontext.around_server,
         )
 
     @classmethod

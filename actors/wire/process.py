@@ -22,7 +22,6 @@ import json
 import math
 import signal
 import socket
-import sys
 import time
 import urllib.parse
 from collections.abc import Awaitable, Callable
@@ -236,8 +235,3 @@ def run_process(role: str, args: argparse.Namespace, body: Body, *, name: str = 
     if interrupted:
         return 130
     return 0
-
-
-def fail(message: str) -> None:
-    """Report a startup failure of a rack process on stderr (one line)."""
-    print(f"trioxide: {message}", file=sys.stderr, flush=True)

@@ -70,7 +70,6 @@ from ..sim.network import DownstairsNetwork
 from ..sim.propolis_host import Crash, Kill, LaunchPropolis, PropolisHandle, PropolisHost
 from ..sim.vm import SimulatedVm
 from ..sled_agent import PROPOLIS_ID_MAX, check_id
-from . import tracecontext
 from .asgi import App, HttpError, Request, Route
 
 __all__ = [
@@ -469,7 +468,6 @@ def hypervisor_app(hv: Hypervisor) -> Callable[[dict[str, Any], Any, Any], Await
         "5.0.0",
         _routes(hv),
         error_map=_error_map,
-        around=tracecontext.around_server,
         on_abandon=hv.note_abandoned,
     )
     return app

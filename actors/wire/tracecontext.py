@@ -23,7 +23,7 @@ from __future__ import annotations
 import os
 import random
 import re
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass
@@ -35,16 +35,13 @@ __all__ = [
     "Call",
     "Served",
     "TraceContext",
-    "around_server",
     "calling",
     "current",
     "new_span_id",
     "new_trace",
-    "outgoing",
     "parse",
     "service_lane",
     "serving",
-    "serving_now",
     "use",
 ]
 
@@ -116,13 +113,6 @@ def _continued(site: TraceSite | None) -> TraceContext | None:
         if linked is not None:
             return TraceContext(*linked)
     return current.get()
-
-
-def outgoing() -> TraceContext:
-    """The context an outgoing call carries: a child of the one it continues (see
-    ``calling``), or a new trace."""
-    ctx = _continued(trace_site())
-    return ctx.child() if ctx is not None else new_trace()
 
 
 # -- the client side ------------------------------------------------------------------------
@@ -218,19 +208,3 @@ def serving(lane: str, method: str, path: str, headers: Any, peer: str | None) -
         _lane.reset(lane_token)
     if tracer is not None and request is not None:
         tracer.http_served(lane, request, served.status, served.error_code)
-
-
-def serving_now() -> bool:
-    """Whether the calling task serves a request (inside ``serving``)."""
-    return _lane.get() is not None
-
-
-async def around_server(request: Any, call: Callable[[], Awaitable[Any]]) -> Any:
-    """``App(around=...)``: handle *request* in the trace its ``traceparent`` names. Every
-    ``App`` already does (``serving``): then this only calls the handler; used around a
-    handler served otherwise, it adopts the incoming trace as before."""
-    if serving_now():
-        return await call()
-    ctx = parse(request.headers.get("traceparent"))
-    with use(ctx.child() if ctx is not None else new_trace()):
-        return await call()

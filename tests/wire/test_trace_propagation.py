@@ -23,7 +23,6 @@ import pytest
 import trio
 
 from trioxide import traces
-from trioxide.actors.wire import tracecontext
 from trioxide.actors.wire.asgi import App, Request, Route
 from trioxide.actors.wire.client import HttpClient, HttpStatusError, TransportError
 from trioxide.actors.wire.server import serve_app
@@ -141,7 +140,6 @@ async def rack() -> AsyncIterator[Rack]:
                     Route("GET", "/front/direct", "front_direct", direct, response=Seen),
                     Route("POST", "/front/spawn", "front_spawn", spawn_poller),
                 ],
-                around=tracecontext.around_server,  # as the rack's Apps pass it
             )
             front_addr = await nursery.start(serve_app, front_app, "127.0.0.1", 0)
             front = HttpClient(f"http://{front_addr}", timeout=WAIT)
