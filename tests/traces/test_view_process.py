@@ -9,6 +9,8 @@ import select
 import signal
 import subprocess
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import msgspec
@@ -62,28 +64,35 @@ def wait_exited(pids: list[int], timeout: float) -> None:
             os.close(fd)
 
 
-def view_large_file(tmp_path: Path) -> subprocess.Popen[str]:
-    """``trioxide view`` of a 70,000-event file (17 chunks: decoded by a worker pool)."""
+@contextmanager
+def view_large_file(tmp_path: Path) -> Iterator[subprocess.Popen[str]]:
+    """``trioxide view`` of a 70,000-event file (17 chunks: decoded by a worker pool);
+    killed at the end if the test left it running."""
     path = tmp_path / "large.jsonl"
     header = msgspec.json.encode(traces.TraceHeader(seed=1))
     event = traces.TraceEvent(1, 0.0, "start", "a")
     lines = [msgspec.json.encode(msgspec.structs.replace(event, seq=i)) for i in range(1, 70_001)]
     path.write_bytes(b"\n".join([header, *lines]) + b"\n")
-    return subprocess.Popen(
+    proc = subprocess.Popen(
         [sys.executable, "-m", "trioxide", "view", str(path)],
         cwd=ROOT,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
     )
+    try:
+        assert proc.stdout is not None
+        assert "http://127.0.0.1:" in proc.stdout.readline()
+        yield proc
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
 
 
 @pytest.mark.skipif(not hasattr(os, "pidfd_open"), reason="needs os.pidfd_open (Linux 5.3+)")
 def test_sigterm_stops_view_and_every_worker_process(tmp_path: Path) -> None:
-    proc = view_large_file(tmp_path)
-    try:
-        assert proc.stdout is not None
-        assert "http://127.0.0.1:" in proc.stdout.readline()
+    with view_large_file(tmp_path) as proc:
         workers = children(proc.pid)
         assert workers, "the large file was expected to be decoded by worker processes"
         proc.send_signal(signal.SIGTERM)
@@ -91,20 +100,13 @@ def test_sigterm_stops_view_and_every_worker_process(tmp_path: Path) -> None:
         assert proc.stderr is not None and "Traceback" not in proc.stderr.read()
         wait_exited(workers, timeout=30)
         assert [pid for pid in workers if alive(pid)] == []
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
 
 
 @pytest.mark.skipif(not hasattr(os, "pidfd_open"), reason="needs os.pidfd_open (Linux 5.3+)")
 def test_kill_9_of_view_leaves_no_decode_worker(tmp_path: Path) -> None:
     """``kill -9`` runs none of ``trioxide view``'s cleanup: its decode workers end with it
     all the same (``PR_SET_PDEATHSIG`` in their initializer); they used to live on."""
-    proc = view_large_file(tmp_path)
-    try:
-        assert proc.stdout is not None
-        assert "http://127.0.0.1:" in proc.stdout.readline()
+    with view_large_file(tmp_path) as proc:
         workers = [pid for pid in children(proc.pid) if b"multiprocessing" in _cmdline(pid)]
         workers = [pid for pid in workers if b"resource_tracker" not in _cmdline(pid)]
         assert workers, "the large file was expected to be decoded by worker processes"
@@ -112,10 +114,6 @@ def test_kill_9_of_view_leaves_no_decode_worker(tmp_path: Path) -> None:
         proc.wait(timeout=30)
         wait_exited(workers, timeout=30)
         assert [pid for pid in workers if alive(pid)] == []
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
 
 
 def _cmdline(pid: int) -> bytes:

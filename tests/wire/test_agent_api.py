@@ -27,6 +27,8 @@ from trioxide.actors.wire.server import serve_app
 from trioxide.actors.wire.world import ScaledWorld
 from trioxide.runtime import open_runtime
 
+from ._http import raw_call
+
 TIME_SCALE = 0.01
 WAIT = 10.0  # seconds: the bound of every wait (they take milliseconds)
 
@@ -45,11 +47,7 @@ class Agent:
 
     async def call(self, method: str, path: str, body: Any = None) -> tuple[int, Any]:
         """(status, decoded JSON body or None) - for the error tests."""
-        content = body if isinstance(body, bytes) else json.dumps(body).encode()
-        reply = await self.raw.request(
-            method, self.url + path, content=None if body is None else content
-        )
-        return reply.status_code, (reply.json() if reply.content else None)
+        return await raw_call(self.raw, self.url, method, path, body)
 
 
 @asynccontextmanager
