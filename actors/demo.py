@@ -37,9 +37,10 @@ from .errors import SledAgentError, VmmTearingDown
 from .instance_manager import InstanceManager
 from .instance_runner import RunnerConfig, Target, VmmSpec
 from .invariants import FULL_EVERY, INVARIANTS, IncrementalChecker, SledView, TraceAttribution
-from .propolis.crucible import Region, ReplaceRequestInvalid, Volume
+from .propolis.crucible import ReplaceRequestInvalid
 from .propolis.request_queue import RequestDenied
 from .reservoir import ReservoirMode
+from .sim.disks import vmm_disk
 from .sim.hypervisor import GiB, SimHypervisor
 from .sim.propolis_host import Crash, PropolisHost
 from .sim.zones import SimZones
@@ -124,11 +125,6 @@ class _InvariantSink:
 
     def close(self) -> None:
         pass
-
-
-def disk(vmm: str, gen: int = 1, middle: str | None = None) -> dict[str, Volume]:
-    targets = (f"{vmm}-ds-a", middle or f"{vmm}-ds-b", f"{vmm}-ds-c")
-    return {"disk0": Volume(f"vol-{vmm}", 512, (Region(f"reg-{vmm}", gen, targets),))}
 
 
 async def scenario(
@@ -245,7 +241,7 @@ async def _scenario(
         async def one_vmm(i: int, round_: int) -> None:
             """One VMM's life on the sled, from registration until it is gone."""
             pid = f"vmm-{i:03d}-{round_}"
-            spec = VmmSpec(2, 1 * GiB, disk(pid))
+            spec = VmmSpec(2, 1 * GiB, vmm_disk(pid))
             t_start = trio.current_time()
             await call(api.register, pid, f"inst-{i:03d}", spec)
             await call(api.ensure_state, pid, Target.RUNNING)
@@ -268,10 +264,10 @@ async def _scenario(
         async def blackholed_then_fixed() -> None:
             pid = "vmm-vcr"
             world.network.blackhole(f"{pid}-ds-b")
-            await call(api.register, pid, "inst-vcr", VmmSpec(2, 1 * GiB, disk(pid)))
+            await call(api.register, pid, "inst-vcr", VmmSpec(2, 1 * GiB, vmm_disk(pid)))
             await call(api.ensure_state, pid, Target.RUNNING)
             await trio.sleep(600)  # blocked in activation: Starting, no Running
-            fixed = disk(pid, gen=2, middle=f"{pid}-ds-new")["disk0"]
+            fixed = vmm_disk(pid, gen=2, middle=f"{pid}-ds-new")["disk0"]
             await call(api.replace_vcr, pid, "disk0", fixed)
             await wait_state(pid, SledVmmState.RUNNING, 300.0)
             await trio.sleep(1800)
@@ -281,7 +277,7 @@ async def _scenario(
         async def stopped_while_blocked() -> None:
             pid = "vmm-abort"
             world.network.blackhole(f"{pid}-ds-c")
-            await call(api.register, pid, "inst-abort", VmmSpec(2, 1 * GiB, disk(pid)))
+            await call(api.register, pid, "inst-abort", VmmSpec(2, 1 * GiB, vmm_disk(pid)))
             await call(api.ensure_state, pid, Target.RUNNING)
             await trio.sleep(900)
             await call(api.ensure_state, pid, Target.STOPPED)  # aborts the startup
@@ -293,7 +289,7 @@ async def _scenario(
             tokens the registration is refused (VmmTearingDown) until the old one left the
             table, and the new runner waits for the old zone's cleanup: no zone collides."""
             pid = f"vmm-rereg-{i}"
-            spec = VmmSpec(2, 1 * GiB, disk(pid))
+            spec = VmmSpec(2, 1 * GiB, vmm_disk(pid))
             # Early in the run, before the sled-wide queue of 30-minute zone bundles grows
             # (the new runner waits for the old zone's cleanup, bundle included).
             await trio.sleep(rng.uniform(0, 120))

@@ -42,7 +42,7 @@ import trio
 from trioxide.runtime import Runtime
 from trioxide.traces.cli import at_least
 
-from ..propolis.crucible import Region, Volume
+from ..sim.disks import vmm_disk
 from .children import Child, open_child, trioxide_command
 from .churn import AgentCalls, ChurnResult, percentile
 from .client import HttpClient, HttpStatusError, TransportError
@@ -84,12 +84,6 @@ class _Sled:
     calls: AgentCalls
 
 
-def disk(pid: str, gen: int = 1, middle: str | None = None) -> dict[str, Volume]:
-    """One Crucible disk on three downstairs targets named after the VMM."""
-    targets = (f"{pid}-ds-a", middle or f"{pid}-ds-b", f"{pid}-ds-c")
-    return {"disk0": Volume(f"vol-{pid}", 512, (Region(f"reg-{pid}", gen, targets),))}
-
-
 class Driver:
     """Churns VMMs on the sleds and injects the faults."""
 
@@ -122,7 +116,7 @@ class Driver:
             hold = self.opts.hold * rng.uniform(1.0, 2.0)
             pid = f"s{s}-v{slot}-r{r}"
             ran = await sled.calls.cycle(
-                pid, hold=hold, wait=self.opts.wait, wait_gone=True, disks=disk(pid)
+                pid, hold=hold, wait=self.opts.wait, wait_gone=True, disks=vmm_disk(pid)
             )
             if not ran:
                 await trio.sleep(hold)  # as a control plane would: no hammering
@@ -139,7 +133,7 @@ class Driver:
         *for_seconds* (``starting``: its activation hangs)."""
         await trio.sleep(0.5)
         await self._downstairs(target, False)
-        await calls.register(pid, disk(pid))
+        await calls.register(pid, vmm_disk(pid))
         await calls.put_state(pid, "running")
         await trio.sleep(for_seconds)
         return await calls.state(pid)
@@ -150,7 +144,7 @@ class Driver:
         pid, name = "vmm-vcr", "VCR replacement"
         calls = self.sleds[0].calls
         before = await self._start_blocked(calls, pid, f"{pid}-ds-b", 1.5)
-        fixed = disk(pid, gen=2, middle=f"{pid}-ds-new")["disk0"]
+        fixed = vmm_disk(pid, gen=2, middle=f"{pid}-ds-new")["disk0"]
         try:
             result = await self.nexus.replace_vcr(pid, "disk0", fixed)
         except (HttpStatusError, TransportError) as exc:
@@ -273,7 +267,7 @@ class _HypervisorKeeper:
         await self._restarted.wait()
 
 
-async def _rack(opts: RackOptions, rt: Runtime, ready: Ready) -> int:
+async def _rack(opts: RackOptions) -> int:
     out = opts.out
     base = trioxide_command()
     scale = ["--time-scale", str(opts.time_scale)]
@@ -434,7 +428,7 @@ def run(args: argparse.Namespace) -> int:
 
     async def body(rt: Runtime, ready: Ready) -> None:
         nonlocal status
-        status = await _rack(opts, rt, ready)
+        status = await _rack(opts)
 
     interrupted = run_process("rack", shell, body)
     return interrupted or status
