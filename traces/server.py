@@ -131,6 +131,8 @@ __all__ = [
     "ServingThread",
     "TraceServer",
     "TraceServerSink",
+    "is_loopback",
+    "url_host",
 ]
 
 log = logging.getLogger(__name__)
@@ -844,7 +846,9 @@ class _ReplayStream(trio.abc.Stream):
         await self._inner.aclose()
 
 
-def _is_loopback(host: str) -> bool:
+def is_loopback(host: str) -> bool:
+    """Whether *host* names this machine's loopback (``localhost``, ``127.0.0.0/8``, ``::1``;
+    brackets allowed)."""
     if host.lower() == "localhost":
         return True
     try:
@@ -853,7 +857,8 @@ def _is_loopback(host: str) -> bool:
         return False
 
 
-def _url_host(host: str) -> str:
+def url_host(host: str) -> str:
+    """*host* as it goes before ``:port`` in a URL (an IPv6 address in brackets)."""
     return f"[{host}]" if ":" in host and not host.startswith("[") else host
 
 
@@ -900,7 +905,7 @@ class TraceServer:
     ) -> None:
         if token is not None and not token:
             raise ValueError("token must be a non-empty string (or None)")
-        if token is None and not _is_loopback(host):
+        if token is None and not is_loopback(host):
             raise ValueError(
                 f"binding {host!r} (not loopback) exposes the trace: a token is required"
             )
@@ -995,7 +1000,7 @@ class TraceServer:
     @property
     def url(self) -> str:
         """The viewer's URL, with ``?token=`` if a token is set."""
-        url = f"http://{_url_host(self.host)}:{self.port}/"
+        url = f"http://{url_host(self.host)}:{self.port}/"
         return f"{url}?token={quote(self.token, safe='')}" if self.token else url
 
     def statistics(self) -> ServerStatistics:
@@ -1248,7 +1253,7 @@ class TraceServer:
         name, _, port = host.rpartition(":") if not host.endswith("]") else (host, "", "")
         if port and port != str(self._port):
             return False
-        return _is_loopback(name or host)
+        return is_loopback(name or host)
 
     def _ws_refusal(self, request: _Request) -> str | None:
         if not self._token_ok(request):

@@ -34,6 +34,7 @@ from typing import Any, cast
 import trio
 
 from trioxide.runtime import Runtime
+from trioxide.traces.server import url_host
 
 from ..errors import InvalidRequest
 from ..ports import NexusPort, PropolisLauncher
@@ -154,9 +155,7 @@ def run(args: argparse.Namespace) -> int:
                 sled_id=args.sled_id,
                 runner=scaled.runner(),
                 notifier_tick=scaled.durations["notifier_tick"],
-                address=f"[{args.host}]:{bound_port}"
-                if ":" in args.host
-                else f"{args.host}:{bound_port}",
+                address=f"{url_host(args.host)}:{bound_port}",
             )
             sled = await rt.spawn(WireSledAgent, world, config, launcher, nexus, name="sled")
 

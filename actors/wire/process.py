@@ -35,6 +35,7 @@ import trio
 from trioxide import traces
 from trioxide.runtime import Runtime, open_runtime
 from trioxide.traces.cli import CommandError, port_number, sole_exception
+from trioxide.traces.server import is_loopback
 
 from .server import bind_listener, serve_app
 
@@ -54,11 +55,8 @@ STOP_GRACE = 10.0
 Body = Callable[[Runtime, Ready], Awaitable[None]]
 
 
-_LOOPBACK = ("127.0.0.1", "localhost", "::1")
-
-
 def _loopback(value: str) -> str:
-    if value not in _LOOPBACK:
+    if not is_loopback(value):
         raise argparse.ArgumentTypeError(
             f"--host {value!r}: rack processes serve loopback only (127.0.0.1 or ::1)"
         )
@@ -75,7 +73,7 @@ def loopback_url(text: str) -> str:
         raise argparse.ArgumentTypeError(f"{text!r} is not a URL: {exc}") from None
     if url.scheme != "http":
         raise argparse.ArgumentTypeError(f"{text!r}: give an http:// URL")
-    if url.hostname not in _LOOPBACK:
+    if url.hostname is None or not is_loopback(url.hostname):
         raise argparse.ArgumentTypeError(
             f"{text!r}: the rack runs on loopback only (127.0.0.1, localhost or [::1])"
         )
