@@ -334,8 +334,11 @@ class Tracer:
         msg: Any = None,
         detail: str | None = None,
         outcome: str | None = None,
-    ) -> None:
-        """Build and write one event. ``msg`` gives ``msg_type`` and, if enabled, ``payload``.
+        ids: tuple[str, str, str | None] | None = None,
+    ) -> int:
+        """Build and write one event; returns its ``seq``. ``msg`` gives ``msg_type`` and, if
+        enabled, ``payload``; *ids*: the W3C ``(trace_id, span_id, parent_span)`` of an
+        HTTP event.
 
         Private on purpose: every kind has its typed method below.
         """
@@ -349,11 +352,17 @@ class Tracer:
             if self.payloads:
                 payload = self._payload(msg)
         t = self._clock() + self._t_offset
-        self._write(
-            TraceEvent(
+        if ids is None:
+            event = TraceEvent(
                 seq, t, kind, actor, peer, msg_id, cause, corr, msg_type, payload, detail, outcome
             )
-        )
+        else:
+            event = TraceEvent(
+                seq, t, kind, actor, peer, msg_id, cause, corr, msg_type, payload, detail,
+                outcome, None, *ids,
+            )  # fmt: skip
+        self._write(event)
+        return seq
 
     # -- lifecycle ------------------------------------------------------------------------
 
@@ -605,21 +614,14 @@ class Tracer:
         outcome: str | None = None,
         ids: tuple[str, str, str | None] | None = None,
     ) -> int:
+        """An HTTP event; a request (*corr* ``None``) is its own id (``msg_id`` and
+        ``corr`` are its ``seq``), its end names it in *corr*."""
         if self.pending is not None:
-            self._flush_pending()
-        self._seq = seq = self._seq + 1
-        t = self._clock() + self._t_offset
+            self._flush_pending()  # (before the request's own seq is taken)
         msg_id = None
-        if corr is None:  # a request: it is its own id
-            msg_id = corr = seq
-        trace_id, span_id, parent = ids if ids is not None else (None, None, None)
-        self._write(
-            TraceEvent(
-                seq, t, kind, actor, peer, msg_id, cause, corr, None, NO_PAYLOAD, detail,
-                outcome, None, trace_id, span_id, parent,
-            )
-        )  # fmt: skip
-        return seq
+        if corr is None:
+            msg_id = corr = self._seq + 1
+        return self._emit(kind, actor, peer, msg_id, cause, corr, None, detail, outcome, ids)
 
     def http_send(
         self,
