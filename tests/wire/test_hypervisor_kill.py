@@ -19,13 +19,13 @@ import trio
 
 from trioxide.actors.errors import NoSuchVmm
 from trioxide.actors.instance_runner import RunnerConfig, RunnerExit, Target
-from trioxide.actors.propolis.state_driver import NoInstance, Start, VmState
 from trioxide.actors.sled_agent import SledAgentClient, SledConfig, SledWorld
 from trioxide.actors.vmm_state import SledVmmState, VmmFailureReason, VmmKind
 from trioxide.actors.wire.propolis_client import HttpLauncher, HttpPropolis
 from trioxide.runtime import ActorRef, open_runtime
 
 from ._procs import rack_process
+from ._propolis import polling_next, running_propolis
 from .test_propolis_http import HttpSled, fast_zones
 
 WAIT = 15.0
@@ -121,19 +121,8 @@ async def test_sigterm_stops_the_hypervisor_cleanly_and_its_long_polls_end_no_in
 ) -> None:
     async with rack_process("hypervisor", "--time-scale", "0.02", trace_dir=tmp_path) as hv:
         async with HttpLauncher(hv.url, retry_delay=0.05) as launcher:
-            port = await launcher.launch("p1", {}, False)
-            await port.put_state(Start())
-            assert (await port.wait_for_state(3)).state is VmState.RUNNING
-            async with trio.open_nursery() as nursery:
-                outcome: list[NoInstance] = []
-
-                async def poll() -> None:
-                    try:
-                        await port.wait_for_state(4)
-                    except NoInstance as exc:
-                        outcome.append(exc)
-
-                nursery.start_soon(poll)
+            port = await running_propolis(launcher, "p1")
+            async with polling_next(port) as outcome:
                 await until(lambda: launcher.polls.sent == 2)
                 assert await hv.stop(signal.SIGTERM) == 0  # a clean exit
             assert len(outcome) == 1 and not port.alive and launcher.polls_lost == 1

@@ -56,7 +56,7 @@ from trioxide.actors.wire.propolis_api import hypervisor_app, open_hypervisor
 from trioxide.actors.wire.propolis_client import HttpLauncher, HttpPropolisDirectory
 from trioxide.actors.wire.server import serve_app
 from trioxide.actors.wire.world import ScaledWorld
-from trioxide.runtime import Runtime, open_runtime
+from trioxide.runtime import ActorRef, Runtime, open_runtime
 
 from ._http import raw_call
 from ._procs import rack_process
@@ -319,17 +319,23 @@ def counts(s: NotifierStatistics) -> tuple[int, int, int, int, int]:
     return (s.get_started, s.get_completed, s.put_started, s.put_completed, s.cancelled)
 
 
+async def spawn_notifier(nx: Nexus, reservoir: Reservoir) -> tuple[ActorRef, NexusNotifier]:
+    """The sled's notifier, reaching the served Nexus over HTTP (``nx.port``)."""
+    ref = await nx.rt.spawn(
+        NexusNotifier, nx.port, BASE, reservoir.current, None, TICK, name="nexus-notifier"
+    )
+    notifier = ref.instance
+    assert isinstance(notifier, NexusNotifier)
+    return ref, notifier
+
+
 async def test_notifier_over_http_upstream_self_notification_sequence() -> None:
     # omicron sled-agent/src/nexus.rs nexus_self_notification_test, step by step, against
     # the Nexus process's API. Our notifier GETs before its first PUT (upstream: a GET or
     # a PUT first, "depending upon timing"), so the counts are upstream's final ones.
     reservoir = Reservoir()
     async with served_nexus() as nx:
-        ref = await nx.rt.spawn(
-            NexusNotifier, nx.port, BASE, reservoir.current, None, TICK, name="nexus-notifier"
-        )
-        notifier = ref.instance
-        assert isinstance(notifier, NexusNotifier)
+        ref, notifier = await spawn_notifier(nx, reservoir)
 
         async def settled(check: Callable[[NotifierStatistics], bool]) -> NotifierStatistics:
             with trio.fail_after(WAIT):
@@ -386,11 +392,7 @@ async def test_notifier_stops_for_good_on_a_decommissioned_sled() -> None:
     # stops the notifier; no request is sent again.
     reservoir = Reservoir()
     async with served_nexus() as nx:
-        ref = await nx.rt.spawn(
-            NexusNotifier, nx.port, BASE, reservoir.current, None, TICK, name="nexus-notifier"
-        )
-        notifier = ref.instance
-        assert isinstance(notifier, NexusNotifier)
+        ref, notifier = await spawn_notifier(nx, reservoir)
         with trio.fail_after(WAIT):
             await notifier.status.wait_for(lambda s: s.cancelled == 1)
             await nx.admin.decommission(SLED)

@@ -37,6 +37,8 @@ from trioxide.actors.wire.propolis_client import HttpLauncher, HttpPropolis, Htt
 from trioxide.actors.wire.server import serve_app
 from trioxide.runtime import Runtime, open_runtime
 
+from ._propolis import polling_next, running_propolis
+
 V = VmState
 TIME_SCALE = 0.02  # VM halt 2 ms, downstairs connect 1 ms, Propolis death 10 ms
 WAIT = 10.0  # bound on any single wait below (real seconds)
@@ -356,19 +358,8 @@ async def test_errors_are_typed_and_bad_input_is_a_4xx_naming_the_value() -> Non
 
 async def test_a_crash_answers_the_long_poll_no_instance() -> None:
     async with propolis() as (hv, launcher), httpx.AsyncClient(base_url=launcher.base_url) as raw:
-        port = await launcher.launch("p1", {}, False)
-        await port.put_state(Start())
-        assert (await port.wait_for_state(3)).state is V.RUNNING
-        async with trio.open_nursery() as nursery:
-            outcome: list[BaseException] = []
-
-            async def poll() -> None:
-                try:
-                    await port.wait_for_state(4)
-                except NoInstance as exc:
-                    outcome.append(exc)
-
-            nursery.start_soon(poll)
+        port = await running_propolis(launcher, "p1")
+        async with polling_next(port) as outcome:
             await until(lambda: hv.polls_waiting == 1)
             assert (await raw.post("/admin/propolis/p1/crash")).status_code == 204
         assert len(outcome) == 1 and not port.alive
