@@ -24,7 +24,7 @@ from __future__ import annotations
 import itertools
 import re
 import urllib.parse
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -34,7 +34,7 @@ import trio
 
 from . import tracecontext
 
-__all__ = ["App", "HttpError", "Request", "Route", "error_body"]
+__all__ = ["App", "Headers", "HttpError", "Request", "Route", "error_body"]
 
 _JSON = [(b"content-type", b"application/json")]
 
@@ -61,6 +61,23 @@ def error_body(request_id: str, error: HttpError) -> bytes:
     return msgspec.json.encode(ErrorBody(request_id, error.message, error.error_code))
 
 
+class Headers:
+    """A request's headers: case-insensitive look-up in the ASGI scope's raw headers, each
+    decoded only when asked for."""
+
+    __slots__ = ("_raw",)
+
+    def __init__(self, raw: Sequence[tuple[bytes, bytes]]) -> None:
+        self._raw = raw
+
+    def get(self, name: str, default: str | None = None) -> str | None:
+        key = name.lower().encode("latin-1")
+        for k, v in self._raw:
+            if k.lower() == key:
+                return v.decode("latin-1")
+        return default
+
+
 @dataclass(frozen=True)
 class Request:
     """What a handler sees of one request."""
@@ -68,7 +85,7 @@ class Request:
     method: str
     path: str
     params: dict[str, str]
-    headers: Mapping[str, str]
+    headers: Headers
     body: Any
     request_id: str
 
@@ -105,22 +122,6 @@ class Route:
 
 
 ErrorMap = Callable[[Exception], HttpError | None]
-
-
-class _Headers:
-    """Case-insensitive look-up in an ASGI scope's raw headers (decoded on demand)."""
-
-    __slots__ = ("_raw",)
-
-    def __init__(self, raw: Sequence[tuple[bytes, bytes]]) -> None:
-        self._raw = raw
-
-    def get(self, name: str, default: str | None = None) -> str | None:
-        key = name.lower().encode("latin-1")
-        for k, v in self._raw:
-            if k.lower() == key:
-                return v.decode("latin-1")
-        return default
 
 
 _error_decoder = msgspec.json.Decoder(ErrorBody)
@@ -228,6 +229,7 @@ class App:
             return
         self.requests += 1
         request_id = f"req-{next(self._ids)}"
+        headers = Headers(scope["headers"])
         client = scope.get("client")
         peer = f"{client[0]}:{client[1]}" if client else None
         # hypercorn tells the app a client went away (``http.disconnect``) but lets the
@@ -256,9 +258,9 @@ class App:
 
             nursery.start_soon(watch)
             with tracecontext.serving(
-                self.lane, scope["method"], scope["path"], _Headers(scope["headers"]), peer
+                self.lane, scope["method"], scope["path"], headers, peer
             ) as served:
-                status, payload = await self._respond(scope, receive_body, request_id)
+                status, payload = await self._respond(scope, headers, receive_body, request_id)
                 served.status = status
                 if status >= 400:
                     served.error_code = _error_code(payload)
@@ -266,16 +268,16 @@ class App:
         if abandoned:
             return
         self.answered[status] = self.answered.get(status, 0) + 1
-        headers = list(_JSON) if payload else []
-        headers.append((b"content-length", str(len(payload)).encode()))
+        answer = list(_JSON) if payload else []
+        answer.append((b"content-length", str(len(payload)).encode()))
         if status == 405:  # RFC 9110: the methods the path has
             allow = sorted({r.method for r in self.routes if r.match(_raw_path(scope))})
-            headers.append((b"allow", ", ".join(allow).encode()))
-        await send({"type": "http.response.start", "status": status, "headers": headers})
+            answer.append((b"allow", ", ".join(allow).encode()))
+        await send({"type": "http.response.start", "status": status, "headers": answer})
         await send({"type": "http.response.body", "body": payload})
 
     async def _respond(
-        self, scope: dict[str, Any], receive: Any, request_id: str
+        self, scope: dict[str, Any], headers: Headers, receive: Any, request_id: str
     ) -> tuple[int, bytes]:
         method: str = scope["method"]
         path: str = scope["path"]
@@ -307,7 +309,6 @@ class App:
             body = self._decode(route, raw)
         except HttpError as err:
             return err.status, error_body(request_id, err)
-        headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
         request = Request(method, path, params, headers, body, request_id)
         try:
             result = await route.handler(request)
