@@ -252,15 +252,16 @@ def _serve_view(
         raise _not_a_trace(path, exc) from None
 
     async def serve() -> None:
-        async with trio.open_nursery() as nursery:
-            await nursery.start(server.serve)
-            url = with_focus(server.url, args.focus)
-            print(f"trioxide view: {shown} at {url}  (Ctrl-C to stop)", flush=True)
-            if note is not None:
-                print(f"trioxide view: {note}", flush=True)
-            # SIGTERM (a service manager, a test) stops the server as Ctrl-C does: it
-            # closes, and the worker processes decoding a large file end with it.
-            with trio.open_signal_receiver(signal.SIGTERM) as signals:
+        # SIGTERM (a service manager, a test) stops the server as Ctrl-C does: it closes,
+        # and the worker processes decoding a large file end with it. Caught from before
+        # the URL is printed: whoever read it may send SIGTERM at once.
+        with trio.open_signal_receiver(signal.SIGTERM) as signals:
+            async with trio.open_nursery() as nursery:
+                await nursery.start(server.serve)
+                url = with_focus(server.url, args.focus)
+                print(f"trioxide view: {shown} at {url}  (Ctrl-C to stop)", flush=True)
+                if note is not None:
+                    print(f"trioxide view: {note}", flush=True)
                 async for _ in signals:
                     nursery.cancel_scope.cancel()
                     break

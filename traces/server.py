@@ -1035,20 +1035,20 @@ class TraceServer:
                 "the trace server measures its timeouts in real time, not under a "
                 "MockClock: serve it from a thread of its own (TraceServer.serve_in_thread)"
             )
-        if self._replay_path is not None and self._replay is None:
-            self._replay = await trio.to_thread.run_sync(self._load_replay, self._replay_path)
-        elif self._replay is not None and self._wants_pool(self._replay):
-            self._pool = _new_pool()
-        listeners = await trio.open_tcp_listeners(self._want_port, host=self.host)
-        if self._want_port == 0:
-            # "localhost" may resolve to both ::1 and 127.0.0.1, each with its own port.
-            for extra in listeners[1:]:
-                await extra.aclose()
-            listeners = listeners[:1]
-        self._port = int(listeners[0].socket.getsockname()[1])
         token = trio.lowlevel.current_trio_token()
-        self._sink._bind(token)
         try:
+            if self._replay_path is not None and self._replay is None:
+                self._replay = await trio.to_thread.run_sync(self._load_replay, self._replay_path)
+            elif self._replay is not None and self._wants_pool(self._replay):
+                self._pool = _new_pool()
+            listeners = await trio.open_tcp_listeners(self._want_port, host=self.host)
+            if self._want_port == 0:
+                # "localhost" may resolve to both ::1 and 127.0.0.1, each with its own port.
+                for extra in listeners[1:]:
+                    await extra.aclose()
+                listeners = listeners[:1]
+            self._port = int(listeners[0].socket.getsockname()[1])
+            self._sink._bind(token)
             with trio.CancelScope() as scope:
                 self._scope = scope
                 self._token = token
@@ -1059,9 +1059,17 @@ class TraceServer:
             self._sink._bind(None)
             self._scope = None
             self._token = None
-            if self._pool is not None:
-                self._pool.shutdown(wait=False, cancel_futures=True)
-                self._pool = None
+            pool, self._pool = self._pool, None
+            if pool is not None:
+                # Wait (off the Trio thread) for the pool's manager thread to end: left
+                # running, it closes its wakeup pipe while the interpreter's exit writes
+                # to it (CPython 3.11's concurrent.futures.process._python_exit), which
+                # prints a traceback as `trioxide view` exits. Queued decodes are
+                # cancelled; a running one finishes (a chunk, well under a second).
+                with trio.CancelScope(shield=True):
+                    await trio.to_thread.run_sync(
+                        functools.partial(pool.shutdown, wait=True, cancel_futures=True)
+                    )
 
     def close(self) -> None:
         """Stop serving: :meth:`serve` returns. Callable from any thread (from another

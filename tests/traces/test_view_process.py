@@ -9,12 +9,15 @@ import select
 import signal
 import subprocess
 import sys
+import threading
 from collections.abc import Iterator
+from concurrent.futures.process import _ExecutorManagerThread
 from contextlib import contextmanager
 from pathlib import Path
 
 import msgspec
 import pytest
+import trio
 
 from trioxide import traces
 
@@ -64,15 +67,20 @@ def wait_exited(pids: list[int], timeout: float) -> None:
             os.close(fd)
 
 
-@contextmanager
-def view_large_file(tmp_path: Path) -> Iterator[subprocess.Popen[str]]:
-    """``trioxide view`` of a 70,000-event file (17 chunks: decoded by a worker pool);
-    killed at the end if the test left it running."""
+def large_trace(tmp_path: Path) -> Path:
+    """A 70,000-event trace file (17 chunks: the server decodes it with a worker pool)."""
     path = tmp_path / "large.jsonl"
     header = msgspec.json.encode(traces.TraceHeader(seed=1))
     event = traces.TraceEvent(1, 0.0, "start", "a")
     lines = [msgspec.json.encode(msgspec.structs.replace(event, seq=i)) for i in range(1, 70_001)]
     path.write_bytes(b"\n".join([header, *lines]) + b"\n")
+    return path
+
+
+@contextmanager
+def view_large_file(tmp_path: Path) -> Iterator[subprocess.Popen[str]]:
+    """``trioxide view`` of ``large_trace``; killed at the end if the test left it running."""
+    path = large_trace(tmp_path)
     proc = subprocess.Popen(
         [sys.executable, "-m", "trioxide", "view", str(path)],
         cwd=ROOT,
@@ -91,6 +99,29 @@ def view_large_file(tmp_path: Path) -> Iterator[subprocess.Popen[str]]:
 
 
 @pytest.mark.skipif(not hasattr(os, "pidfd_open"), reason="needs os.pidfd_open (Linux 5.3+)")
+def test_view_catches_sigterm_before_it_prints_its_url(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Whoever read the URL may send SIGTERM at once: ``trioxide view`` caught it only after
+    printing, so a quick SIGTERM killed it (exit -15, no cleanup: 2 of 15 runs of
+    ``test_sigterm_stops_view_and_every_worker_process``'s steps). In process: the URL's
+    ``print`` looks at the SIGTERM handler, then sends the signal as that test does."""
+    from trioxide import cli
+    from trioxide.traces import cli as traces_cli
+
+    handlers: list[object] = []
+
+    def sees_url(*args: object, **kwargs: object) -> None:
+        handlers.append(signal.getsignal(signal.SIGTERM))
+        if handlers[-1] == signal.SIG_DFL:
+            raise AssertionError("the URL was printed while SIGTERM would kill the process")
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    monkeypatch.setattr(traces_cli, "print", sees_url, raising=False)
+    assert cli.main(["view", str(large_trace(tmp_path))]) == 0
+    assert handlers and handlers[0] != signal.SIG_DFL
+
+
 def test_sigterm_stops_view_and_every_worker_process(tmp_path: Path) -> None:
     with view_large_file(tmp_path) as proc:
         workers = children(proc.pid)
@@ -121,3 +152,29 @@ def _cmdline(pid: int) -> bytes:
         return Path(f"/proc/{pid}/cmdline").read_bytes()
     except OSError:
         return b""
+
+
+def _pool_manager_threads() -> list[threading.Thread]:
+    return [t for t in threading.enumerate() if isinstance(t, _ExecutorManagerThread)]
+
+
+def test_serve_returns_only_once_its_decode_pool_has_shut_down(tmp_path: Path) -> None:
+    """``TraceServer.serve`` of a large file returns after its worker pool's manager thread
+    has ended. Left running (``shutdown(wait=False)``, as before), that thread closes its
+    wakeup pipe while the interpreter's exit writes to it (CPython 3.11's
+    ``concurrent.futures.process._python_exit``): ``trioxide view`` stopped by SIGTERM then
+    sometimes printed "Exception ignored in: <module 'threading'>" and a traceback
+    (``test_sigterm_stops_view_and_every_worker_process`` failed now and then)."""
+    from trioxide.traces.server import TraceServer
+
+    assert _pool_manager_threads() == []
+    server = TraceServer.from_file(large_trace(tmp_path))
+
+    async def main() -> None:
+        async with trio.open_nursery() as nursery:
+            await nursery.start(server.serve)
+            assert _pool_manager_threads() != [], "expected the file to be decoded by a pool"
+            nursery.cancel_scope.cancel()
+
+    trio.run(main)
+    assert _pool_manager_threads() == []
