@@ -45,8 +45,9 @@ class CommandError(Exception):
     """
 
 
-def at_least(low: int) -> Callable[[str], int]:
-    """An argparse ``type``: an integer >= *low* (else a parse error naming the value)."""
+def at_least(low: int, most: int | None = None) -> Callable[[str], int]:
+    """An argparse ``type``: an integer >= *low* and, if given, <= *most* (else a parse
+    error naming the value and the bound)."""
 
     def parse(text: str) -> int:
         try:
@@ -55,6 +56,8 @@ def at_least(low: int) -> Callable[[str], int]:
             raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
         if value < low:
             raise argparse.ArgumentTypeError(f"{value} is too small: give {low} or more")
+        if most is not None and value > most:
+            raise argparse.ArgumentTypeError(f"{value} is too large: give at most {most}")
         return value
 
     return parse

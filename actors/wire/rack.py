@@ -49,7 +49,12 @@ from .client import HttpClient, HttpStatusError, TransportError
 from .nexus_client import NexusAdmin
 from .process import Ready, run_process
 
-__all__ = ["RackOptions", "add_arguments", "run"]
+__all__ = ["MAX_SLEDS", "RackOptions", "add_arguments", "run"]
+
+#: The most sled agents ``--sleds`` starts: an Oxide rack's 32 compute sleds. Each is a
+#: process of its own (tens of MB), started one after another: a mistyped count (``1000``
+#: for ``10``) would otherwise fill the machine's memory with processes.
+MAX_SLEDS = 32
 
 
 @dataclass(frozen=True)
@@ -391,7 +396,12 @@ def _report(stats: ChurnResult, faults: Faults, summary: Any, elapsed: float) ->
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--sleds", type=at_least(1), default=3, help="sled agents (default 3)")
+    parser.add_argument(
+        "--sleds",
+        type=at_least(1, MAX_SLEDS),
+        default=3,
+        help=f"sled agents, one process each (default 3, at most {MAX_SLEDS}: a rack's sleds)",
+    )
     parser.add_argument(
         "--vmms", type=at_least(1), default=4, help="concurrent VMMs per sled (default 4)"
     )

@@ -71,6 +71,9 @@ MISTAKES = [
     ("explore " + FIXED + " --seeds 0 --trace-dir {t}", "argument --seeds: 0 is too small"),
     ("explore " + FIXED + " --seeds -2 --trace-dir {t}", "argument --seeds: -2 is too small"),
     ("explore " + FIXED + " --pct -1 --trace-dir {t}", "argument --pct: -1 is too small"),
+    # a process per sled: a mistyped count must not start thousands of processes
+    ("rack --sleds 0", "argument --sleds: 0 is too small: give 1 or more"),
+    ("rack --sleds 99999", "argument --sleds: 99999 is too large: give at most 32"),
     ("explore " + FIXED + " --extra-yields 2 --trace-dir {t}", "'2' is not a probability"),
     # explore's target and output folder
     ("explore nothing", "expected MODULE:ATTRIBUTE"),
