@@ -42,15 +42,18 @@ WITHDRAWN: Final = 3  # an ask abandoned by its caller (cancel or timeout) while
 ABANDONED: Final = 4  # an ask abandoned by its caller while its handler ran
 
 
-class Envelope(msgspec.Struct, gc=False, eq=False):
+class Envelope(msgspec.Struct, eq=False):
     """A queued message with identity (an ask, a traced tell, a runtime message):
     ``Envelope(msg, asker, id, mailbox)``; ``asker`` is the parked task of an ask, ``id``
     the message's trace id (0 untraced), ``mailbox`` is told when the asker withdraws.
     ``timeout``/``deadline`` are set for timed asks (``DeadlineQueue.add``).
 
     A msgspec Struct, not a class with ``__init__``: built in C, it costs a fraction of a
-    Python constructor on the traced and ask paths (``gc=False``: it holds no cycle once
-    taken from its mailbox; compared by identity).
+    Python constructor on the traced and ask paths; compared by identity. Tracked by the
+    cyclic GC: an envelope sits in cycles (its mailbox's queue holds it and it holds the
+    mailbox; a cell still refers to the one it took last), and an untracked one
+    (``gc=False``, as it was) kept every actor, mailbox and task of a finished run alive
+    (``tests/runtime/test_fault_fuzz.py::test_fuzzed_runs_leave_nothing_alive``).
     """
 
     msg: Any
