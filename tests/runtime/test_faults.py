@@ -19,6 +19,7 @@ from trioxide import (
     ActorGone,
     Admit,
     AskDeadlock,
+    AskTimeout,
     Completed,
     Interrupted,
     Runtime,
@@ -727,6 +728,38 @@ async def test_an_interrupting_tell_is_not_lost_when_a_stop_cancels_the_wind_dow
         await trio.sleep(0.5)
         await ref.stop(grace=0)  # cancels the handler during the wind-down
     assert inst.got + inst.drained == [Item(7)]
+
+
+@TRACED
+@pytest.mark.parametrize("timeout", [None, 0.25])
+async def test_an_interrupting_ask_taken_during_a_stopped_wind_down_still_ends(
+    trioxide_seed: int, autojump_clock: trio.abc.Clock, traced: bool, timeout: float | None
+) -> None:
+    # An interrupting ask is taken at once (its asker can no longer withdraw it), before
+    # fn winds down; a stop during the wind-down cancels the handler before it sees the
+    # Interrupted: the ask is answered ActorGone when the handler ends - or, if its own
+    # timeout passed first (fuzz seed 521902), it ended with AskTimeout. Either way it
+    # ends, and it is neither handled nor drained.
+    async with open_runtime(tracer=tracer(traced), seed=trioxide_seed) as rt:
+        ref = await rt.spawn(Interruptible)
+        inst = ref.instance
+        assert isinstance(inst, Interruptible)
+        await ref.tell(Go())
+        await trio.sleep(1)
+        ended: list[BaseException] = []
+
+        async def asker() -> None:
+            try:
+                await ref.ask(Item(7), timeout=timeout)
+            except (ActorGone, AskTimeout) as exc:
+                ended.append(exc)
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(asker)
+            await trio.sleep(0.5)  # the ask interrupted fn, which winds down for 1 s
+            await ref.stop(grace=0)  # cancels the handler during the wind-down
+    assert [type(e) for e in ended] == [ActorGone if timeout is None else AskTimeout]
+    assert inst.got == [] and inst.drained == []
 
 
 class Lingering(Actor):

@@ -489,11 +489,19 @@ def _check_trace(obs: Observation, out: _Out) -> None:
             fate is None
             and traced_fate == "taken"
             and rec.op == "ask"
-            and isinstance(rec.exc, trioxide.ActorGone)
+            and (
+                isinstance(rec.exc, trioxide.ActorGone)
+                or (
+                    (rec.result == "cancelled" or isinstance(rec.exc, AskTimeout))
+                    and abandoned[tid] == 1
+                )
+            )
         ):
             # serve_until takes an interrupting ask before fn has wound down; if the
             # handler is cancelled meanwhile it never sees it, and the runtime answers the
-            # taken ask with ActorGone when the handler ends (semantics: taken asks).
+            # taken ask with ActorGone when the handler ends (semantics: taken asks) -
+            # unless its asker gave it up first, while it ran (its timeout, or the asker
+            # cancelled: the trace's "... while running"; the late answer is discarded).
             continue
         if traced_fate != fate:
             out.add(G3, "trace-disagrees",
