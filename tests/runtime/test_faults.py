@@ -17,6 +17,7 @@ import trioxide
 from trioxide import (
     Actor,
     ActorGone,
+    ActorRef,
     Admit,
     AskDeadlock,
     AskTimeout,
@@ -712,6 +713,16 @@ class Interruptible(Actor):
         return super().drain(msg)
 
 
+async def serving_interruptible(rt: Runtime) -> tuple[ActorRef[Interruptible], Interruptible]:
+    """An ``Interruptible`` whose handler is in ``serve_until`` (interrupted by ``Item``)."""
+    ref = await rt.spawn(Interruptible)
+    inst = ref.instance
+    assert isinstance(inst, Interruptible)
+    await ref.tell(Go())
+    await trio.sleep(1)
+    return ref, inst
+
+
 @TRACED
 async def test_an_interrupting_tell_is_not_lost_when_a_stop_cancels_the_wind_down(
     trioxide_seed: int, autojump_clock: trio.abc.Clock, traced: bool
@@ -719,11 +730,7 @@ async def test_an_interrupting_tell_is_not_lost_when_a_stop_cancels_the_wind_dow
     # fuzz seed 1620: Interrupted was returned from inside serve_until's nursery; a
     # cancellation during fn's wind-down replaced it and the taken tell vanished.
     async with open_runtime(tracer=tracer(traced), seed=trioxide_seed) as rt:
-        ref = await rt.spawn(Interruptible)
-        inst = ref.instance
-        assert isinstance(inst, Interruptible)
-        await ref.tell(Go())
-        await trio.sleep(1)
+        ref, inst = await serving_interruptible(rt)
         await ref.tell(Item(7))  # interrupts: fn is cancelled and winds down for 1 s
         await trio.sleep(0.5)
         await ref.stop(grace=0)  # cancels the handler during the wind-down
@@ -741,11 +748,7 @@ async def test_an_interrupting_ask_taken_during_a_stopped_wind_down_still_ends(
     # timeout passed first (fuzz seed 521902), it ended with AskTimeout. Either way it
     # ends, and it is neither handled nor drained.
     async with open_runtime(tracer=tracer(traced), seed=trioxide_seed) as rt:
-        ref = await rt.spawn(Interruptible)
-        inst = ref.instance
-        assert isinstance(inst, Interruptible)
-        await ref.tell(Go())
-        await trio.sleep(1)
+        ref, inst = await serving_interruptible(rt)
         ended: list[BaseException] = []
 
         async def asker() -> None:
