@@ -18,7 +18,7 @@ import outcome
 import trio
 from trio.lowlevel import reschedule
 
-from trioxide.traces import FlightRecorder, JsonlFileSink, Tracer
+from trioxide.traces import FlightRecorder, JsonlFileSink, Tracer, unwrap
 
 from ._actor import Actor
 from ._cell import ActorCell
@@ -185,6 +185,16 @@ class Runtime:
             spawner = None
         try:
             await nursery.start(cell.main, name=cell.path)
+        except BaseExceptionGroup as group:
+            # The first on_start failed while the spawner was being cancelled: Trio
+            # groups the error with the spawner's own Cancelled. The spawner gets the
+            # error itself, as always; the cancellation is level-triggered (its scope
+            # stays cancelled), so it reaches the spawner at its next checkpoint.
+            _, errors = group.split(trio.Cancelled)
+            error = unwrap(errors) if errors is not None else None
+            if isinstance(error, Exception) and not isinstance(error, BaseExceptionGroup):
+                raise error from None
+            raise
         finally:
             if spawner is not None:
                 spawner.waiting_on = None

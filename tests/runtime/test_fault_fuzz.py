@@ -92,6 +92,19 @@ def test_an_interrupting_ask_given_up_by_its_asker_while_taken_is_no_loss(seed: 
     assert run_scenario(seed, True) == []
 
 
+@pytest.mark.parametrize("seed", [1011012, 1017215])
+@pytest.mark.parametrize("traced", MODES, ids=["traced", "untraced"])
+def test_spawn_raises_the_on_start_error_itself_while_the_spawner_is_cancelled(
+    seed: int, traced: bool
+) -> None:
+    """Seeds found by fuzzing 40,000 more scenarios (1,000,000 on): a child's first
+    ``on_start`` raised while its spawner was being cancelled (a sibling task crashed), and
+    ``spawn`` raised ``BaseExceptionGroup([StartError, BaseExceptionGroup([Cancelled])])``
+    instead of the ``StartError`` itself (G5 spawn-error-changed): an ``except StartError``
+    around ``spawn`` missed it and the actor failed with it."""
+    assert run_scenario(seed, traced) == []
+
+
 def _alive() -> int:
     """Actor cells, mailboxes and Trio tasks alive after a full collection."""
     gc.collect()
