@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import warnings
 from collections.abc import Callable
 from typing import Any, NoReturn
 
@@ -85,6 +86,14 @@ def main(argv: list[str] | None = None) -> int:
         if args.debug:
             raise
         if isinstance(error, KeyboardInterrupt):
+            # Ctrl-C lands wherever the program was (Trio raises it at once in code that
+            # is not KI-protected), e.g. between a task's coroutine being created and
+            # being scheduled: that coroutine is then collected unstarted, and Python's
+            # "coroutine ... was never awaited" warning would follow the quiet exit.
+            # An artefact of the interrupt, not something the user can act on.
+            warnings.filterwarnings(
+                "ignore", message="coroutine .* was never awaited", category=RuntimeWarning
+            )
             return _INTERRUPTED
         line = _one_line(error)
         if line is None:
