@@ -8,6 +8,8 @@ path exactly as it is but do less per tell. A traced tell is a ``send`` (one tra
 from ``tell``: a clock read and a ``TraceEvent``) and, on the actor's side, its slot in the
 loop's ``HandleRun`` (``traces._runs``: no call, four list slots and a clock read):
 
+* ``nothing``: ``send`` only advances ``seq``, no runs, ``begin``/``handle`` do nothing - the
+  traced structure alone (the envelope, the sender lookup, three calls);
 * ``send_seq``: ``send`` only advances ``seq`` - the floor of the traced structure (the
   envelope, the sender lookup, one call) plus the runs;
 * ``send_no_clock``: ``send`` builds and appends its record with ``t = 0``;
@@ -34,7 +36,7 @@ from bench_runtime import Counter
 from trioxide import runtime, traces
 from trioxide.traces import NO_PAYLOAD, TraceEvent
 
-__all__ = ["STAND_INS", "main", "rate_with"]
+__all__ = ["STAND_INS", "NothingTracer", "main", "rate_with"]
 
 
 class SendSeqTracer(traces.Tracer):
@@ -65,6 +67,24 @@ class SendNoClockTracer(traces.Tracer):
         return seq
 
 
+class NothingTracer(SendSeqTracer):
+    """Records nothing: ``send`` only advances ``seq``, no runs, ``begin``/``handle`` do
+    nothing - the traced structure alone (the envelope, the sender lookup, three calls)."""
+
+    def __init__(self, *sinks: traces.Sink) -> None:
+        super().__init__(*sinks)
+        self.runs = False
+
+    def begin(self, actor: str, msg_id: int, corr: int | None, msg: Any) -> None:
+        return None
+
+    def handle(
+        self, actor: str, msg_id: int, corr: int | None, exc: BaseException | None,
+        cause: int | None = None,
+    ) -> None:  # fmt: skip
+        return None
+
+
 class PerEventRing(traces.MemorySink):
     """A ``MemorySink`` that declines runs: the loop records each tell through
     ``Tracer.begin``/``handle``."""
@@ -76,6 +96,7 @@ class PerEventRing(traces.MemorySink):
 #: Stand-in tracers by name (``None``: untraced).
 STAND_INS: dict[str, Callable[[], traces.Tracer | None]] = {
     "off": lambda: None,
+    "nothing": lambda: NothingTracer(traces.MemorySink()),
     "send_seq": lambda: SendSeqTracer(traces.MemorySink()),
     "send_no_clock": lambda: SendNoClockTracer(traces.MemorySink()),
     "per_event": lambda: traces.Tracer(PerEventRing()),
