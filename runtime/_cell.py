@@ -105,7 +105,7 @@ class ActorCell:
         self.path = path
         self.spec = spec
         self.accepts = accepted_types(cls)
-        self.mailbox = Mailbox(spec.mailbox_size)
+        self.mailbox = Mailbox(spec.mailbox_size, traced=rt.tracer is not None)
         self.mailbox.owner = self
         self.ref: ActorRef[Any] = ActorRef(self)
         # Untraced, no admission, no priority: senders may take the bare-message fast path.

@@ -69,6 +69,19 @@ class _BareCurrent:
 BARE: Any = _BareCurrent()
 
 
+class _TellInHand:
+    """``ActorCell.current`` while the actor loop handles a bare traced tell (one per loop:
+    its ``id`` is the tell's; a message taken inside the handler gets its own envelope)."""
+
+    __slots__ = ("id",)
+    msg = None
+    asker = None
+    state = DONE
+
+    def __init__(self) -> None:
+        self.id = 0
+
+
 async def run(cell: ActorCell) -> None:
     """Handle messages until a stop is requested (the caller owns the loop's cancel scope)."""
     mb = cell.mailbox
@@ -89,65 +102,29 @@ async def run(cell: ActorCell) -> None:
     last_t: float | None = None  # when the last handler ended, if no wait since
     n = 0
     batch = cell.rt.next_handler_batch()
-    while cell.stopping is NOT_STOPPING:
+    hand = _TellInHand()  # ActorCell.current while a bare traced tell is handled
+    while True:
+        if n >= batch:
+            n = 0
+            batch = cell.rt.next_handler_batch()
+            await trio.lowlevel.checkpoint()
+            last_t = None
+        if cell.stopping is not NOT_STOPPING:
+            return
         # ready and pop are the level-0 deque and its popleft in the common state.
         if not mb.ready:
             await wait_task_rescheduled(mb.parking(task, None))  # Mailbox.wait_put
             last_t = None
             continue
         item = mb.pop()
+        n += 1
         # ---- hot path (inlined dispatch; keep in step with dispatch() below) -------------
         # Untraced asks and tells, and traced tells, are handled here without the calls
         # (and coroutine frames) dispatch() makes: measured, this is what makes an untraced
         # tell ~10x a raw Trio channel and tracing cost about as much as the tell itself
         # (bench/RESULTS.md, bench/instr.py). Everything else goes through dispatch().
         if type(item) is Envelope:
-            if not untraced and item.asker is None:
-                assert tr is not None
-                mid = item.id
-                msg = item.msg
-                cell.current = item
-                if runs:
-                    # Recorded into the tracer's pending HandleRun (traces._runs): four
-                    # list slots per tell while nothing else is traced; a handler that
-                    # follows the previous one without a wait began when it ended.
-                    if room == 0 or tr.pending is not run:  # type: ignore[attr-defined]
-                        run = tr.open_run(path)  # type: ignore[attr-defined]
-                        items = run.items
-                        room = RUN_MAX_MESSAGES
-                    room -= 1
-                    if last_t is None:
-                        last_t = clock() + offset
-                    items.append(mid)
-                    items.append(msg.__class__.__name__)
-                    items.append(last_t)
-                else:
-                    tr.begin(path, mid, None, msg)
-                try:
-                    await handle(msg)
-                except BaseException as exc:
-                    last_t = None
-                    _note_failure(cell, mid, exc)
-                    tr.handle(
-                        path,
-                        mid,
-                        None,
-                        exc.error if type(exc) is ServedTellFailed else exc,
-                        cell.cancel_cause,
-                    )
-                    _finish_taken(cell, exc)
-                    raise
-                finally:
-                    cell.current = None
-                    cell.handled += 1
-                if runs and tr.pending is run:  # type: ignore[attr-defined]
-                    items.append(last_t := clock() + offset)
-                else:  # something was traced meanwhile: the run was written
-                    last_t = None
-                    tr.handle(path, mid, None, None)
-                if cell.taken is not None:
-                    _finish_taken(cell, None)
-            elif untraced and item.asker is not None:
+            if untraced and item.asker is not None:
                 cell.current = item
                 if item.state == QUEUED:
                     item.state = RUNNING
@@ -169,10 +146,16 @@ async def run(cell: ActorCell) -> None:
                 finally:
                     cell.current = None
                     cell.handled += 1
-            else:
+                continue
+            if untraced or item.asker is not None:
                 last_t = None
                 await dispatch(cell, item)
-        else:
+                continue
+            # A traced tell in an envelope (it took a slow path: a hook, a full mailbox).
+            mid = item.id
+            msg = item.msg
+            cell.current = item
+        elif untraced:
             cell.current = BARE
             try:
                 await handle(item)
@@ -184,13 +167,55 @@ async def run(cell: ActorCell) -> None:
                 cell.handled += 1
             if cell.taken is not None:
                 _finish_taken(cell, None)
-        # ---- end of hot path -------------------------------------------------------------
-        n += 1
-        if n >= batch:
-            n = 0
-            batch = cell.rt.next_handler_batch()
-            await trio.lowlevel.checkpoint()
+            continue
+        else:
+            # A bare traced tell: its id was queued with it (Mailbox.ids).
+            mid = hand.id = mb.ids.popleft()  # type: ignore[union-attr]
+            msg = item
+            cell.current = hand
+        # A traced tell (mid, msg), cell.current set.
+        assert tr is not None
+        if runs:
+            # Recorded into the tracer's pending HandleRun (traces._runs): four list slots
+            # per tell while nothing else is traced; a handler that follows the previous
+            # one without a wait began when it ended.
+            if room == 0 or tr.pending is not run:  # type: ignore[attr-defined]
+                run = tr.open_run(path)  # type: ignore[attr-defined]
+                items = run.items
+                room = RUN_MAX_MESSAGES
+            room -= 1
+            if last_t is None:
+                last_t = clock() + offset
+            items.append(mid)
+            items.append(msg.__class__.__name__)
+            items.append(last_t)
+        else:
+            tr.begin(path, mid, None, msg)
+        try:
+            await handle(msg)
+        except BaseException as exc:
             last_t = None
+            _note_failure(cell, mid, exc)
+            tr.handle(
+                path,
+                mid,
+                None,
+                exc.error if type(exc) is ServedTellFailed else exc,
+                cell.cancel_cause,
+            )
+            _finish_taken(cell, exc)
+            raise
+        finally:
+            cell.current = None
+            cell.handled += 1
+        if runs and tr.pending is run:  # type: ignore[attr-defined]
+            items.append(last_t := clock() + offset)
+        else:  # something was traced meanwhile: the run was written
+            last_t = None
+            tr.handle(path, mid, None, None)
+        if cell.taken is not None:
+            _finish_taken(cell, None)
+        # ---- end of hot path -------------------------------------------------------------
 
 
 class ServedTellFailed(BaseException):

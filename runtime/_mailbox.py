@@ -148,22 +148,32 @@ class Mailbox:
         "_q0",
         "_queues",
         "_reserved",
+        "_traced",
         "_waiter",
         "_want",
         "_withdrawn",
         "closed",
+        "ids",
         "owner",
         "pop",
         "ready",
         "size",
     )
 
-    def __init__(self, capacity: int) -> None:
+    def __init__(self, capacity: int, *, traced: bool = False) -> None:
         if not isinstance(capacity, int) or isinstance(capacity, bool) or capacity < 1:
             raise ValueError(f"mailbox_size must be a positive int, got {capacity!r}")
         self.size = capacity
         self.closed = False
         self._q0: deque[Any] | None = None  # priority 0, created on first put
+        self._traced = traced
+        #: Traced mailboxes only (else ``None``): the trace ids of the bare messages in the
+        #: level-0 deque, in order. A traced tell on the fast path queues its message bare
+        #: and its id here (``ActorRef.tell``), so it needs no envelope; the actor loop's
+        #: fast pop takes the id with it, and every other way out of the mailbox
+        #: (``pop`` outside the common state, ``first``, ``take``, ``drain``) hands such a
+        #: message out in an envelope carrying its id (``_wrap``).
+        self.ids: deque[int] | None = None
         # Every level, highest first, once a level other than 0 was used.
         self._queues: dict[int, deque[Any]] | None = None
         self._n_other = 0  # items in the deques of levels other than 0
@@ -287,6 +297,16 @@ class Mailbox:
             reschedule(waiter)
         return True
 
+    def unput(self) -> None:
+        """Take back the item the caller has just put with ``try_put`` (nothing has run
+        since): a traced tell whose ``send`` raised before its id was queued."""
+        assert self._q0 is not None
+        self._q0.pop()
+
+    def _wrap(self, item: Any, mid: int) -> Envelope:
+        """A bare traced tell of the level-0 deque, in the envelope other paths expect."""
+        return Envelope(item, None, mid, self)
+
     def put(self, item: Any, priority: int = 0, *, reserved: bool = False) -> None:
         """Enqueue a bare message or an envelope (synchronous; capacity is the caller's)."""
         msg = item.msg if type(item) is Envelope else item
@@ -309,6 +329,8 @@ class Mailbox:
 
     def _new_q0(self) -> deque[Any]:
         q = self._q0 = deque()
+        if self._traced:
+            self.ids = deque()
         if self._queues is not None:
             self._queues[0] = q
         self._retune()
@@ -338,9 +360,12 @@ class Mailbox:
                 item = q.popleft()
                 if level:
                     self._n_other -= 1
-                if type(item) is Envelope and item.state == WITHDRAWN:
-                    self._withdrawn -= 1
-                    continue
+                if type(item) is Envelope:
+                    if item.state == WITHDRAWN:
+                        self._withdrawn -= 1
+                        continue
+                elif self.ids is not None and not level:
+                    item = self._wrap(item, self.ids.popleft())
                 if self._putters:
                     self._wake_putter()
                 self._retune()
@@ -350,25 +375,36 @@ class Mailbox:
 
     def first(self, types: tuple[type, ...]) -> Any:
         """The first live item whose message is one of *types*, left queued (``None``)."""
-        for _, q in self._deques():
+        for level, q in self._deques():
+            bare = 0  # bare messages before this one (the index of its id in ids)
             for item in q:
                 if type(item) is Envelope:
                     if item.state != WITHDRAWN and isinstance(item.msg, types):
                         return item
-                elif isinstance(item, types):
+                    continue
+                if isinstance(item, types):
+                    if self.ids is not None and not level:
+                        return self._wrap(item, self.ids[bare])
                     return item
+                bare += 1
         return None
 
     def take(self, types: tuple[type, ...]) -> Any:
         """Selective receive: remove the first live item whose message is one of *types*
         (``None`` if there is none)."""
         for level, q in self._deques():
+            bare = 0  # bare messages before this one (the index of its id in ids)
             for i, item in enumerate(q):
                 if type(item) is Envelope:
                     if item.state == WITHDRAWN or not isinstance(item.msg, types):
                         continue
                 elif not isinstance(item, types):
+                    bare += 1
                     continue
+                elif self.ids is not None and not level:
+                    mid = self.ids[bare]
+                    del self.ids[bare]
+                    item = self._wrap(item, mid)
                 del q[i]
                 if level:
                     self._n_other -= 1
@@ -388,10 +424,16 @@ class Mailbox:
     def drain(self) -> list[Any]:
         """Remove and return every live item, in delivery order."""
         out: list[Any] = []
-        for _, q in self._deques():
+        ids = self.ids
+        for level, q in self._deques():
             while q:
                 item = q.popleft()
-                if type(item) is not Envelope or item.state != WITHDRAWN:
+                if type(item) is Envelope:
+                    if item.state != WITHDRAWN:
+                        out.append(item)
+                elif ids is not None and not level:
+                    out.append(self._wrap(item, ids.popleft()))
+                else:
                     out.append(item)
         self._n_other = 0
         self._withdrawn = 0

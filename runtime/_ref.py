@@ -131,21 +131,25 @@ class ActorRef(Generic[A_co]):
             (tr := cell.rt.tracer) is not None
             and cell.admit_fn is None
             and cell.priority_fn is None
-            and mb.try_put(env := Envelope(msg, None, 0, mb), msg)
+            and mb.try_put(msg, msg)
         ):
-            # Traced, no admission or priority hook: the envelope straight into the
-            # mailbox, then its send event (its id is the event's seq). The actor cannot
-            # run in between: nothing here yields.
+            # Traced, no admission or priority hook: the message bare into the mailbox and
+            # its send event's seq (the message's id) into the mailbox's ids, no envelope
+            # (Mailbox.ids). The actor cannot run in between: nothing here yields.
             sender = current_cell.get()
-            if sender is None:
-                # A cause from outside any actor (``caused_by``): read only once one was
-                # ever set (OUTSIDE[0]), so the plain traced tell stays as cheap.
-                if OUTSIDE[0]:
-                    env.id = tr.send(cell.path, None, outside_cause.get(), False, msg)
+            try:
+                if sender is not None:
+                    mid = tr.send(cell.path, sender.path, sender.cause_id(), False, msg)
+                elif OUTSIDE[0]:
+                    # A cause from outside any actor (``caused_by``): read only once one
+                    # was ever set, so the plain traced tell stays as cheap.
+                    mid = tr.send(cell.path, None, outside_cause.get(), False, msg)
                 else:
-                    env.id = tr.send(cell.path, None, None, False, msg)
-            else:
-                env.id = tr.send(cell.path, sender.path, sender.cause_id(), False, msg)
+                    mid = tr.send(cell.path, None, None, False, msg)
+            except BaseException:
+                mb.unput()  # (e.g. the tracer's redact raised): nothing was sent
+                raise
+            mb.ids.append(mid)  # type: ignore[union-attr]
         else:
             await self._tell_slow(cell, mb, msg)
         rt = cell.rt

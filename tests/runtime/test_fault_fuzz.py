@@ -398,6 +398,19 @@ def test_g3_a_trace_that_disagrees_is_reported(monkeypatch: pytest.MonkeyPatch) 
     _find("G3 nothing-lost-nothing-twice/trace-fate", range(40), (True,))
 
 
+def test_g3_a_bare_traced_tell_handed_out_under_another_id_is_reported(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A traced tell queued bare (``Mailbox.ids``) and handed out by a selective receive,
+    ``serve_until`` or the drain in an envelope with the id of the message after it: the
+    trace then says a message was taken that the world saw handled or dropped."""
+    wrap = _mailbox.Mailbox._wrap
+    monkeypatch.setattr(
+        _mailbox.Mailbox, "_wrap", lambda self, item, mid: wrap(self, item, mid + 1)
+    )
+    _find("G3 nothing-lost-nothing-twice/trace-disagrees", range(40), (True,))
+
+
 # G4 nothing left behind
 
 

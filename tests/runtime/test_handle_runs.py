@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import itertools
 
+import msgspec
+import pytest
 import trio
 import trio.testing
 
@@ -136,3 +138,39 @@ def test_a_run_on_a_tracer_whose_sinks_keep_none_is_written_as_its_records() -> 
     tracer.flush()
     assert a.records == b.records == list(run.records())
     assert [e.seq for e in a.events] == [1, 2, 3] and tracer.seq == 3
+
+
+async def test_a_tell_whose_send_raises_is_not_queued_and_later_tells_keep_their_ids(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """A tracer's ``redact`` that raises makes ``tell`` raise it with nothing queued (the
+    traced fast path queues a tell bare and its id beside it, ``Mailbox.ids``; it takes the
+    message back, ``Mailbox.unput``): the actor keeps running, and every later tell is
+    handled under its own send's id."""
+
+    def redact(msg: object) -> object:
+        if isinstance(msg, Incr) and msg.by == 13:
+            raise ValueError("no payload for 13")
+        return msg
+
+    for sink in (MemorySink(), None):  # the ring alone (runs), and two sinks (no runs)
+        sinks = (sink,) if sink is not None else (MemorySink(), MemorySink())
+        tracer = Tracer(*sinks, payloads=True, redact=redact)
+        async with open_runtime(tracer=tracer, seed=1) as rt:
+            ref = await rt.spawn(Counter, name="counter")
+            await ref.tell(Incr(1))
+            with pytest.raises(ValueError, match="no payload for 13"):
+                await ref.tell(Incr(13))
+            await ref.tell(Incr(2))
+            assert await ref.ask(Get()) == 3
+            await ref.stop()
+        events = sinks[0].events
+        sends = {e.msg_id: e for e in events if e.kind == "send" and e.actor == ref.path}
+        taken = [e for e in events if e.kind == "receive" and e.actor == ref.path]
+        assert [e.msg_type for e in taken] == ["Incr", "Incr", "Get"]
+        handled = [e.msg_id for e in events if e.kind == "handle" and e.actor == ref.path]
+        assert handled == [e.msg_id for e in taken]
+        for e in taken:
+            assert sends[e.msg_id].msg_type == e.msg_type
+        incr = [msgspec.json.decode(sends[e.msg_id].payload) for e in taken[:2]]
+        assert incr == [{"by": 1}, {"by": 2}]

@@ -631,3 +631,91 @@ def test_matches_a_simple_model(ops: list[tuple[Any, ...]]) -> None:
         assert mb.has_space() == (len(model) < capacity)
         assert mb.statistics().queued == len(model)
     assert pop_all(mb) == [e[2] for e in sorted(model, key=lambda e: (e[0], e[1]))]
+
+
+# -- a traced mailbox: bare tells and their ids -------------------------------------------
+
+
+def traced_out(mb: Mailbox, item: Any) -> tuple[Any, int]:
+    """What the actor gets for *item*, taken from traced *mb*: the message and its trace id.
+    A bare item can only come from the common state's pop (``deque.popleft``): its id is
+    the next in ``ids``, which the actor loop takes with it; every other way out hands a
+    bare tell out in an envelope with its id."""
+    if type(item) is Envelope:
+        return item.msg, item.id
+    assert mb.ids is not None
+    return item, mb.ids.popleft()
+
+
+@settings(max_examples=300, deadline=None)
+@given(OPS)
+def test_a_traced_mailbox_hands_every_bare_tell_out_with_its_id(ops: list[tuple[Any, ...]]) -> None:
+    """The model test above on a traced mailbox whose priority-0 puts of bare messages are
+    traced tells on the fast path (``try_put``, then the id into ``ids``, as
+    ``ActorRef.tell`` does): whichever way a message leaves - ``pop`` in the common state or
+    outside it (levels, withdrawn envelopes), ``first``, ``take`` out of order, ``drain`` -
+    it leaves with the id it was queued with, and ``ids`` holds exactly one id per bare
+    message still queued. (A misaligned id would put every later handle on the wrong
+    message in the trace.)"""
+    mb = Mailbox(8, traced=True)
+    model: list[tuple[int, int, Any]] = []  # (-priority, arrival, msg), live only
+    arrival = 0
+
+    def expect_next(types: tuple[type, ...] | None) -> tuple[Any, int] | None:
+        for entry in sorted(model, key=lambda e: (e[0], e[1])):
+            if types is None or isinstance(entry[2], types):
+                model.remove(entry)
+                return entry[2], entry[1]
+        return None
+
+    envelopes: list[Envelope] = []
+    for op in ops:
+        if op[0] == "put":
+            _, prio, is_b, as_envelope = op
+            arrival += 1
+            msg = B(arrival) if is_b else A(arrival)
+            if prio == 0 and not as_envelope and mb.has_space():
+                assert mb.try_put(msg, msg)
+                assert mb.ids is not None
+                mb.ids.append(arrival)
+            else:
+                env = envelope(mb, msg, arrival)
+                envelopes.append(env)
+                mb.put(env, prio)
+            model.append((-prio, arrival, msg))
+        elif op[0] == "pop":
+            if model:
+                assert traced_out(mb, mb.pop()) == expect_next(None)
+        elif op[0] == "take":
+            peeked = mb.first(op[1])
+            expected = expect_next(op[1])
+            if peeked is not None:
+                assert (peeked.msg, peeked.id) == expected
+            taken = mb.take(op[1])
+            assert (None if taken is None else traced_out(mb, taken)) == expected
+        elif op[0] == "withdraw":
+            queued = [e for e in envelopes if any(m[2] is e.msg for m in model)]
+            if queued:
+                env = queued[op[1] % len(queued)]
+                model[:] = [m for m in model if m[2] is not env.msg]
+                withdraw(env)
+        else:
+            ordered = [(e[2], e[1]) for e in sorted(model, key=lambda e: (e[0], e[1]))]
+            assert [traced_out(mb, item) for item in mb.drain()] == ordered
+            model.clear()
+        assert len(mb) == len(model)
+        bare_queued = [item for item in (mb._q0 or ()) if type(item) is not Envelope]
+        assert len(mb.ids or ()) == len(bare_queued)
+    rest = [traced_out(mb, mb.pop()) for _ in range(len(mb))]
+    assert rest == [(e[2], e[1]) for e in sorted(model, key=lambda e: (e[0], e[1]))]
+
+
+def test_unput_takes_back_the_item_just_put() -> None:
+    """A traced tell whose ``send`` raised takes its message back (``ActorRef.tell``)."""
+    mb = Mailbox(2, traced=True)
+    assert mb.try_put(A(1), A(1))
+    mb.unput()
+    assert len(mb) == 0 and mb.has_space()
+    assert mb.try_put(A(2), A(2)) and mb.try_put(A(3), A(3))
+    mb.unput()
+    assert len(mb) == 1
