@@ -452,7 +452,10 @@ def _viewed(
 ) -> dict[str, Any]:
     """The demo, streamed live by *server*, which serves from a thread of its own in real
     time (its timeouts work, and after the run it idles) while the run is in virtual
-    time; then the server keeps serving until Ctrl-C (or ``server.close()``)."""
+    time; then the server keeps serving until Ctrl-C (or ``server.close()``).
+
+    Ctrl-C once the run is over only stops the serving (the exit status is the run's);
+    during the run it interrupts it, as without ``--view`` (``KeyboardInterrupt``)."""
     with server.serve_in_thread() as serving:
         print(f"live viewer: {server.url}", flush=True)
         t0 = time.perf_counter()
@@ -461,7 +464,10 @@ def _viewed(
         tracer.flush()
         server.sink.close()  # the run is over: viewers get "end" after its last event
         print(f"\nthe viewer keeps serving at {server.url} (Ctrl-C to stop)", flush=True)
-        serving.wait()
+        try:
+            serving.wait()
+        except KeyboardInterrupt:
+            pass
     return summary
 
 
@@ -502,10 +508,7 @@ def run_demo(opts: DemoOptions, view: dict[str, Any] | None = None) -> int:
     if server is None:
         summary = run_seeded(scenario, opts, stats, checker, tracer, seed=opts.seed)
     else:
-        try:
-            summary = _viewed(server, opts, stats, checker, tracer, file_sink)
-        except KeyboardInterrupt:
-            pass
+        summary = _viewed(server, opts, stats, checker, tracer, file_sink)
     tracer.close()
     if server is None:
         report(summary, stats, time.perf_counter() - wall, opts, file_sink)

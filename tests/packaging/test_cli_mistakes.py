@@ -188,10 +188,11 @@ def test_explore_prints_its_summary_once(files: Path, capsys: pytest.CaptureFixt
     "argv",
     [
         "demo --vmms 1000000 --trace {t}/demo.jsonl",
+        "demo --vmms 1000000 --view --trace {t}/demo.jsonl",
         "view {t}/ok.jsonl",
         f"explore {FIXED} --seeds 1000000000 --trace-dir {{t}}",
     ],
-    ids=["demo", "view", "explore"],
+    ids=["demo", "demo-view", "view", "explore"],
 )
 def test_ctrl_c_exits_quietly_with_130(files: Path, argv: str) -> None:
     """SIGINT once the command printed its first line: exit status 130, stderr empty."""
