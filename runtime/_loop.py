@@ -123,56 +123,56 @@ async def run(cell: ActorCell) -> None:
         # (and coroutine frames) dispatch() makes: measured, this is what makes an untraced
         # tell ~10x a raw Trio channel and tracing cost about as much as the tell itself
         # (bench/RESULTS.md, bench/instr.py). Everything else goes through dispatch().
-        if type(item) is Envelope:
-            if untraced and item.asker is not None:
-                cell.current = item
-                if item.state == QUEUED:
-                    item.state = RUNNING
+        if type(item) is not Envelope:
+            if untraced:
+                cell.current = BARE
                 try:
-                    result = await handle(item.msg)
-                except Exception as exc:
-                    item.answer(outcome.Error(exc))
-                    _finish_taken(cell, exc)
+                    await handle(item)
                 except BaseException as exc:
-                    gone(cell, item, exc)
                     _finish_taken(cell, exc)
                     raise
-                else:
-                    if item.state <= RUNNING:  # Envelope.answer inlined
-                        item.state = DONE
-                        reschedule(item.asker, outcome.Value(result))
-                    if cell.taken is not None:
-                        _finish_taken(cell, None)
                 finally:
                     cell.current = None
                     cell.handled += 1
+                if cell.taken is not None:
+                    _finish_taken(cell, None)
                 continue
-            if untraced or item.asker is not None:
-                last_t = None
-                await dispatch(cell, item)
-                continue
-            # A traced tell in an envelope (it took a slow path: a hook, a full mailbox).
-            mid = item.id
-            msg = item.msg
-            cell.current = item
-        elif untraced:
-            cell.current = BARE
-            try:
-                await handle(item)
-            except BaseException as exc:
-                _finish_taken(cell, exc)
-                raise
-            finally:
-                cell.current = None
-                cell.handled += 1
-            if cell.taken is not None:
-                _finish_taken(cell, None)
-            continue
-        else:
             # A bare traced tell: its id was queued with it (Mailbox.ids).
             mid = hand.id = mb.ids.popleft()  # type: ignore[union-attr]
             msg = item
             cell.current = hand
+        elif untraced and item.asker is not None:
+            cell.current = item
+            if item.state == QUEUED:
+                item.state = RUNNING
+            try:
+                result = await handle(item.msg)
+            except Exception as exc:
+                item.answer(outcome.Error(exc))
+                _finish_taken(cell, exc)
+            except BaseException as exc:
+                gone(cell, item, exc)
+                _finish_taken(cell, exc)
+                raise
+            else:
+                if item.state <= RUNNING:  # Envelope.answer inlined
+                    item.state = DONE
+                    reschedule(item.asker, outcome.Value(result))
+                if cell.taken is not None:
+                    _finish_taken(cell, None)
+            finally:
+                cell.current = None
+                cell.handled += 1
+            continue
+        elif untraced or item.asker is not None:
+            last_t = None
+            await dispatch(cell, item)
+            continue
+        else:
+            # A traced tell in an envelope (it took a slow path: a hook, a full mailbox).
+            mid = item.id
+            msg = item.msg
+            cell.current = item
         # A traced tell (mid, msg), cell.current set.
         assert tr is not None
         if runs:
