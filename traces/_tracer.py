@@ -26,7 +26,9 @@ __all__ = ["Recorder", "Sink", "Tracer", "describe"]
 
 
 class Sink(Protocol):
-    """Where events go. ``write`` must not block and must not raise."""
+    """Where events go. ``write`` must not block, must not raise, and must not send to
+    actors: it runs inside the step it records (a ``send`` is written while its message
+    is queued and its id not yet beside it, ``Mailbox.ids``)."""
 
     def write(self, event: TraceEvent) -> None: ...
 
