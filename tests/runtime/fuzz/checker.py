@@ -646,12 +646,23 @@ def _check_supervision(sc: Scenario, obs: Observation, out: _Out) -> None:
         elif obs.escaped is not None:
             trees = [obs.escaped]
         escalated = any(contains(t, leaf) for leaf in leaves(final) for t in trees)
+        # An actor whose spawner was cancelled by the time on_start completed stays in
+        # nursery.start's scope (Trio's started() does not move a task out of a cancelled
+        # caller): it is stopped there, and what it raises (on_stop's error) is raised by
+        # spawn, to the spawner - not lost (semantics.md 1; seeds 4010508, 4019551).
+        raised = cell.spawn_error
+        to_spawner = (
+            raised is not None
+            and len(cell.incarnations) == 1
+            and any(contains(raised, leaf) or raised is leaf for leaf in leaves(final))
+        )
         into = cell.parent.cell.path if cell.parent is not None else "open_runtime"
+        into = "its spawner" if to_spawner else into
         assert last.end_t is not None
         full = _window_full(cell, spec.max_restarts, spec.within, last.end_t)
         excused = _excused(obs, cell, last.end_t + (spec.backoff or 0.0))
         if spec.restart is None:
-            if not escalated:
+            if not escalated and not to_spawner:
                 out.add(G5, "not-escalated",
                         f"{cell!r} (restart=None) failed with {_d(final)} at t={last.end_t:g}, "
                         f"but it did not reach {into}")  # fmt: skip
@@ -666,7 +677,7 @@ def _check_supervision(sc: Scenario, obs: Observation, out: _Out) -> None:
             out.add(G5, "escalated-within-intensity",
                     f"{cell!r} ({spec.restart}) failed with {_d(final)} at t={last.end_t:g} "
                     f"with restarts to spare, yet it reached {into}")  # fmt: skip
-        elif not escalated and not excused:
+        elif not escalated and not excused and not to_spawner:
             kind = "not-escalated" if full else "not-restarted"
             out.add(G5, kind,
                     f"{cell!r} ({spec.restart}, max_restarts={spec.max_restarts}) failed with "
