@@ -62,21 +62,18 @@ class _BareCurrent:
     __slots__ = ()
     msg = None
     asker = None
-    id = None
+    id: int | None = None
     state = DONE
 
 
 BARE: Any = _BareCurrent()
 
 
-class _TellInHand:
+class _TellInHand(_BareCurrent):
     """``ActorCell.current`` while the actor loop handles a bare traced tell (one per loop:
     its ``id`` is the tell's; a message taken inside the handler gets its own envelope)."""
 
     __slots__ = ("id",)
-    msg = None
-    asker = None
-    state = DONE
 
     def __init__(self) -> None:
         self.id = 0

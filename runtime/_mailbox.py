@@ -373,46 +373,46 @@ class Mailbox:
         self._retune()
         raise IndexError("pop from an empty mailbox")
 
-    def first(self, types: tuple[type, ...]) -> Any:
-        """The first live item whose message is one of *types*, left queued (``None``)."""
+    def _find(self, types: tuple[type, ...]) -> tuple[Any, deque[Any], int, int] | None:
+        """The first live item whose message is one of *types* and where it is: ``(item,
+        deque, index, bare)``, *bare* the bare messages before it in its deque. In a traced
+        mailbox a bare tell comes in an envelope with its id (``ids[bare]``, left there);
+        ``None`` if there is no such item."""
         for level, q in self._deques():
-            bare = 0  # bare messages before this one (the index of its id in ids)
-            for item in q:
+            bare = 0
+            for i, item in enumerate(q):
                 if type(item) is Envelope:
                     if item.state != WITHDRAWN and isinstance(item.msg, types):
-                        return item
-                    continue
-                if isinstance(item, types):
+                        return item, q, i, bare
+                elif isinstance(item, types):
                     if self.ids is not None and not level:
-                        return self._wrap(item, self.ids[bare])
-                    return item
-                bare += 1
+                        item = self._wrap(item, self.ids[bare])
+                    return item, q, i, bare
+                else:
+                    bare += 1
         return None
+
+    def first(self, types: tuple[type, ...]) -> Any:
+        """The first live item whose message is one of *types*, left queued (``None``)."""
+        found = self._find(types)
+        return found[0] if found is not None else None
 
     def take(self, types: tuple[type, ...]) -> Any:
         """Selective receive: remove the first live item whose message is one of *types*
         (``None`` if there is none)."""
-        for level, q in self._deques():
-            bare = 0  # bare messages before this one (the index of its id in ids)
-            for i, item in enumerate(q):
-                if type(item) is Envelope:
-                    if item.state == WITHDRAWN or not isinstance(item.msg, types):
-                        continue
-                elif not isinstance(item, types):
-                    bare += 1
-                    continue
-                elif self.ids is not None and not level:
-                    mid = self.ids[bare]
-                    del self.ids[bare]
-                    item = self._wrap(item, mid)
-                del q[i]
-                if level:
-                    self._n_other -= 1
-                    self._retune()
-                if self._putters:
-                    self._wake_putter()
-                return item
-        return None
+        found = self._find(types)
+        if found is None:
+            return None
+        item, q, i, bare = found
+        if item is not q[i]:  # a bare traced tell, wrapped: its id leaves too
+            del self.ids[bare]  # type: ignore[union-attr]
+        del q[i]
+        if q is not self._q0:
+            self._n_other -= 1
+            self._retune()
+        if self._putters:
+            self._wake_putter()
+        return item
 
     def withdrawn(self) -> None:
         """An envelope still in a deque was abandoned by its asker (it stays, skipped)."""

@@ -657,7 +657,6 @@ def _check_supervision(sc: Scenario, obs: Observation, out: _Out) -> None:
             and any(contains(raised, leaf) or raised is leaf for leaf in leaves(final))
         )
         into = cell.parent.cell.path if cell.parent is not None else "open_runtime"
-        into = "its spawner" if to_spawner else into
         assert last.end_t is not None
         full = _window_full(cell, spec.max_restarts, spec.within, last.end_t)
         excused = _excused(obs, cell, last.end_t + (spec.backoff or 0.0))
