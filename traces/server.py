@@ -1475,7 +1475,16 @@ class ServingThread:
     def start(self) -> None:
         """Start the thread; return once the server listens (or raise why it could not)."""
         self._thread.start()
-        self._listening.wait()
+        try:
+            self._listening.wait()
+        except BaseException:
+            # Ctrl-C while the server starts: stop it once it can be stopped (it listens
+            # or failed; a close before that would be lost) and end the thread - left
+            # running, it would keep the process alive.
+            self._listening.wait()
+            self.stop()
+            self._thread.join()
+            raise
         if self._error is not None:
             self._thread.join()
             error, self._error = self._error, None
