@@ -192,7 +192,13 @@ def run(out: Path) -> int:
     tracer = traces.Tracer(sink, memory, payloads=True)
     report = Report()
     wall = time.perf_counter()
-    trio.run(scenario, report, tracer, clock=trio.testing.MockClock(autojump_threshold=0))
+    trio.run(
+        scenario,
+        report,
+        tracer,
+        clock=trio.testing.MockClock(autojump_threshold=0),
+        restrict_keyboard_interrupt_to_checkpoints=True,  # Ctrl-C never lands in Trio's code
+    )
     tracer.close()
     wall = time.perf_counter() - wall
     kinds = Tally(e.kind for e in memory.events)

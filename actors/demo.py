@@ -420,6 +420,23 @@ def report(
         print(f"VIOLATION {v}")
 
 
+def _run(
+    opts: DemoOptions, stats: Stats, sink: _InvariantSink, tracer: traces.Tracer
+) -> dict[str, Any]:
+    """The seeded run. Ctrl-C is taken at a checkpoint of its main task, never inside
+    Trio's own code, where a ``KeyboardInterrupt`` can leave a nursery waiting for a child
+    that never runs (the command then never ends)."""
+    return run_seeded(
+        scenario,
+        opts,
+        stats,
+        sink,
+        tracer,
+        seed=opts.seed,
+        restrict_keyboard_interrupt_to_checkpoints=True,
+    )
+
+
 def view_command(trace: Path, focus: str) -> str:
     """The command that opens *trace* in the viewer focused on VMM *focus*, spelled the way
     this ``trioxide`` was run (``.venv/bin/trioxide`` after ``make demo``; ``trioxide`` when
@@ -459,7 +476,7 @@ def _viewed(
     with server.serve_in_thread() as serving:
         print(f"live viewer: {server.url}", flush=True)
         t0 = time.perf_counter()
-        summary = run_seeded(scenario, opts, stats, sink, tracer, seed=opts.seed)
+        summary = _run(opts, stats, sink, tracer)
         report(summary, stats, time.perf_counter() - t0, opts, file_sink)
         tracer.flush()
         server.sink.close()  # the run is over: viewers get "end" after its last event
@@ -506,7 +523,7 @@ def run_demo(opts: DemoOptions, view: dict[str, Any] | None = None) -> int:
     print(f"flight recorder: dumps to {opts.trace.parent / 'trioxide-<actor>-<seq>.jsonl'}")
     wall = time.perf_counter()
     if server is None:
-        summary = run_seeded(scenario, opts, stats, checker, tracer, seed=opts.seed)
+        summary = _run(opts, stats, checker, tracer)
     else:
         summary = _viewed(server, opts, stats, checker, tracer, file_sink)
     tracer.close()

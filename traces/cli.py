@@ -270,7 +270,9 @@ def _serve_view(
                     break
 
     with server_errors(args.host, args.port):
-        trio.run(serve)
+        # Ctrl-C is delivered at a checkpoint, never inside Trio's own code (where it can
+        # leave a nursery waiting for a child that never runs, and the command hanging).
+        trio.run(serve, restrict_keyboard_interrupt_to_checkpoints=True)
     return 0
 
 

@@ -105,6 +105,7 @@ import math
 import multiprocessing
 import os
 import secrets
+import signal
 import sys
 import threading
 import time
@@ -1103,8 +1104,8 @@ class TraceServer:
         tracer: its ``write`` is safe from that other thread.
         """
         thread = ServingThread(self)
-        thread.start()
         try:
+            thread.start()
             yield thread
         finally:
             thread.stop()
@@ -1463,27 +1464,40 @@ class ServingThread:
     (the real clock): made by :meth:`TraceServer.serve_in_thread`, which starts it, stops
     it and joins it. While no client is connected, that run waits for I/O with no
     deadline at all: it costs no CPU.
+
+    Whenever Ctrl-C lands: a :meth:`start` that raises has stopped the server and joined
+    the thread; a :meth:`stop` made before the server listens is not lost (the server
+    stops as soon as it listens); and the thread is a daemon, so a thread that nothing
+    stopped still never keeps the process alive.
     """
 
     def __init__(self, server: TraceServer) -> None:
         self.server = server
         self._listening = threading.Event()
         self._stopped = threading.Event()
+        self._stop_asked = False
+        self._spawned = False
         self._error: BaseException | None = None
-        self._thread = threading.Thread(target=self._run, name="trioxide trace server")
+        self._thread = threading.Thread(
+            target=self._run, name="trioxide trace server", daemon=True
+        )
 
     def start(self) -> None:
-        """Start the thread; return once the server listens (or raise why it could not)."""
-        self._thread.start()
+        """Start the thread; return once the server listens (or raise why it could not).
+
+        A Ctrl-C meanwhile (``KeyboardInterrupt``) stops the server and joins the thread
+        before it is raised: the thread is never left running."""
         try:
+            # The thread's start and the record of it happen whole: interrupted halfway
+            # (Thread.start waits for the new thread), the thread would run unrecorded.
+            with _ctrl_c_deferred():
+                self._thread.start()
+                self._spawned = True
             self._listening.wait()
         except BaseException:
-            # Ctrl-C while the server starts: stop it once it can be stopped (it listens
-            # or failed; a close before that would be lost) and end the thread - left
-            # running, it would keep the process alive.
-            self._listening.wait()
-            self.stop()
-            self._thread.join()
+            self.stop()  # kept if the server does not listen yet
+            if self._spawned:
+                self._thread.join()
             raise
         if self._error is not None:
             self._thread.join()
@@ -1491,7 +1505,9 @@ class ServingThread:
             raise error
 
     def stop(self) -> None:
-        """Ask the server to stop (from any thread); :meth:`wait` then returns."""
+        """Ask the server to stop (from any thread); :meth:`wait` then returns. Asked
+        before the server listens, it stops as soon as it does."""
+        self._stop_asked = True
         self.server.close()
 
     def wait(self) -> None:
@@ -1500,7 +1516,10 @@ class ServingThread:
         self._stopped.wait()
 
     def join(self) -> None:
-        """Wait for the thread to end; raise the error the server failed with, if any."""
+        """Wait for the thread to end (at once if it never started); raise the error the
+        server failed with, if any."""
+        if not self._spawned:
+            return
         self._thread.join()
         if self._error is not None:
             error, self._error = self._error, None
@@ -1520,3 +1539,28 @@ class ServingThread:
     def started(self, value: object = None) -> None:
         """``trio.TaskStatus``: the server listens."""
         self._listening.set()
+        # A stop() that came before the server could be closed is honoured now (its scope
+        # exists already: a stop() after this check closes the server itself).
+        if self._stop_asked:
+            self.server.close()
+
+
+@contextlib.contextmanager
+def _ctrl_c_deferred() -> Iterator[None]:
+    """Run the block whole: a Ctrl-C inside it is held, and raised (``KeyboardInterrupt``)
+    as the block ends. Only where Python's own SIGINT handler is in place, in the main
+    thread: anywhere else Ctrl-C raises nothing here, or is someone else's to handle."""
+    if (
+        threading.current_thread() is not threading.main_thread()
+        or signal.getsignal(signal.SIGINT) is not signal.default_int_handler
+    ):
+        yield
+        return
+    pressed: list[int] = []
+    previous = signal.signal(signal.SIGINT, lambda signum, frame: pressed.append(signum))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+        if pressed:
+            raise KeyboardInterrupt  # (its context: the block's own error, if any)

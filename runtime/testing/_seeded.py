@@ -76,10 +76,20 @@ def run_seeded(
     seed: int,
     clock: trio.abc.Clock | None = None,
     pct_depth: int | None = None,
+    restrict_keyboard_interrupt_to_checkpoints: bool = False,
 ) -> T:
     """``trio.run(async_fn, *args)`` under a seeded scheduler and (by default) a
-    ``MockClock(autojump_threshold=0)``: virtual time, reproducible interleaving."""
+    ``MockClock(autojump_threshold=0)``: virtual time, reproducible interleaving.
+
+    *restrict_keyboard_interrupt_to_checkpoints* is ``trio.run``'s: a command that must
+    always end on Ctrl-C sets it, because a ``KeyboardInterrupt`` raised at an arbitrary
+    bytecode can land inside Trio's own unprotected code (``Nursery.start_soon``, between
+    registering a child and scheduling it) and leave a nursery waiting for a child that
+    never runs: the run then never ends."""
     with seeded_scheduler(seed, pct_depth=pct_depth):
         return trio.run(
-            async_fn, *args, clock=clock or trio.testing.MockClock(autojump_threshold=0)
+            async_fn,
+            *args,
+            clock=clock or trio.testing.MockClock(autojump_threshold=0),
+            restrict_keyboard_interrupt_to_checkpoints=restrict_keyboard_interrupt_to_checkpoints,
         )

@@ -187,8 +187,8 @@ def test_explore_prints_its_summary_once(files: Path, capsys: pytest.CaptureFixt
 @pytest.mark.parametrize(
     "argv",
     [
-        "demo --vmms 1000000 --trace {t}/demo.jsonl",
-        "demo --vmms 1000000 --view --trace {t}/demo.jsonl",
+        "demo --vmms 20000 --trace {t}/demo.jsonl",
+        "demo --vmms 20000 --view --trace {t}/demo.jsonl",
         "view {t}/ok.jsonl",
         f"explore {FIXED} --seeds 1000000000 --trace-dir {{t}}",
     ],
@@ -196,18 +196,81 @@ def test_explore_prints_its_summary_once(files: Path, capsys: pytest.CaptureFixt
 )
 def test_ctrl_c_exits_quietly_with_130(files: Path, argv: str) -> None:
     """SIGINT once the command printed its first line: exit status 130, stderr empty."""
-    env = dict(os.environ, PYTHONUNBUFFERED="1")
     command = [sys.executable, "-m", "trioxide", *argv.format(t=files).split()]
-    with subprocess.Popen(
-        command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
-    ) as proc:
+    with _process(command) as proc:
         assert proc.stdout is not None
         first = proc.stdout.readline()
         proc.send_signal(signal.SIGINT)
-        out, err = proc.communicate(timeout=60)
+        out, err = _finish(proc)
     assert first, err  # it was running when interrupted
     assert proc.returncode == 130, (first, out, err)
     assert err == ""
+
+
+#: Run as ``python -c CALLER ARGV...``: the command *ARGV*, with a SIGINT sent from inside
+#: Trio's ``Nursery.start_soon`` (or ``start``) as the function *CALLER* calls it, between
+#: the new child's joining its nursery and its being scheduled - where a
+#: ``KeyboardInterrupt`` raised at once leaves the nursery waiting for a child that never
+#: runs (the demo then ran on and never ended: CI's clean clone hung on ``[demo-view]``
+#: above).
+_CTRL_C_INSIDE_START_SOON = """
+import os, signal, sys
+from trioxide.cli import main
+
+def inject(frame, event, arg):
+    if event == "call" and frame.f_code.co_name == "_activate_cancel_status":
+        spawn = frame.f_back
+        caller = spawn.f_back.f_back  # spawn_impl <- start_soon <- the caller
+        if spawn.f_code.co_name == "spawn_impl" and caller.f_code.co_name == sys.argv[1]:
+            sys.setprofile(None)
+            print("SIGINT inside start_soon", flush=True)
+            os.kill(os.getpid(), signal.SIGINT)
+
+sys.setprofile(inject)
+sys.exit(main(sys.argv[2:]))
+"""
+
+
+@pytest.mark.parametrize(
+    ("caller", "argv"),
+    [
+        ("_scenario", "demo --vmms 200 --trace {t}/demo.jsonl"),
+        ("_scenario", "demo --vmms 200 --view --trace {t}/demo.jsonl"),
+        ("serve", "view {t}/ok.jsonl"),
+    ],
+    ids=["demo", "demo-view", "view"],
+)
+def test_ctrl_c_inside_trio_spawn_code_still_ends_the_command(
+    files: Path, caller: str, argv: str
+) -> None:
+    """The commands' runs take Ctrl-C at a checkpoint (Trio's
+    ``restrict_keyboard_interrupt_to_checkpoints``), never inside Trio's own code: a
+    SIGINT sent from within ``start_soon`` ends them with 130 like any other."""
+    command = [sys.executable, "-c", _CTRL_C_INSIDE_START_SOON, caller]
+    with _process([*command, *argv.format(t=files).split()]) as proc:
+        out, err = _finish(proc)
+    assert "SIGINT inside start_soon" in out, (out, err)
+    assert proc.returncode == 130, (out, err)
+    assert err == ""
+
+
+def _process(command: list[str]) -> subprocess.Popen[str]:
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    return subprocess.Popen(
+        command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+
+
+def _finish(proc: subprocess.Popen[str], timeout: float = 60.0) -> tuple[str, str]:
+    """The process's output once it exits; one that does not within *timeout* seconds
+    (it hung: nothing here takes that long) is killed and the test fails, rather than
+    the suite waiting for it forever."""
+    try:
+        return proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        out, err = proc.communicate()
+        pytest.fail(f"still running {timeout:.0f} s after Ctrl-C (killed):\n{out[-2000:]}{err}")
 
 
 def test_ctrl_c_leaves_no_never_awaited_coroutine_warning(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -179,30 +179,3 @@ def test_serve_returns_only_once_its_decode_pool_has_shut_down(tmp_path: Path) -
     trio.run(main)
     assert _pool_manager_threads() == []
 
-
-def test_ctrl_c_while_the_serving_thread_starts_stops_and_joins_it() -> None:
-    """``trioxide demo --view`` hung after a Ctrl-C that landed while its trace server was
-    starting: ``serve_in_thread`` was left before it stopped the thread, which then kept
-    the process alive. Now the interrupted start stops and joins it."""
-    from trioxide.traces.server import ServingThread, TraceServer
-
-    server = TraceServer("127.0.0.1", 0)
-    thread = ServingThread(server)
-    real = thread._listening
-
-    class Interrupted:
-        calls = 0
-
-        def wait(self) -> bool:
-            Interrupted.calls += 1
-            if Interrupted.calls == 1:
-                raise KeyboardInterrupt
-            return real.wait()
-
-        def set(self) -> None:
-            real.set()
-
-    thread._listening = Interrupted()  # type: ignore[assignment]
-    with pytest.raises(KeyboardInterrupt):
-        thread.start()
-    assert not thread._thread.is_alive()
