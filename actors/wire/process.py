@@ -227,7 +227,9 @@ def run_process(role: str, args: argparse.Namespace, body: Body, *, name: str = 
                 nursery.cancel_scope.cancel()
 
     try:
-        trio.run(main)
+        # Before the signal receiver above is open, a Ctrl-C is taken at a checkpoint,
+        # never inside Trio's own code (see trioxide.testing.run_seeded).
+        trio.run(main, restrict_keyboard_interrupt_to_checkpoints=True)
     finally:
         tracer.close()
     if interrupted:
