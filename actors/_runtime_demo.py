@@ -21,6 +21,7 @@ import trio.testing
 
 from trioxide import runtime, traces
 from trioxide.runtime import Actor, Admit, Rejected, Terminated, Watch
+from trioxide.traces.cli import run_command
 
 # -- messages ---------------------------------------------------------------------------
 
@@ -192,13 +193,7 @@ def run(out: Path) -> int:
     tracer = traces.Tracer(sink, memory, payloads=True)
     report = Report()
     wall = time.perf_counter()
-    trio.run(
-        scenario,
-        report,
-        tracer,
-        clock=trio.testing.MockClock(autojump_threshold=0),
-        restrict_keyboard_interrupt_to_checkpoints=True,  # Ctrl-C never lands in Trio's code
-    )
+    run_command(scenario, report, tracer, clock=trio.testing.MockClock(autojump_threshold=0))
     tracer.close()
     wall = time.perf_counter() - wall
     kinds = Tally(e.kind for e in memory.events)

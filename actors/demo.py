@@ -423,9 +423,8 @@ def report(
 def _run(
     opts: DemoOptions, stats: Stats, sink: _InvariantSink, tracer: traces.Tracer
 ) -> dict[str, Any]:
-    """The seeded run. Ctrl-C is taken at a checkpoint of its main task, never inside
-    Trio's own code, where a ``KeyboardInterrupt`` can leave a nursery waiting for a child
-    that never runs (the command then never ends)."""
+    """The seeded run, taking Ctrl-C as every command's run does
+    (:func:`trioxide.traces.cli.run_command`)."""
     return run_seeded(
         scenario,
         opts,

@@ -7,7 +7,8 @@ request linked to the client's).
 The command itself (``trioxide.cli``) gathers these with the other packages' subcommands.
 This module, the lowest of the three packages, also holds what every subcommand shares for
 reporting a user's mistakes: :class:`CommandError`, the argument types that refuse bad
-counts and ports at parse time, and :func:`server_errors`.
+counts and ports at parse time, and :func:`server_errors`; and how a command runs Trio
+(:func:`run_command`).
 """
 
 from __future__ import annotations
@@ -17,11 +18,14 @@ import errno
 import signal
 import socket
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import quote
+
+if TYPE_CHECKING:
+    import trio
 
 __all__ = [
     "CommandError",
@@ -29,6 +33,7 @@ __all__ = [
     "at_least",
     "port_number",
     "register",
+    "run_command",
     "server_errors",
     "server_options",
     "sole_exception",
@@ -104,6 +109,24 @@ def server_options(args: argparse.Namespace) -> dict[str, Any]:
             "or keep the default --host 127.0.0.1"
         ) from None
     return options
+
+
+T = TypeVar("T")
+
+
+def run_command(
+    async_fn: Callable[..., Awaitable[T]], *args: Any, clock: trio.abc.Clock | None = None
+) -> T:
+    """``trio.run`` for a ``trioxide`` command, so that Ctrl-C always ends it: the
+    interrupt is taken at a checkpoint of the run's main task
+    (``restrict_keyboard_interrupt_to_checkpoints``), never inside Trio's own code, where a
+    ``KeyboardInterrupt`` can leave a nursery waiting for a child that never runs
+    (``Nursery.start_soon`` between registering a child and scheduling it)."""
+    import trio
+
+    return trio.run(
+        async_fn, *args, clock=clock, restrict_keyboard_interrupt_to_checkpoints=True
+    )
 
 
 def sole_exception(exc: BaseException) -> BaseException:
@@ -270,9 +293,7 @@ def _serve_view(
                     break
 
     with server_errors(args.host, args.port):
-        # Ctrl-C is delivered at a checkpoint, never inside Trio's own code (where it can
-        # leave a nursery waiting for a child that never runs, and the command hanging).
-        trio.run(serve, restrict_keyboard_interrupt_to_checkpoints=True)
+        run_command(serve)
     return 0
 
 

@@ -34,7 +34,7 @@ import trio
 
 from trioxide import traces
 from trioxide.runtime import Runtime, open_runtime
-from trioxide.traces.cli import CommandError, port_number, sole_exception
+from trioxide.traces.cli import CommandError, port_number, run_command, sole_exception
 from trioxide.traces.server import is_loopback
 
 from .server import bind_listener, serve_app
@@ -227,9 +227,7 @@ def run_process(role: str, args: argparse.Namespace, body: Body, *, name: str = 
                 nursery.cancel_scope.cancel()
 
     try:
-        # Before the signal receiver above is open, a Ctrl-C is taken at a checkpoint,
-        # never inside Trio's own code (see trioxide.testing.run_seeded).
-        trio.run(main, restrict_keyboard_interrupt_to_checkpoints=True)
+        run_command(main)  # (a Ctrl-C before the signal receiver above is open)
     finally:
         tracer.close()
     if interrupted:

@@ -81,11 +81,8 @@ def run_seeded(
     """``trio.run(async_fn, *args)`` under a seeded scheduler and (by default) a
     ``MockClock(autojump_threshold=0)``: virtual time, reproducible interleaving.
 
-    *restrict_keyboard_interrupt_to_checkpoints* is ``trio.run``'s: a command that must
-    always end on Ctrl-C sets it, because a ``KeyboardInterrupt`` raised at an arbitrary
-    bytecode can land inside Trio's own unprotected code (``Nursery.start_soon``, between
-    registering a child and scheduling it) and leave a nursery waiting for a child that
-    never runs: the run then never ends."""
+    *restrict_keyboard_interrupt_to_checkpoints* is ``trio.run``'s: a command sets it so
+    that Ctrl-C always ends it (why: :func:`trioxide.traces.cli.run_command`)."""
     with seeded_scheduler(seed, pct_depth=pct_depth):
         return trio.run(
             async_fn,
