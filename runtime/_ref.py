@@ -11,6 +11,8 @@ import trio
 from trio.lowlevel import cancel_shielded_checkpoint, checkpoint, wait_task_rescheduled
 from typing_extensions import TypeVar as DefaultTypeVar
 
+from trioxide.traces import RUN_MAX_MESSAGES, SendRun
+
 from ._context import OUTSIDE, current_cell, current_sender, outside_cause
 from ._errors import ActorGone, AskTimeout, MailboxFull
 from ._mailbox import WITHDRAWN, Envelope
@@ -137,18 +139,35 @@ class ActorRef(Generic[A_co]):
             # its send event's seq (the message's id) into the mailbox's ids, no envelope
             # (Mailbox.ids). The actor cannot run in between: nothing here yields.
             sender = current_cell.get()
-            try:
-                if sender is not None:
-                    mid = tr.send(cell.path, sender.path, sender.cause_id(), False, msg)
-                elif OUTSIDE[0]:
-                    # A cause from outside any actor (``caused_by``): read only once one
-                    # was ever set, so the plain traced tell stays as cheap.
-                    mid = tr.send(cell.path, None, outside_cause.get(), False, msg)
-                else:
-                    mid = tr.send(cell.path, None, None, False, msg)
-            except BaseException:
-                mb.unput()  # (e.g. the tracer's redact raised): nothing was sent
-                raise
+            if sender is not None:
+                spath: str | None = sender.path
+                cur = sender.current  # (ActorCell.cause_id inlined)
+                cause = cur.id if cur is not None else None
+            elif OUTSIDE[0]:
+                # A cause from outside any actor (``caused_by``): read only once one was
+                # ever set, so the plain traced tell stays as cheap.
+                spath, cause = None, outside_cause.get()
+            else:
+                spath = cause = None
+            run = tr.pending if cell.rt.send_runs else None  # type: ignore[attr-defined]
+            if (
+                type(run) is SendRun
+                and run.actor is cell.path
+                and run.cls is type(msg)
+                and run.sender is spath
+                and run.cause is cause
+                and (n := len(times := run.times)) < RUN_MAX_MESSAGES
+            ):
+                # The same send as the one before, nothing traced since: its time into the
+                # tracer's pending SendRun (traces._runs), the seq after that one's.
+                times.append(run.clock() + run.offset)
+                mid = run.seq + n
+            else:
+                try:
+                    mid = tr.send(cell.path, spath, cause, False, msg)
+                except BaseException:
+                    mb.unput()  # (e.g. the tracer's redact raised): nothing was sent
+                    raise
             mb.ids.append(mid)  # type: ignore[union-attr]
         else:
             await self._tell_slow(cell, mb, msg)

@@ -9,7 +9,7 @@ from ._expand import expand, is_folded, records_of
 from ._flight import FlightRecorder
 from ._links import LinkStatistics, TraceLinks
 from ._reader import LineError, TraceFile, follow_trace, iter_trace, read_trace
-from ._runs import RUN_MAX_MESSAGES, HandleRun
+from ._runs import RUN_MAX_MESSAGES, HandleRun, SendRun
 from ._sinks import JsonlFileSink, MemorySink, SinkStatistics, TraceFileObject
 from ._tracer import Recorder, Sink, Tracer, describe, unwrap
 from .diff import Divergence, causal_chain, first_divergence, format_divergence
@@ -40,6 +40,7 @@ __all__ = [
     "MergeStatistics",
     "MergedTrace",
     "Recorder",
+    "SendRun",
     "Sink",
     "SinkStatistics",
     "TraceEvent",

@@ -16,7 +16,7 @@ from collections.abc import Iterable, Iterator
 import msgspec
 
 from ._event import TraceEvent
-from ._runs import HandleRun
+from ._runs import RUN_TYPES, Run
 
 __all__ = ["expand", "is_folded", "records_of"]
 
@@ -28,20 +28,20 @@ def is_folded(event: TraceEvent) -> bool:
     return event.t0 is not None and event.kind == "handle"
 
 
-def records_of(records: Iterable[TraceEvent | HandleRun]) -> Iterator[TraceEvent]:
+def records_of(records: Iterable[TraceEvent | Run]) -> Iterator[TraceEvent]:
     """*records* with every ``HandleRun`` replaced by the records it stands for (folded
     handles, as a tracer writes them)."""
     for r in records:
-        if isinstance(r, HandleRun):
+        if isinstance(r, RUN_TYPES):
             yield from r.records()
         else:
             yield r
 
 
-def expand(records: Iterable[TraceEvent | HandleRun]) -> Iterator[TraceEvent]:
+def expand(records: Iterable[TraceEvent | Run]) -> Iterator[TraceEvent]:
     """Every event of *records*, a folded handle as its receive and its handle."""
     for e in records:
-        if isinstance(e, HandleRun):
+        if isinstance(e, RUN_TYPES):
             yield from expand(e.records())
         elif e.t0 is not None and e.kind == "handle":
             yield TraceEvent(

@@ -1,33 +1,47 @@
-"""``HandleRun``: consecutive tells handled by one actor, recorded as one record.
+"""Runs: consecutive same-shape events recorded as one record.
 
-An actor loop that takes tell after tell and whose handlers trace nothing themselves
-produces the same two events per message, over and over: a ``receive`` folded into its
-``handle`` (see ``traces.expand``). The loop records such a stream into one
+``HandleRun``: an actor loop that takes tell after tell and whose handlers trace nothing
+themselves produces the same two events per message, over and over: a ``receive`` folded
+into its ``handle`` (see ``traces.expand``). The loop records such a stream into one
 ``HandleRun`` instead - four list slots per message, no event object, no call into the
-tracer - while the run is the tracer's *pending* record: nothing else was traced since it
-was opened. Whatever the tracer records next writes the run first (``Tracer``), so seqs
-stay in order and a run stands for a contiguous range of them.
+tracer.
 
-A run is a recording device, not part of the trace model: sinks get it as the folded
-records it stands for (``records``), ``MemorySink`` keeps it whole and expands it on
-read. Under ``MockClock`` a run's events are byte for byte those of message-by-message
-recording; under a real clock each handler's ``t0`` is the previous handler's end when
-the loop went straight from one to the next (the loop's own bookkeeping between them,
-well under a microsecond, is not timed).
+``SendRun``: a sender telling one actor message after message (of one type, while
+handling one message) produces the same ``send`` over and over. ``ActorRef.tell``'s traced
+fast path records such a stream into one ``SendRun`` - one float per message, in an array
+(no object per message, nothing for the cyclic GC to walk).
+
+A run is appended to only while it is the tracer's *pending* record: nothing else was
+traced since it was opened. Whatever the tracer records next writes the run first
+(``Tracer``), so seqs stay in order and a run stands for a contiguous range of them.
+
+A run is a recording device, not part of the trace model: sinks get it as the records it
+stands for (``records``), ``MemorySink`` keeps it whole and expands it on read. Under
+``MockClock`` a run's events are byte for byte those of message-by-message recording;
+under a real clock each handler's ``t0`` is the previous handler's end when the loop went
+straight from one to the next (the loop's own bookkeeping between them, well under a
+microsecond, is not timed).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from typing import Any, Final
+import struct
+from array import array
+from collections.abc import Callable, Iterator
+from typing import Any, Final, TypeAlias
 
 from ._event import NO_PAYLOAD, TraceEvent
 
-__all__ = ["RUN_MAX_MESSAGES", "HandleRun"]
+__all__ = ["RUN_MAX_MESSAGES", "RUN_TYPES", "HandleRun", "Run", "SendRun"]
 
-#: The most messages one run records (then the loop opens the next): bounds a ring
-#: record's size (``MemorySink`` counts a run as the events it stands for).
+#: The most messages one run records (then the next run opens): bounds a ring record's
+#: size (``MemorySink`` counts a run as the events it stands for).
 RUN_MAX_MESSAGES: Final = 64
+
+
+def _pack_doubles(n: int, values: Any) -> bytes:
+    return struct.pack(f"{n}d", *values)
+
 
 #: ``items`` slots per message: msg_id, message type name, t0 (handler began), t (ended).
 _SLOTS: Final = 4
@@ -92,3 +106,71 @@ class HandleRun:
         if n < len(items):
             mid, name, t0 = items[n:]
             yield TraceEvent(seq, t0, "receive", actor, None, mid, None, None, name)
+
+
+class SendRun:
+    """Tells from *sender* (``None``: from outside any actor) to *actor*, all of class
+    *cls* and caused by *cause*, recorded back to back from seq *seq* on.
+
+    ``times`` holds each send's ``t``, read from ``clock() + offset``: message ``i`` is the
+    event ``send`` with seq and ``msg_id`` ``seq + i`` (a tell is its send's seq). No
+    payload: a tracer recording payloads opens no send runs.
+
+    Only ``ActorRef.tell``'s traced fast path appends (at most ``RUN_MAX_MESSAGES``), and
+    only while the run is its tracer's pending record; once written the run never changes.
+    """
+
+    __slots__ = ("actor", "cause", "clock", "cls", "offset", "sender", "seq", "times")
+
+    def __init__(
+        self,
+        actor: str,
+        sender: str | None,
+        cause: int | None,
+        cls: type,
+        seq: int,
+        clock: Callable[[], float],
+        offset: float,
+        times: list[float],
+    ) -> None:
+        self.actor = actor
+        self.sender = sender
+        self.cause = cause
+        self.cls = cls
+        self.seq = seq
+        self.clock = clock
+        self.offset = offset
+        self.times: list[float] | array[float] = times
+
+    def __repr__(self) -> str:
+        return f"SendRun({self.actor!r}, seq={self.seq}, events={self.count})"
+
+    @property
+    def count(self) -> int:
+        """Events the run stands for (a send per message)."""
+        return len(self.times)
+
+    def freeze(self) -> None:
+        """Keep ``times`` as doubles (8 bytes a send, nothing for the cyclic GC to walk),
+        once the run is written: appending to a list is what the fast path can afford."""
+        times = self.times
+        frozen = array("d")
+        frozen.frombytes(_pack_doubles(len(times), times))
+        self.times = frozen
+
+    @property
+    def last_seq(self) -> int:
+        return self.seq + len(self.times) - 1
+
+    def records(self) -> Iterator[TraceEvent]:
+        """The ``send`` events the run stands for, as a tracer writes them."""
+        actor, sender, cause, name = self.actor, self.sender, self.cause, self.cls.__name__
+        for seq, t in enumerate(self.times, self.seq):
+            yield TraceEvent(seq, t, "send", actor, sender, seq, cause, None, name)
+
+
+#: A run of either kind (``MemorySink`` keeps both whole).
+Run: TypeAlias = HandleRun | SendRun
+
+#: The run classes, for ``isinstance``.
+RUN_TYPES: Final = (HandleRun, SendRun)

@@ -23,7 +23,7 @@ import msgspec
 
 from ._event import TraceEvent, TraceHeader
 from ._expand import expand, is_folded, records_of
-from ._runs import HandleRun
+from ._runs import RUN_TYPES, Run
 
 __all__ = ["JsonlFileSink", "MemorySink", "SinkStatistics", "TraceFileObject"]
 
@@ -186,10 +186,11 @@ class MemorySink:
     so ``maxlen`` bounds them; a sink that must hold a byte bound whatever it is given
     (``FlightRecorder``) declines the direct path.
 
-    On the direct path the ring also keeps the actor loop's runs of handled tells whole
-    (``write_run``, ``traces.HandleRun``: up to ``RUN_MAX_MESSAGES`` messages at about
-    ``RUN_EVENT_BYTES`` per event); ``maxlen`` then bounds the *events* held, checked
-    whenever a run is written. Every view (``events``, ``records``, ``len``) expands them.
+    On the direct path the ring also keeps runs whole (``write_run``: the actor loop's
+    runs of handled tells, ``traces.HandleRun``, and runs of tells sent, ``traces.SendRun``;
+    up to ``RUN_MAX_MESSAGES`` messages at most ``RUN_EVENT_BYTES`` per event); ``maxlen``
+    then bounds the *events* held, checked whenever a run is written. Every view
+    (``events``, ``records``, ``len``) expands them.
     """
 
     #: Estimated memory of one record without its payload and detail (measured with
@@ -199,7 +200,8 @@ class MemorySink:
     #: Estimated memory of one event inside a ``HandleRun`` (a message is four list
     #: slots, its id and its end time - its start is the previous message's end - for
     #: two events; ``sys.getsizeof`` over the runs of 20,000 tells: about 88 bytes per
-    #: message, list growth and ring slots included).
+    #: message, list growth and ring slots included). A ``SendRun`` holds a send in
+    #: 8 bytes (an array slot): counted at this rate too, an over-estimate.
     RUN_EVENT_BYTES: ClassVar[int] = 48
 
     __slots__ = (
@@ -221,7 +223,7 @@ class MemorySink:
             raise ValueError(f"maxlen must be positive, got {maxlen!r}")
         if max_bytes < 0:
             raise ValueError(f"max_bytes must not be negative, got {max_bytes!r}")
-        self._ring: deque[TraceEvent | HandleRun] = deque(maxlen=maxlen)
+        self._ring: deque[TraceEvent | Run] = deque(maxlen=maxlen)
         self._append = self._ring.append
         self._cleared = 0
         self._counted = 0  # events written through write() (a folded handle counts 2)
@@ -235,16 +237,16 @@ class MemorySink:
         self._run_extra = 0
         self._held: list[Callable[[], object]] = []  # pending records of run writers
 
-    def _held_runs(self) -> list[HandleRun]:
+    def _held_runs(self) -> list[Run]:
         """The runs tracers still hold (not written yet, shown as held)."""
         runs = []
         for held in self._held:
             run = held()
-            if isinstance(run, HandleRun) and run.items:
+            if isinstance(run, RUN_TYPES) and run.count:
                 runs.append(run)
         return runs
 
-    def _all(self) -> list[TraceEvent | HandleRun]:
+    def _all(self) -> list[TraceEvent | Run]:
         return [*self._ring, *self._held_runs()] if self._held else list(self._ring)
 
     def write(self, event: TraceEvent) -> None:
@@ -277,15 +279,15 @@ class MemorySink:
             while big and big[0][0] <= seq:
                 self._extra -= big.popleft()[1]
 
-    def run_writer(self, held: Callable[[], object]) -> Callable[[HandleRun], None] | None:
+    def run_writer(self, held: Callable[[], object]) -> Callable[[Run], None] | None:
         """``write_run``, for a tracer that appends to this ring directly
         (``direct_writer``) and records runs of handled tells (``Tracer.runs``); *held()*
-        is the tracer's pending record: a ``HandleRun`` there is shown as held (every
+        is the tracer's pending record: a run there is shown as held (every
         view includes it), so reading the ring never lags behind the actors."""
         self._held.append(held)
         return self.write_run
 
-    def write_run(self, run: HandleRun) -> None:
+    def write_run(self, run: Run) -> None:
         """Keep *run* whole (the direct path's writer for runs, see ``run_writer``);
         drop the oldest records while the events held exceed ``maxlen``."""
         ring, runs = self._ring, self._runs

@@ -20,7 +20,7 @@ import trio
 
 from ._event import NO_PAYLOAD, TraceEvent
 from ._links import TraceLinks
-from ._runs import HandleRun
+from ._runs import RUN_TYPES, HandleRun, Run, SendRun
 
 __all__ = ["Recorder", "Sink", "Tracer", "describe"]
 
@@ -239,6 +239,8 @@ class Tracer:
 
     __slots__ = (
         "_clock",
+        "_last_send",
+        "_runs_sends",
         "_seq",
         "_sinks",
         "_t_offset",
@@ -262,7 +264,7 @@ class Tracer:
         self._seq = 0
         self._write: Callable[[TraceEvent], None]
         direct = getattr(sinks[0], "direct_writer", None) if len(sinks) == 1 else None
-        self._write_run: Callable[[HandleRun], None] = self._write_run_records
+        self._write_run: Callable[[Run], None] = self._write_run_records
         runs = False
         if direct is not None:
             # One memory ring: append to it directly (it counts through our seq).
@@ -274,15 +276,22 @@ class Tracer:
         else:
             self._write = sinks[0].write if len(sinks) == 1 else self._fan_out
         #: Whether the actor loop records handled tells into ``HandleRun`` records
-        #: (``open_run``): only for a sink that keeps them whole and shows the run this
-        #: tracer still holds (``MemorySink.run_writer``). Every other sink gets each
-        #: event as soon as it happened, as before.
+        #: (``open_run``) and tells are recorded into ``SendRun`` records (``send``): only
+        #: for a sink that keeps them whole and shows the run this tracer still holds
+        #: (``MemorySink.run_writer``). Every other sink gets each event as soon as it
+        #: happened, as before.
         self.runs = runs
+        #: Whether the same tell's send twice in a row opens a ``SendRun`` (``send``): with
+        #: runs, no payloads; off once trace links exist (each send with a cause must then
+        #: reach ``TraceLinks.inherit``). ``_last_send``: the last tell's send written.
+        self._runs_sends = runs and not payloads
+        self._last_send: TraceEvent | None = None
         #: The record held back, written before anything else is: a receive to fold into
-        #: its handle (``begin``: ``(actor, msg_id, corr, msg_type, t, seq)``) or a
-        #: ``HandleRun`` the actor loop appends to (``open_run``). Read by the loop's fast
-        #: path; only the tracer sets it.
-        self.pending: tuple[str, int, int | None, str, float, int] | HandleRun | None = None
+        #: its handle (``begin``: ``(actor, msg_id, corr, msg_type, t, seq)``), a
+        #: ``HandleRun`` the actor loop appends to (``open_run``) or a ``SendRun``
+        #: ``ActorRef.tell`` appends to (``send``). Read by those fast paths; only the
+        #: tracer sets it.
+        self.pending: tuple[str, int, int | None, str, float, int] | Run | None = None
         self._clock = clock
         self._t_offset = 0.0
         self.payloads = payloads
@@ -293,7 +302,10 @@ class Tracer:
 
     def use_clock(self, clock: Callable[[], float], offset: float = 0.0) -> None:
         """Take ``t`` from ``clock() + offset`` (the runtime binds the run's clock once: for
-        Trio's real clock, ``time.perf_counter`` and its offset - no Python frame per event)."""
+        Trio's real clock, ``time.perf_counter`` and its offset - no Python frame per event).
+        Writes what is pending first: a send run reads the clock it was opened with."""
+        if self.pending is not None:
+            self._flush_pending()
         self._clock = clock
         self._t_offset = offset
 
@@ -310,7 +322,7 @@ class Tracer:
     def seq(self) -> int:
         """The ``seq`` of the last event emitted (0 before the first)."""
         pending = self.pending
-        if isinstance(pending, HandleRun):
+        if isinstance(pending, RUN_TYPES):
             return self._seq + pending.count
         return self._seq
 
@@ -407,20 +419,41 @@ class Tracer:
         is also the ``corr`` of an ask. The message's payload (if enabled) is recorded here
         only; later events about the message carry its ``msg_type``.
 
+        With runs (``self.runs``, no payloads, no trace links), the same send again right
+        after a tell's (same actor, sender, cause and message type, nothing traced in
+        between) opens a ``SendRun``: ``ActorRef.tell`` appends the sends that follow to
+        it while nothing else is traced.
+
         (A hot path: the event is built here rather than through ``_emit``.)"""
         if self.pending is not None:
             self._flush_pending()
+        elif (
+            (last := self._last_send) is not None
+            and last.seq == self._seq  # nothing traced since
+            and last.actor is actor
+            and last.peer is sender
+            and last.cause is cause
+            and last.msg_type == type(msg).__name__
+            and not ask
+            and not system
+        ):
+            self.pending = SendRun(
+                actor, sender, cause, type(msg), self._seq + 1, self._clock, self._t_offset,
+                [self._clock() + self._t_offset],
+            )  # fmt: skip
+            return self._seq + 1
         self._seq = seq = self._seq + 1
         payload = NO_PAYLOAD
         if self.payloads:
             payload = self._payload(msg)
         t = self._clock() + self._t_offset
-        self._write(
-            TraceEvent(
-                seq, t, "send", actor, sender, seq, cause, seq if ask else None,
-                type(msg).__name__, payload, "system" if system else None,
-            )
+        event = TraceEvent(
+            seq, t, "send", actor, sender, seq, cause, seq if ask else None,
+            type(msg).__name__, payload, "system" if system else None,
         )  # fmt: skip
+        self._write(event)
+        if self._runs_sends and not ask and not system:
+            self._last_send = event
         if cause is not None and self.links is not None:
             self.links.inherit(seq, cause)
         return seq
@@ -486,7 +519,7 @@ class Tracer:
         run = self.pending = HandleRun(actor, self._seq + 1)
         return run
 
-    def _write_run_records(self, run: HandleRun) -> None:
+    def _write_run_records(self, run: Run) -> None:
         for record in run.records():
             self._write(record)
 
@@ -494,9 +527,32 @@ class Tracer:
         pending = self.pending
         assert pending is not None
         self.pending = None
+        # A run of one message is written as its record: cheaper to keep and to read.
         if isinstance(pending, HandleRun):
-            if pending.items:
+            items = pending.items
+            n = len(items)
+            if n == 3:  # only its open message (its handler traced something at once)
+                self._seq = seq = pending.seq
+                self._write(TraceEvent(seq, items[2], "receive", pending.actor, None,
+                                       items[0], None, None, items[1]))  # fmt: skip
+            elif n == 4:  # one message handled (then the loop waited)
+                self._seq = seq = pending.seq + 1
+                self._write(TraceEvent(seq, items[3], "handle", pending.actor, None, items[0],
+                                       None, None, items[1], NO_PAYLOAD, None, "ok",
+                                       items[2]))  # fmt: skip
+            elif n:
                 self._seq = pending.last_seq
+                self._write_run(pending)
+            return
+        if isinstance(pending, SendRun):
+            times = pending.times
+            if len(times) == 1:
+                self._seq = seq = pending.seq
+                self._write(TraceEvent(seq, times[0], "send", pending.actor, pending.sender,
+                                       seq, pending.cause, None, pending.cls.__name__))  # fmt: skip
+            else:
+                self._seq = pending.last_seq
+                pending.freeze()
                 self._write_run(pending)
             return
         actor, msg_id, corr, msg_type, t, seq = pending
@@ -524,7 +580,7 @@ class Tracer:
                 if taken is not None:
                     msg_type, t0 = taken
                     self._seq += 1  # the folded receive's seq
-            elif pending[1] == msg_id:
+            elif type(pending) is tuple and pending[1] == msg_id:
                 # Folded: the receive's seq (taken by begin, this one minus 1) and time t0.
                 self.pending = None
                 msg_type = pending[3]
@@ -682,6 +738,7 @@ class Tracer:
         links = self.links
         if links is None:
             links = self.links = TraceLinks()
+            self._runs_sends, self._last_send = False, None
         links.bind(seq, (trace_id, span_id))
         return seq
 

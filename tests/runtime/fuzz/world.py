@@ -989,15 +989,17 @@ def run_world(
     extra_sinks: Sequence[Sink] = (),
     *,
     runs: bool = False,
+    payloads: bool = True,
 ) -> Observation:
     """Run *scenario* once (traced or not) and return what was observed. A traced run
     also has a flight recorder among its sinks, its dumps read back (``obs.flight``), and
     *extra_sinks* (the caller's to close) - or, with *runs*, a lone ``MemorySink``: the
-    configuration in which the actor loops record ``HandleRun`` records."""
+    configuration in which the actor loops record ``HandleRun`` records (and, without
+    *payloads*, tells are recorded into ``SendRun`` records)."""
     if not traced:
         return _run_world(scenario, None, trace_out)
     if runs:
-        return _run_world(scenario, None, None, lone_memory=True)
+        return _run_world(scenario, None, None, lone_memory=True, payloads=payloads)
     with tempfile.TemporaryDirectory(prefix="fuzz-flight-") as tmp:
         recorder = FlightRecorder(
             FLIGHT_RECORDS * FlightRecorder.RECORD_BYTES + FLIGHT_EXTRA_BYTES,
@@ -1032,13 +1034,14 @@ def _run_world(
     extra_sinks: Sequence[Sink] = (),
     *,
     lone_memory: bool = False,
+    payloads: bool = True,
 ) -> Observation:
     tracer: Tracer | None = None
     memory: MemorySink | None = None
     file_sink: JsonlFileSink | None = None
     if lone_memory:
         memory = MemorySink()
-        tracer = Tracer(memory, payloads=True)
+        tracer = Tracer(memory, payloads=payloads)
         assert tracer.runs
     elif recorder is not None:
         memory = MemorySink()
