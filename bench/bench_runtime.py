@@ -136,6 +136,40 @@ def _tell_rate(n: int, tracing: bool | str, path: str) -> float:
     return trio.run(main)
 
 
+class Relay(runtime.Actor):
+    """Tells each message it handles on to *target*: a handler that traces something
+    (its send) every time, so the actor loop's runs of handled tells break each time."""
+
+    def __init__(self, target: runtime.ActorRef[Counter]) -> None:
+        self.target = target
+
+    async def handle(self, msg: Incr) -> None:
+        await self.target.tell(msg)
+
+
+def relay_rate(n: int, *, tracing: bool) -> float:
+    """Messages/s through a relay: *n* tells from a plain task to a ``Relay``, which tells
+    each on to a ``Counter``; then asks the counter until all arrived. *tracing*: a
+    ``MemorySink``, no payloads."""
+
+    async def main() -> float:
+        async with runtime.open_runtime(tracer=_tracer() if tracing else None) as rt:
+            counter = await rt.spawn(Counter, 0, name="counter", mailbox_size=1024)
+            relay = await rt.spawn(Relay, counter, name="relay", mailbox_size=1024)
+            msg, get = INCR_ONE, Get()
+            t0 = time.perf_counter()
+            for _ in range(n):
+                await relay.tell(msg)
+            while await counter.ask(get, timeout=30.0) != n:
+                await trio.lowlevel.checkpoint()
+            elapsed = time.perf_counter() - t0
+            await relay.stop()
+            await counter.stop()
+        return n / elapsed
+
+    return trio.run(main)
+
+
 def ask_rate(n: int, *, timeout: float | None) -> float:
     """Round trips/s: *n* sequential ``ask(Get(), timeout=timeout)`` from one task."""
 
@@ -257,6 +291,8 @@ def rate_measurements(sizes: Sizes) -> dict[str, Callable[[], float]]:
         "tell_off": lambda: tell_rate(sizes.tell, tracing=False),
         "tell_on": lambda: tell_rate(sizes.tell, tracing=True),
         "tell_jsonl": lambda: tell_rate(sizes.tell, tracing="jsonl"),
+        "relay_off": lambda: relay_rate(sizes.tell // 2, tracing=False),
+        "relay_on": lambda: relay_rate(sizes.tell // 2, tracing=True),
         "ask_timeout": lambda: ask_rate(sizes.ask, timeout=2.0),
         "ask_plain": lambda: ask_rate(sizes.ask, timeout=None),
     }

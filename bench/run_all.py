@@ -79,6 +79,8 @@ ROWS: tuple[tuple[str, str, str], ...] = (
     ("tell_off", "trioxide tell, tracing off", "msg/s"),
     ("tell_on", "trioxide tell, tracing on (MemorySink, no payloads)", "msg/s"),
     ("tell_jsonl", "trioxide tell, traced into a JSONL file with payloads", "msg/s"),
+    ("relay_off", "trioxide tell via a relay actor, tracing off", "msg/s"),
+    ("relay_on", "trioxide tell via a relay actor, tracing on (MemorySink, no payloads)", "msg/s"),
     ("ask_timeout", "trioxide ask, timeout=2.0", "asks/s"),
     ("ask_plain", "trioxide ask, no timeout", "asks/s"),
     ("raw_trio_tell", "raw Trio tell (memory channel)", "msg/s"),
@@ -118,6 +120,9 @@ def render(results: dict[str, float], sizes: Sizes, rounds: Rounds) -> str:
     ]
     for key, label, unit in ROWS:
         lines.append(f"| {label} | {_fmt(results[key])} | {unit} |")
+    relay = median_ratio(rounds, "relay_on", "relay_off")
+    lines.append(f"| tracing on / off via a relay actor (no target; each handler tells once) "
+                 f"| {relay:.2f} | x |")  # fmt: skip
     lines += ["", "| target | measured | wanted | result |", "|---|---:|---:|---|"]
     for t in TARGETS:
         value, ok = t.check(results, rounds)
@@ -148,6 +153,7 @@ def main() -> None:
     # Each trioxide rate right after the baselines it is compared with.
     order = [
         "raw_trio_tell", "lowlevel_tell", "pykka_tell", "tell_off", "tell_on", "tell_jsonl",
+        "relay_off", "relay_on",
         "raw_trio_ask", "lowlevel_ask", "pykka_ask", "ask_timeout", "ask_plain",
     ]  # fmt: skip
     measures = {key: {**base, **mine}[key] for key in order}

@@ -149,9 +149,10 @@ class ActorRef(Generic[A_co]):
                 spath, cause = None, outside_cause.get()
             else:
                 spath = cause = None
-            run = tr.pending if cell.rt.send_runs else None  # type: ignore[attr-defined]
+            # ---- hot path (the send run; keep in step with Tracer.send, see SendRun) ----
             if (
-                type(run) is SendRun
+                cell.rt.send_runs
+                and type(run := tr.pending) is SendRun  # type: ignore[attr-defined]
                 and run.actor is cell.path
                 and run.cls is type(msg)
                 and run.sender is spath
@@ -168,6 +169,7 @@ class ActorRef(Generic[A_co]):
                 except BaseException:
                     mb.unput()  # (e.g. the tracer's redact raised): nothing was sent
                     raise
+            # ---- end of hot path ----------------------------------------------------
             mb.ids.append(mid)  # type: ignore[union-attr]
         else:
             await self._tell_slow(cell, mb, msg)

@@ -573,18 +573,18 @@ class Tracer:
         pending = self.pending
         t0 = msg_type = None
         if pending is not None:
-            if isinstance(pending, HandleRun):
+            if type(pending) is tuple and pending[1] == msg_id:
+                # Folded: the receive's seq (taken by begin, this one minus 1) and time t0.
+                self.pending = None
+                msg_type = pending[3]
+                t0 = pending[4]
+            elif isinstance(pending, HandleRun):
                 # The loop's run: its open message is this one if nothing was traced since.
                 taken = pending.take_open(msg_id)
                 self._flush_pending()
                 if taken is not None:
                     msg_type, t0 = taken
                     self._seq += 1  # the folded receive's seq
-            elif type(pending) is tuple and pending[1] == msg_id:
-                # Folded: the receive's seq (taken by begin, this one minus 1) and time t0.
-                self.pending = None
-                msg_type = pending[3]
-                t0 = pending[4]
             else:
                 self._flush_pending()
         self._seq = seq = self._seq + 1
