@@ -161,7 +161,7 @@ class ActorRef(Generic[A_co]):
             ):
                 # The same send as the one before, nothing traced since: its time into the
                 # tracer's pending SendRun (traces._runs), the seq after that one's.
-                times.append(run.clock() + run.offset)
+                times.append(run.clock() + run.offset)  # type: ignore[union-attr]
                 mid = run.seq + n
             else:
                 try:

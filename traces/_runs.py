@@ -8,8 +8,8 @@ tracer.
 
 ``SendRun``: a sender telling one actor message after message (of one type, while
 handling one message) produces the same ``send`` over and over. ``ActorRef.tell``'s traced
-fast path records such a stream into one ``SendRun`` - one float per message, in an array
-(no object per message, nothing for the cyclic GC to walk).
+fast path records such a stream into one ``SendRun`` - one time per message (packed
+doubles once written: no object per message, nothing for the cyclic GC to walk).
 
 A run is appended to only while it is the tracer's *pending* record: nothing else was
 traced since it was opened. Whatever the tracer records next writes the run first
@@ -26,9 +26,10 @@ microsecond, is not timed).
 from __future__ import annotations
 
 import struct
-from array import array
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any, Final, TypeAlias
+
+import msgspec
 
 from ._event import NO_PAYLOAD, TraceEvent
 
@@ -39,15 +40,11 @@ __all__ = ["RUN_MAX_MESSAGES", "RUN_TYPES", "HandleRun", "Run", "SendRun"]
 RUN_MAX_MESSAGES: Final = 64
 
 
-def _pack_doubles(n: int, values: Any) -> bytes:
-    return struct.pack(f"{n}d", *values)
-
-
 #: ``items`` slots per message: msg_id, message type name, t0 (handler began), t (ended).
 _SLOTS: Final = 4
 
 
-class HandleRun:
+class HandleRun(msgspec.Struct, gc=False):
     """Tells to *actor* handled back to back, from seq *seq* on.
 
     ``items`` holds four slots per message, ``msg_id, type name, t0, t``: the handler of
@@ -56,15 +53,20 @@ class HandleRun:
     ``i`` has the seqs ``seq + 2i`` (its receive) and ``seq + 2i + 1`` (its handle).
 
     Only the actor loop appends, and only while the run is its tracer's pending record;
-    once written the run never changes.
+    once written the run never changes (``freeze``).
+
+    Not tracked by the cyclic GC, and neither are its items once written (a tuple of
+    numbers and strings, which the GC stops tracking): a ring holding thousands of runs
+    adds nothing to the full collections that would otherwise walk every slot.
     """
 
-    __slots__ = ("actor", "items", "seq")
+    actor: str
+    seq: int
+    items: list[Any] | tuple[Any, ...] = msgspec.field(default_factory=list)
 
-    def __init__(self, actor: str, seq: int) -> None:
-        self.actor = actor
-        self.seq = seq
-        self.items: list[Any] = []
+    def freeze(self) -> None:
+        """The run was written: its items become a tuple."""
+        self.items = tuple(self.items)
 
     def __repr__(self) -> str:
         return f"HandleRun({self.actor!r}, seq={self.seq}, events={self.count})"
@@ -84,6 +86,7 @@ class HandleRun:
         """If *msg_id* is the open message, remove it and return its type name and
         ``t0`` (its handle is then recorded on its own, folded, by the tracer)."""
         items = self.items
+        assert isinstance(items, list), "a written run never changes"
         if len(items) % _SLOTS == 3 and items[-3] == msg_id:
             t0: float = items.pop()
             name: str = items.pop()
@@ -108,7 +111,7 @@ class HandleRun:
             yield TraceEvent(seq, t0, "receive", actor, None, mid, None, None, name)
 
 
-class SendRun:
+class SendRun(msgspec.Struct, gc=False, repr_omit_defaults=False):
     """Tells from *sender* (``None``: from outside any actor) to *actor*, all of class
     *cls* and caused by *cause*, recorded back to back from seq *seq* on.
 
@@ -118,29 +121,20 @@ class SendRun:
 
     Only ``ActorRef.tell``'s traced fast path appends (at most ``RUN_MAX_MESSAGES``), and
     only while the run is its tracer's pending record; once written the run never changes.
+
+    Not tracked by the cyclic GC (it refers to nothing that refers back to it): a ring
+    holding thousands of runs adds nothing to the full collections that walk it.
     """
 
-    __slots__ = ("actor", "cause", "clock", "cls", "offset", "sender", "seq", "times")
-
-    def __init__(
-        self,
-        actor: str,
-        sender: str | None,
-        cause: int | None,
-        cls: type,
-        seq: int,
-        clock: Callable[[], float],
-        offset: float,
-        times: list[float],
-    ) -> None:
-        self.actor = actor
-        self.sender = sender
-        self.cause = cause
-        self.cls = cls
-        self.seq = seq
-        self.clock = clock
-        self.offset = offset
-        self.times: list[float] | array[float] = times
+    actor: str
+    sender: str | None
+    cause: int | None
+    cls: type
+    seq: int
+    clock: Callable[[], float]
+    offset: float
+    #: The sends' times: a list while the run is open, packed doubles once written.
+    times: list[float] | bytes
 
     def __repr__(self) -> str:
         return f"SendRun({self.actor!r}, seq={self.seq}, events={self.count})"
@@ -148,24 +142,30 @@ class SendRun:
     @property
     def count(self) -> int:
         """Events the run stands for (a send per message)."""
-        return len(self.times)
+        times = self.times
+        return len(times) if type(times) is list else len(times) // 8
 
     def freeze(self) -> None:
-        """Keep ``times`` as doubles (8 bytes a send, nothing for the cyclic GC to walk),
-        once the run is written: appending to a list is what the fast path can afford."""
+        """Keep ``times`` as packed doubles once the run is written (8 bytes a send, not
+        an object the cyclic GC tracks: a list, or an ``array``, would be one); appending
+        to a list is what the fast path can afford."""
         times = self.times
-        frozen = array("d")
-        frozen.frombytes(_pack_doubles(len(times), times))
-        self.times = frozen
+        self.times = struct.pack(f"{len(times)}d", *times)
 
     @property
     def last_seq(self) -> int:
-        return self.seq + len(self.times) - 1
+        return self.seq + self.count - 1
+
+    def _times(self) -> Iterable[float]:
+        times = self.times
+        if isinstance(times, list):
+            return times
+        return struct.unpack(f"{len(times) // 8}d", times)
 
     def records(self) -> Iterator[TraceEvent]:
         """The ``send`` events the run stands for, as a tracer writes them."""
         actor, sender, cause, name = self.actor, self.sender, self.cause, self.cls.__name__
-        for seq, t in enumerate(self.times, self.seq):
+        for seq, t in enumerate(self._times(), self.seq):
             yield TraceEvent(seq, t, "send", actor, sender, seq, cause, None, name)
 
 

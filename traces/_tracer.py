@@ -542,6 +542,7 @@ class Tracer:
                                        items[2]))  # fmt: skip
             elif n:
                 self._seq = pending.last_seq
+                pending.freeze()
                 self._write_run(pending)
             return
         if isinstance(pending, SendRun):
