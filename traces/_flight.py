@@ -24,6 +24,7 @@ from pathlib import Path
 import msgspec
 
 from ._event import TraceEvent, TraceHeader
+from ._runs import RUN_TYPES, Run
 from ._sinks import MemorySink, _Worker
 
 __all__ = ["FlightRecorder"]
@@ -60,11 +61,16 @@ class FlightRecorder(MemorySink):
     """A ring of the newest records, at most *max_bytes* of memory (estimated), that
     writes them to a trace file on demand.
 
-    Bounds: at most ``max_records`` records (default: three quarters of *max_bytes* at
-    ``RECORD_BYTES`` each - 65,536 records for 16 MiB) and the rest of *max_bytes* for
+    Bounds: at most ``max_records`` events (default: three quarters of *max_bytes* at
+    ``RECORD_BYTES`` each - 65,536 events for 16 MiB) and the rest of *max_bytes* for
     payloads and details. Unlike a plain ``MemorySink`` the recorder never takes the
-    tracer's direct path: every record goes through ``write``, so the byte bound holds
-    whatever the tracer records (payloads, long exception descriptions).
+    tracer's direct path: every event goes through ``write``, so the byte bound holds
+    whatever the tracer records (payloads, long exception descriptions). As the tracer's
+    only sink it keeps runs (``traces.HandleRun``, ``traces.SendRun``: no payloads, no
+    details, at most ``RUN_EVENT_BYTES`` an event), whose events count against
+    ``max_records`` at every write (the run the tracer is still recording, shown by every
+    view, adds at most ``RUN_MAX_MESSAGES`` messages), so an always-on recorder costs what
+    tracing into a ``MemorySink`` costs.
 
     Dumps (files readable by ``traces.read_trace``):
 
@@ -144,9 +150,20 @@ class FlightRecorder(MemorySink):
         """Declined: the tracer calls ``write``, which holds the byte bound."""
         return self.write
 
-    def run_writer(self, held: Callable[[], object]) -> None:
-        """Declined too: the tracer writes each event, through ``write``."""
-        return None
+    def run_writer(self, held: Callable[[], object]) -> Callable[[Run], None]:
+        """Keep runs whole, like ``MemorySink.run_writer``, counting their events."""
+        self._held.append(held)
+        return self._write_run
+
+    def _write_run(self, run: Run) -> None:
+        self._counted += run.count
+        self.write_run(run)
+
+    @property
+    def written(self) -> int:
+        """Events written (also those since dropped or cleared), the runs the tracer still
+        holds included (every view shows them)."""
+        return self._counted + sum(run.count for run in self._held_runs())
 
     def use_seed(self, seed: int) -> None:
         """Name *seed* in the dumps' header if it names none (the runtime calls it for
@@ -164,7 +181,11 @@ class FlightRecorder(MemorySink):
         (*seq* defaults to the newest record's; characters other than letters, digits and
         ``_.=+-`` in *name* become ``_``)."""
         if seq is None:
-            seq = self._ring[-1].seq if self._ring else 0
+            last = self._ring[-1] if self._ring else None
+            if last is None:
+                seq = 0
+            else:
+                seq = last.last_seq if isinstance(last, RUN_TYPES) else last.seq
         safe = _UNSAFE.sub("_", name) or "trace"
         return self.directory / f"trioxide-{safe}-{seq}.jsonl"
 

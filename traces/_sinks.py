@@ -189,8 +189,8 @@ class MemorySink:
     On the direct path the ring also keeps runs whole (``write_run``: the actor loop's
     runs of handled tells, ``traces.HandleRun``, and runs of tells sent, ``traces.SendRun``;
     up to ``RUN_MAX_MESSAGES`` messages at most ``RUN_EVENT_BYTES`` per event); ``maxlen``
-    then bounds the *events* held, checked whenever a run is written. Every view
-    (``events``, ``records``, ``len``) expands them.
+    then bounds the *events* held, checked whenever a run or a record through ``write``
+    is written. Every view (``events``, ``records``, ``len``) expands them.
     """
 
     #: Estimated memory of one record without its payload and detail (measured with
@@ -255,6 +255,8 @@ class MemorySink:
         self._ring.append(event)  # (faster than the bound method in a slot, on 3.11)
         if event.payload or event.detail is not None:
             self._account(event)
+        if self._run_extra:  # runs held: maxlen bounds their events too
+            self._bound_events()
 
     def _account(self, event: TraceEvent) -> None:
         """Count *event*'s payload and detail; drop the oldest records while over."""
@@ -288,15 +290,20 @@ class MemorySink:
         return self.write_run
 
     def write_run(self, run: Run) -> None:
-        """Keep *run* whole (the direct path's writer for runs, see ``run_writer``);
-        drop the oldest records while the events held exceed ``maxlen``."""
-        ring, runs = self._ring, self._runs
-        ring.append(run)
+        """Keep *run* whole (the writer for runs, see ``run_writer``); drop the oldest
+        records while the events held exceed ``maxlen``."""
+        self._ring.append(run)
         self._forget_runs()
         extra = run.count - 1
-        runs.append((run.seq, extra))
+        self._runs.append((run.seq, extra))
         self._run_extra += extra
+        self._bound_events()
+
+    def _bound_events(self) -> None:
+        """Drop the oldest records while the events held exceed ``maxlen``."""
+        ring = self._ring
         maxlen = self.maxlen
+        self._forget_runs()
         while len(ring) + self._run_extra > maxlen and len(ring) > 1:
             ring.popleft()
             self._forget_runs()

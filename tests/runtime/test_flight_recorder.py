@@ -301,3 +301,70 @@ async def test_a_dump_of_a_seeded_run_names_its_seed(
         path = await rt.dump_trace(tmp_path / "seeded.jsonl")
         await ref.stop()
     assert traces.read_trace(path).header.seed == 7
+
+
+async def _stream_then_fail(tracer: traces.Tracer, n: int) -> None:
+    # Seeded: the same interleaving for both tracers compared below.
+    with pytest.RaisesGroup(ValueError, flatten_subgroups=True):
+        async with open_runtime(tracer=tracer, seed=2) as rt:
+            ref = await rt.spawn(Counter, name="counter", mailbox_size=1024)
+            for _ in range(n):
+                await ref.tell(Incr())
+            await ref.tell(Boom("kaput"))
+            await trio.sleep_forever()
+
+
+async def test_a_lone_recorder_keeps_runs_and_its_dump_holds_their_events(
+    tmp_path: Path, autojump_clock: trio.testing.MockClock
+) -> None:
+    """The recorder alone (what ``open_runtime(flight_recorder=...)`` traces into) keeps
+    runs of sends and handled tells; its views and its dump on a failure hold the events
+    they stand for - those of per-event recording, seq for seq."""
+    recorder = traces.FlightRecorder(directory=tmp_path)
+    tracer = traces.Tracer(recorder)
+    assert tracer.runs
+    await _stream_then_fail(tracer, 500)
+    reference = traces.MemorySink()
+    await _stream_then_fail(traces.Tracer(reference, traces.MemorySink()), 500)
+    kinds = {type(r).__name__ for r in recorder._ring}
+    assert {"SendRun", "HandleRun"} <= kinds
+    assert recorder.events == reference.events
+    assert recorder.written == len(recorder) == tracer.seq and recorder.dropped == 0
+    (dump,) = recorder.dumps
+    fail = next(e for e in recorder.events if e.kind == "fail")
+    assert dump.name == f"trioxide-counter-{fail.seq}.jsonl"
+    assert traces.read_trace(dump).events == [e for e in reference.events if e.seq <= fail.seq]
+
+
+async def test_a_recorder_keeping_runs_holds_at_most_max_records_events(
+    tmp_path: Path, autojump_clock: trio.testing.MockClock
+) -> None:
+    """``max_records`` bounds the events written, runs included, whichever way they came
+    (runs, events through ``write``, details); the run the tracer still holds adds at
+    most ``2 * RUN_MAX_MESSAGES``; the counts add up at every step, also while the tracer
+    holds a run; a dump's name is the newest seq even when the newest record is a run."""
+    recorder = traces.FlightRecorder(
+        max_bytes=200 * traces.FlightRecorder.RECORD_BYTES + 64 * 1024,
+        directory=tmp_path,
+        max_records=200,
+    )
+    tracer = traces.Tracer(recorder)
+    async with open_runtime(tracer=tracer) as rt:
+        ref = await rt.spawn(Counter, name="counter", mailbox_size=1024)
+        for i in range(3000):
+            await ref.tell(Incr() if i % 500 else Sleep(0.0, tag="x" * 100))
+            if i % 97 == 0:  # (plus the run the tracer still holds, shown by every view)
+                assert len(recorder) <= 200 + 2 * traces.RUN_MAX_MESSAGES
+                assert recorder.nbytes <= recorder.max_total_bytes
+                assert recorder.dropped + len(recorder) == recorder.written == tracer.seq
+        for _ in range(60):  # events through write, after runs
+            await ref.ask(Get())
+            assert not isinstance(tracer.pending, traces.HandleRun | traces.SendRun)
+            assert len(recorder) <= 200
+        tracer.flush()
+        assert len(recorder) <= 200 and recorder.dropped > 0
+        assert recorder.dropped + len(recorder) == recorder.written == tracer.seq
+        seqs = [e.seq for e in recorder.events]
+        assert seqs == list(range(tracer.seq - len(seqs) + 1, tracer.seq + 1))
+        assert recorder.path_for("x").name == f"trioxide-x-{tracer.seq}.jsonl"
+        await ref.stop()
