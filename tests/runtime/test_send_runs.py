@@ -5,6 +5,7 @@ same events, seq for seq."""
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 from typing import Any
 
@@ -17,7 +18,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from trioxide import caused_by, open_runtime, traces
-from trioxide.runtime import Actor, ActorRef
+from trioxide.runtime import Actor, ActorRef, MailboxFull
 from trioxide.traces import RUN_MAX_MESSAGES, MemorySink, SendRun, TraceEvent, Tracer
 
 from ._msgs import Boom, Counter, Get, Incr, Sleep
@@ -28,11 +29,13 @@ def send_runs(sink: MemorySink) -> list[SendRun]:
 
 
 class Fan(msgspec.Struct, frozen=True):
-    """Tell *n* messages of *kind* to target *to* (from inside a handler)."""
+    """Tell *n* messages of *kind* to target *to* (from inside a handler); *mode* 1: with
+    ``tell_nowait`` (a full mailbox refuses), 2: an ``ask`` after every fifth."""
 
     to: int
     kind: int
     n: int
+    mode: int = 0
 
 
 class Fanner(Actor):
@@ -40,8 +43,19 @@ class Fanner(Actor):
         self.targets = targets
 
     async def handle(self, msg: Fan) -> None:
+        target = self.targets[msg.to]
         for i in range(msg.n):
-            await self.targets[msg.to].tell(_message(msg.kind, i))
+            await _send(target, _message(msg.kind, i), msg.mode, i)
+
+
+async def _send(target: ActorRef[Counter], msg: Any, mode: int, i: int) -> None:
+    if mode == 1:
+        with contextlib.suppress(MailboxFull):
+            target.tell_nowait(msg)
+        return
+    await target.tell(msg)
+    if mode == 2 and i % 5 == 4:
+        await target.ask(Get())
 
 
 def _message(kind: int, i: int) -> Any:
@@ -53,10 +67,11 @@ def _message(kind: int, i: int) -> Any:
 Op = tuple[Any, ...]
 
 _counts = st.integers(1, 2 * RUN_MAX_MESSAGES + 3)
+_modes = st.sampled_from([0, 0, 1, 2])
 OPS = st.lists(
     st.one_of(
-        st.tuples(st.just("tell"), st.integers(0, 2), st.integers(0, 2), _counts),
-        st.tuples(st.just("fan"), st.integers(0, 2), st.integers(0, 2), _counts),
+        st.tuples(st.just("tell"), st.integers(0, 2), st.integers(0, 2), _counts, _modes),
+        st.tuples(st.just("fan"), st.integers(0, 2), st.integers(0, 2), _counts, _modes),
         st.tuples(st.just("caused"), st.sampled_from([None, 5, 7]), st.integers(0, 2), _counts),
         st.tuples(st.just("ask"), st.integers(0, 2)),
         st.tuples(st.just("boom"), st.integers(0, 1)),
@@ -85,11 +100,11 @@ async def run_program(tracer: Tracer, ops: list[Op]) -> list[list[TraceEvent]]:
         fanner = await rt.spawn(Fanner, counters, name="fanner", mailbox_size=1024)
         for op in ops:
             match op:
-                case ("tell", to, kind, n):
+                case ("tell", to, kind, n, mode):
                     for i in range(n):
-                        await counters[to].tell(_message(kind, i))
-                case ("fan", to, kind, n):
-                    await fanner.tell(Fan(to, kind, n))
+                        await _send(counters[to], _message(kind, i), mode, i)
+                case ("fan", to, kind, n, mode):
+                    await fanner.tell(Fan(to, kind, n, mode))
                 case ("caused", cause, kind, n):
                     with caused_by(cause):
                         for i in range(n):
@@ -147,7 +162,7 @@ def test_send_runs_record_the_trace_per_event_recording_records(ops: list[Op]) -
 def test_a_burst_of_tells_is_recorded_in_full_runs() -> None:
     """1,000 tells from outside: the first is an event, the rest runs of at most
     ``RUN_MAX_MESSAGES`` (the full ones exactly that), events as per-event recording."""
-    runs = assert_same_trace([("tell", 0, 0, 1000)])
+    runs = assert_same_trace([("tell", 0, 0, 1000, 0)])
     assert max(r.count for r in runs) == RUN_MAX_MESSAGES
     assert sum(r.count for r in runs) >= 900
 
@@ -157,8 +172,8 @@ def test_a_run_breaks_where_the_sender_cause_type_or_target_changes() -> None:
     (its own cause), and so do a new type, another target and another outside cause."""
     runs = assert_same_trace(
         [
-            ("fan", 0, 0, 10), ("fan", 0, 0, 10), ("settle",),
-            ("tell", 0, 0, 5), ("tell", 0, 2, 5), ("tell", 1, 2, 5),
+            ("fan", 0, 0, 10, 0), ("fan", 0, 0, 10, 0), ("settle",),
+            ("tell", 0, 0, 5, 0), ("tell", 0, 2, 5, 0), ("tell", 1, 2, 5, 0),
             ("caused", 5, 0, 5), ("caused", 7, 0, 5),
         ]
     )  # fmt: skip
@@ -324,10 +339,10 @@ def test_sends_from_two_senders_in_turn_are_never_one_run() -> None:
 def test_only_the_same_send_twice_in_a_row_opens_a_run() -> None:
     """A run opens when a tell's send is the same as the one just before, nothing traced
     in between: a send repeated after another event (an ask) stays an event."""
-    assert_same_trace([("tell", 0, 0, 1), ("ask", 0), ("tell", 0, 0, 1), ("ask", 0)])
-    lone = run_both([("tell", 0, 0, 1), ("ask", 0), ("tell", 0, 0, 1), ("ask", 0)])[0]
+    assert_same_trace([("tell", 0, 0, 1, 0), ("ask", 0), ("tell", 0, 0, 1, 0), ("ask", 0)])
+    lone = run_both([("tell", 0, 0, 1, 0), ("ask", 0), ("tell", 0, 0, 1, 0), ("ask", 0)])[0]
     assert not send_runs(lone)
-    lone = run_both([("tell", 0, 0, 2), ("ask", 0), ("tell", 0, 0, 3), ("ask", 0)])[0]
+    lone = run_both([("tell", 0, 0, 2, 0), ("ask", 0), ("tell", 0, 0, 3, 0), ("ask", 0)])[0]
     assert [r.count for r in send_runs(lone)] == [2]  # (a run of one is written as its send)
 
 
