@@ -15,7 +15,9 @@ loop's ``HandleRun`` (``traces._runs``: no call, four list slots and a clock rea
 * ``send_no_clock``: ``send`` builds and appends its record with ``t = 0``;
 * ``per_event``: the real tracer into a ring that declines runs (``begin``/``handle``
   per tell, a ``TraceEvent`` for each: how tracing into memory worked before runs);
-* ``memory``: the real ``Tracer`` into a ``MemorySink``.
+* ``memory``: the real ``Tracer`` into a ``MemorySink``: unlike the stand-ins (whose
+  ``send`` records each send on its own), it records this stream of tells into
+  ``SendRun`` records, appended by ``tell`` itself - so it can beat ``send_no_clock``.
 
 Prints the median over interleaved rounds of each rate divided by the untraced rate of the
 same round: what tracing could at best reach with each piece made free.
