@@ -10,11 +10,14 @@ Trio changes the internals we rely on, so an upgrade cannot silently degrade us.
   whole cancel-scope chain and costs about 3x more).
 * ``runnable_count()``: ``current_statistics().tasks_runnable`` without building the
   statistics object (the fair share reads it every few dozen tells).
-* ``schedule_hooks``: seeding Trio's scheduling order; ``clock_reader``: the clock as a C call.
+* ``schedule_hooks``: seeding Trio's scheduling order (and the order of equal deadlines);
+  ``clock_reader``: the clock as a C call.
 """
 
 from __future__ import annotations
 
+import heapq
+import itertools
 import math
 import threading
 from collections.abc import Callable
@@ -154,8 +157,24 @@ class _ThreadBound:
         return getattr(self._pick(), name)
 
 
+# Equal deadlines: Trio keeps its deadlines in a heap of ``(deadline, id(cancel_scope),
+# cancel_scope)``, so scopes whose deadlines are equal expire in the order of their memory
+# addresses - and an expiry runs abort callbacks at once, whose effects can depend on that
+# order (seed 2182 of the fault fuzzer: a tell either found its target's mailbox closed or
+# did not, depending on what had run before in the process). While a seeded run is
+# installed, deadlines are pushed with a registration counter instead of the address:
+# equal deadlines expire in the order they were set.
+_DEADLINE_ORDER: Any = None  # an itertools.count while the patch is installed
+
+
+def _deadline_add_in_order(self: Any, deadline: float, cancel_scope: Any) -> None:
+    heapq.heappush(self._heap, (deadline, next(_DEADLINE_ORDER), cancel_scope))
+    self._active += 1
+
+
 class ScheduleHooks:
-    """Access to Trio's scheduler randomness; ``available`` is False on untested Trio."""
+    """Access to Trio's scheduler randomness and deadline order; ``available`` is False
+    on untested Trio."""
 
     def __init__(self) -> None:
         self.available = False
@@ -177,6 +196,11 @@ class ScheduleHooks:
         if not isinstance(getattr(run_module, "_ALLOW_DETERMINISTIC_SCHEDULING", None), bool):
             self.reason = "trio._core._run._ALLOW_DETERMINISTIC_SCHEDULING is gone"
             return
+        deadlines = getattr(run_module, "Deadlines", None)
+        if deadlines is None or not callable(getattr(deadlines, "add", None)):
+            self.reason = "trio._core._run.Deadlines.add is gone"
+            return
+        self._trio_add = deadlines.add
         self._module: Any = run_module  # Any: we assign to names Trio declares Final
         self.available = True
         self.active = 0  # installs not yet restored
@@ -195,12 +219,18 @@ class ScheduleHooks:
         saved = (self._module._r, self._module._ALLOW_DETERMINISTIC_SCHEDULING)
         self._module._ALLOW_DETERMINISTIC_SCHEDULING = True
         self._module._r = _ThreadBound(rng, saved[0], threading.get_ident())
+        if self.active == 0:
+            global _DEADLINE_ORDER
+            _DEADLINE_ORDER = itertools.count()
+            self._module.Deadlines.add = _deadline_add_in_order
         self.active += 1
         return saved
 
     def restore(self, saved: tuple[object, bool]) -> None:
         self._module._r, self._module._ALLOW_DETERMINISTIC_SCHEDULING = saved
         self.active -= 1
+        if self.active == 0:
+            self._module.Deadlines.add = self._trio_add
 
 
 schedule_hooks = ScheduleHooks()
