@@ -90,8 +90,8 @@ async def run(cell: ActorCell) -> None:
     untraced = tr is None
     path = cell.path
     # The run fast path needs the concrete Tracer (its pending record and clock) writing
-    # to a sink that keeps runs (Tracer.runs).
-    runs = isinstance(tr, Tracer) and tr.runs
+    # to a sink that keeps runs (Runtime.runs).
+    runs = cell.rt.runs
     clock, offset = tr.time_source if isinstance(tr, Tracer) else (_no_clock, 0.0)
     run: Any = None  # this loop's run; it is being recorded while it is tr.pending
     items: list[Any] = []

@@ -138,10 +138,11 @@ class ActorRef(Generic[A_co]):
             # Traced, no admission or priority hook: the message bare into the mailbox and
             # its send event's seq (the message's id) into the mailbox's ids, no envelope
             # (Mailbox.ids). The actor cannot run in between: nothing here yields.
+            # ---- hot path (keep in step with current_sender and Tracer.send's run) ----
             sender = current_cell.get()
             if sender is not None:
                 spath: str | None = sender.path
-                cur = sender.current  # (ActorCell.cause_id inlined)
+                cur = sender.current  # (current_sender inlined)
                 cause = cur.id if cur is not None else None
             elif OUTSIDE[0]:
                 # A cause from outside any actor (``caused_by``): read only once one was
@@ -149,9 +150,8 @@ class ActorRef(Generic[A_co]):
                 spath, cause = None, outside_cause.get()
             else:
                 spath = cause = None
-            # ---- hot path (the send run; keep in step with Tracer.send, see SendRun) ----
             if (
-                cell.rt.send_runs
+                cell.rt.runs
                 and type(run := tr.pending) is SendRun  # type: ignore[attr-defined]
                 and run.actor is cell.path
                 and run.cls is type(msg)

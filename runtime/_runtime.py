@@ -70,9 +70,9 @@ class Runtime:
     ) -> None:
         self.name = name
         self.tracer = tracer
-        #: Whether ``ActorRef.tell`` appends to the tracer's pending ``SendRun`` (a
-        #: ``Tracer`` recording runs: ``Tracer.runs``).
-        self.send_runs = isinstance(tracer, Tracer) and tracer.runs
+        #: Whether the tracer is a ``Tracer`` recording runs (``Tracer.runs``): the actor
+        #: loops append to its pending ``HandleRun``, ``ActorRef.tell`` to its ``SendRun``.
+        self.runs = isinstance(tracer, Tracer) and tracer.runs
         #: The recorder dumped on failures, SIGUSR1 and ``dump_trace`` (a sink of ``tracer``).
         self.flight_recorder = flight_recorder
         #: The thread the runtime runs in (``tell_nowait`` refuses other threads).

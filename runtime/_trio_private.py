@@ -164,7 +164,7 @@ class _ThreadBound:
 # did not, depending on what had run before in the process). While a seeded run is
 # installed, deadlines are pushed with a registration counter instead of the address:
 # equal deadlines expire in the order they were set.
-_DEADLINE_ORDER: Any = None  # an itertools.count while the patch is installed
+_DEADLINE_ORDER = itertools.count()
 
 
 def _deadline_add_in_order(self: Any, deadline: float, cancel_scope: Any) -> None:
@@ -220,8 +220,6 @@ class ScheduleHooks:
         self._module._ALLOW_DETERMINISTIC_SCHEDULING = True
         self._module._r = _ThreadBound(rng, saved[0], threading.get_ident())
         if self.active == 0:
-            global _DEADLINE_ORDER
-            _DEADLINE_ORDER = itertools.count()
             self._module.Deadlines.add = _deadline_add_in_order
         self.active += 1
         return saved

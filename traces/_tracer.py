@@ -527,31 +527,13 @@ class Tracer:
         pending = self.pending
         assert pending is not None
         self.pending = None
-        # A run of one message is written as its record: cheaper to keep and to read.
-        if isinstance(pending, HandleRun):
-            items = pending.items
-            n = len(items)
-            if n == 3:  # only its open message (its handler traced something at once)
-                self._seq = seq = pending.seq
-                self._write(TraceEvent(seq, items[2], "receive", pending.actor, None,
-                                       items[0], None, None, items[1]))  # fmt: skip
-            elif n == 4:  # one message handled (then the loop waited)
-                self._seq = seq = pending.seq + 1
-                self._write(TraceEvent(seq, items[3], "handle", pending.actor, None, items[0],
-                                       None, None, items[1], NO_PAYLOAD, None, "ok",
-                                       items[2]))  # fmt: skip
-            elif n:
-                self._seq = pending.last_seq
-                pending.freeze()
-                self._write_run(pending)
-            return
-        if isinstance(pending, SendRun):
-            times = pending.times
-            if len(times) == 1:
-                self._seq = seq = pending.seq
-                self._write(TraceEvent(seq, times[0], "send", pending.actor, pending.sender,
-                                       seq, pending.cause, None, pending.cls.__name__))  # fmt: skip
-            else:
+        if isinstance(pending, RUN_TYPES):
+            # A run of one record is written as that record: cheaper to keep and to read.
+            record = pending.lone_record()
+            if record is not None:
+                self._seq = record.seq
+                self._write(record)
+            elif pending.count:
                 self._seq = pending.last_seq
                 pending.freeze()
                 self._write_run(pending)

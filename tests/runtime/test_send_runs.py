@@ -269,7 +269,7 @@ async def test_a_recorder_that_is_not_a_tracer_gets_every_send(
 
     spy = Spy()
     async with open_runtime(tracer=spy) as rt:
-        assert not rt.send_runs
+        assert not rt.runs
         ref = await rt.spawn(Counter, name="counter")
         for _ in range(20):
             await ref.tell(Incr())
