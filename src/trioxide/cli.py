@@ -9,32 +9,40 @@ mistakes in one place:
   gave (missing, a folder, unreadable), print one line, ``trioxide: <message>``, on stderr
   and exit with status 2;
 * a bad argument (``--port 99999``, ``--vmms 0``) is refused while parsing: one line, status 2;
-* Ctrl-C exits quietly with status 130;
+* Ctrl-C exits quietly with status 130 - also while the command is still starting: this
+  module imports only the standard library at first and loads the packages (about half a
+  second) inside ``main``, where the interrupt is caught;
 * ``trioxide --debug ...`` shows the Python traceback of any of these instead.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib
 import sys
 import warnings
 from collections.abc import Callable
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
-from .actors import cli as actors_cli
-from .runtime.testing import _cli as testing_cli
-from .traces import cli as traces_cli
-from .traces import diff as traces_diff
-from .traces.cli import CommandError, sole_exception
+if TYPE_CHECKING:
+    from .traces.cli import CommandError
 
 __all__ = ["CommandError", "build_parser", "main"]
 
-_REGISTRARS: tuple[Callable[[Any], None], ...] = (
-    actors_cli.register,
-    traces_cli.register,
-    traces_diff.register,
-    testing_cli.register,
+#: The modules whose ``register(subparsers)`` add the subcommands, in ``--help`` order.
+_REGISTRARS = (
+    "trioxide.actors.cli",
+    "trioxide.traces.cli",
+    "trioxide.traces.diff",
+    "trioxide.runtime.testing._cli",
 )
+
+
+def __getattr__(name: str) -> Any:
+    if name == "CommandError":  # re-exported, loaded with the packages
+        return importlib.import_module("trioxide.traces.cli").CommandError
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 #: The exit status of a run stopped by Ctrl-C (128 + SIGINT, as shells report it).
 _INTERRUPTED = 130
@@ -57,13 +65,16 @@ def build_parser() -> argparse.ArgumentParser:
         "--debug", action="store_true", help="show the Python traceback of an error"
     )
     sub = parser.add_subparsers(dest="command", required=True)
-    for register in _REGISTRARS:
+    for module in _REGISTRARS:
+        register: Callable[[Any], None] = importlib.import_module(module).register
         register(sub)
     return parser
 
 
 def _one_line(exc: BaseException) -> str | None:
     """The line that reports *exc* as a user's mistake, or ``None`` if it is not one."""
+    from .traces.cli import CommandError
+
     if isinstance(exc, CommandError):
         return str(exc)
     if isinstance(exc, OSError) and exc.filename is not None:
@@ -75,9 +86,14 @@ def main(argv: list[str] | None = None) -> int:
     """Run the ``trioxide`` command with *argv* (default: ``sys.argv[1:]``); return its
     exit status. Never raises for a user's mistake or Ctrl-C (unless ``--debug``)."""
     try:
-        args = build_parser().parse_args(argv)
+        args = build_parser().parse_args(argv)  # (imports the packages)
+        from .traces.cli import sole_exception
     except SystemExit as exc:  # --help, or an argument refused (and reported) by argparse
         return exc.code if isinstance(exc.code, int) else 0
+    except KeyboardInterrupt:  # Ctrl-C while starting
+        if "--debug" in (sys.argv[1:] if argv is None else argv):
+            raise
+        return _INTERRUPTED
     run: Callable[[argparse.Namespace], int] = args.run
     try:
         return run(args)

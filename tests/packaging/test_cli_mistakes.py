@@ -254,6 +254,62 @@ def test_ctrl_c_inside_trio_spawn_code_still_ends_the_command(
     assert err == ""
 
 
+#: Run as ``python -c SCRIPT ARGV...``: the command *ARGV* as the ``trioxide`` script runs
+#: it (``from trioxide.cli import main``), with a SIGINT sent to the process as soon as
+#: anything imports Trio - while the command is still starting, before it printed a line.
+_CTRL_C_WHILE_STARTING = """
+import os, signal, sys
+
+class SignalOnTrio:
+    def find_spec(self, name, path=None, target=None):
+        if name == "trio":
+            sys.meta_path.remove(self)
+            print("SIGINT while importing trio", flush=True)
+            os.kill(os.getpid(), signal.SIGINT)
+        return None
+
+sys.meta_path.insert(0, SignalOnTrio())
+from trioxide.cli import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+@pytest.mark.parametrize(
+    "argv",
+    ["demo --trace {t}/demo.jsonl", "view {t}/ok.jsonl", "--debug demo"],
+    ids=["demo", "view", "debug"],
+)
+def test_ctrl_c_while_the_command_starts_exits_quietly_with_130(files: Path, argv: str) -> None:
+    """Loading the packages takes about half a second before a command runs; a Ctrl-C then
+    printed a ``KeyboardInterrupt`` traceback from the import (the script imports
+    ``trioxide.cli``, which imported everything). Now it ends the command with 130 and
+    nothing on stderr, as a Ctrl-C later does - unless ``--debug`` asks for tracebacks."""
+    command = [sys.executable, "-c", _CTRL_C_WHILE_STARTING, *argv.format(t=files).split()]
+    with _process(command) as proc:
+        out, err = _finish(proc)
+    assert out == "SIGINT while importing trio\n", (out, err)
+    if argv.startswith("--debug"):
+        assert "KeyboardInterrupt" in err, err
+        return
+    assert proc.returncode == 130, (out, err)
+    assert err == ""
+
+
+def test_the_command_module_loads_nothing_but_the_standard_library() -> None:
+    """What makes a Ctrl-C while starting quiet: ``from trioxide.cli import main`` (the
+    ``trioxide`` script's first line) loads no package, so the import happens in ``main``,
+    which catches the interrupt."""
+    probe = (
+        "import sys; from trioxide.cli import main; "
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in "
+        "{'trioxide', 'trio', 'msgspec', 'outcome', 'h11', 'hypercorn', 'httpx'}))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", probe], cwd=ROOT, capture_output=True, text=True, check=True
+    ).stdout
+    assert out.strip() == "['trioxide', 'trioxide.cli']"
+
+
 def _process(command: list[str]) -> subprocess.Popen[str]:
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     return subprocess.Popen(

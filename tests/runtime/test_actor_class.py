@@ -81,3 +81,14 @@ def test_the_top_level_package_is_the_runtime_api() -> None:
 
     assert trioxide.__all__ == trioxide.runtime.__all__
     assert all(getattr(trioxide, n) is getattr(trioxide.runtime, n) for n in trioxide.__all__)
+
+
+def test_the_top_level_package_loads_its_names_and_subpackages_on_first_use() -> None:
+    """``trioxide`` is lazy (so the command can start quickly): every public name and
+    subpackage is there on first use, ``dir`` lists them, and a wrong name is an
+    ``AttributeError`` that names it."""
+    assert trioxide.traces.Tracer is not None
+    assert trioxide.testing.explore is not None
+    assert {"Actor", "open_runtime", "traces", "runtime", "actors"} <= set(dir(trioxide))
+    with pytest.raises(AttributeError, match="'trioxide' has no attribute 'Actr'"):
+        trioxide.Actr  # noqa: B018
