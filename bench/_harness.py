@@ -124,6 +124,12 @@ def median_ratio(rounds: list[dict[str, float]], a: str, b: str) -> float:
     return statistics.median(r[a] / r[b] for r in rounds)
 
 
+def median_added_ns(rounds: list[dict[str, float]], a: str, b: str) -> float:
+    """The median over *rounds* of what rate *a* adds per operation over rate *b*, in
+    nanoseconds (``1e9/a - 1e9/b``, taken within each round)."""
+    return statistics.median(1e9 / r[a] - 1e9 / r[b] for r in rounds)
+
+
 def callgrind_instructions(program: str, *args: str, pythonpath: str) -> int:
     """Instructions executed by ``python -c program *args`` (with ``PYTHONPATH`` set to
     *pythonpath*), counted by valgrind's callgrind: repeatable to ~0.1 %, unlike wall

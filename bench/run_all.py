@@ -18,7 +18,14 @@ from dataclasses import asdict, dataclass
 import baselines
 import bench_runtime
 import trio
-from _harness import REPEATS, Sizes, interleaved_rounds, median_of_rounds, median_ratio
+from _harness import (
+    REPEATS,
+    Sizes,
+    interleaved_rounds,
+    median_added_ns,
+    median_of_rounds,
+    median_ratio,
+)
 
 __all__ = ["TARGETS", "Target", "main"]
 
@@ -123,6 +130,12 @@ def render(results: dict[str, float], sizes: Sizes, rounds: Rounds) -> str:
     relay = median_ratio(rounds, "relay_on", "relay_off")
     lines.append(f"| tracing on / off via a relay actor (no target; each handler tells once) "
                  f"| {relay:.2f} | x |")  # fmt: skip
+    if rounds:
+        # What a user multiplies by a message rate: the time tracing adds to each tell.
+        for key, what in (("tell_on", "a MemorySink"), ("tell_jsonl", "a JSONL file + payloads")):
+            added = median_added_ns(rounds, key, "tell_off")
+            lines.append(f"| time tracing adds to a tell (send + handle recorded), into {what} "
+                         f"| {added:,.0f} | ns |")  # fmt: skip
     lines += ["", "| target | measured | wanted | result |", "|---|---:|---:|---|"]
     for t in TARGETS:
         value, ok = t.check(results, rounds)
