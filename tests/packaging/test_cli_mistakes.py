@@ -311,10 +311,20 @@ def test_the_command_module_loads_nothing_but_the_standard_library() -> None:
 
 
 def _process(command: list[str]) -> subprocess.Popen[str]:
+    """*command* started as from a terminal: with Python's own SIGINT handler. A process
+    started with SIGINT ignored keeps ignoring it (Python and Trio leave an ignored SIGINT
+    alone, as Unix programs do), and a suite run in the background by a shell without job
+    control - as ``make test &`` in a script - has it ignored: the child would inherit that
+    and never see the Ctrl-C these tests send. (A handler, unlike an ignored signal, is
+    reset to the default in the child.)"""
     env = dict(os.environ, PYTHONUNBUFFERED="1")
-    return subprocess.Popen(
-        command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
-    )
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        return subprocess.Popen(
+            command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        )
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def _finish(proc: subprocess.Popen[str], timeout: float = 60.0) -> tuple[str, str]:
