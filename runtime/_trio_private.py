@@ -19,6 +19,7 @@ from __future__ import annotations
 import heapq
 import itertools
 import math
+import operator
 import threading
 from collections.abc import Callable
 from typing import Any
@@ -172,9 +173,41 @@ def _deadline_add_in_order(self: Any, deadline: float, cancel_scope: Any) -> Non
     self._active += 1
 
 
+# Cancellation delivery: a cancel status keeps its tasks and child statuses in sets, which
+# iterate in memory-address order, and ``CancelStatus.recalculate`` delivers the
+# cancellation to each task as it goes - running its abort callback at once, whose effects
+# can depend on that order (seeds 10853 and 39177 of the fault fuzzer: whether a handler
+# was cancelled before its next tell's admission ran). While a seeded run is installed,
+# the statuses are updated as Trio does (parents before children) and the tasks that must
+# be told are told afterwards, in the order they were spawned (``Task._counter``).
+_SPAWN_ORDER = operator.attrgetter("_counter")
+
+
+def _recalculate_in_order(self: Any) -> None:
+    todo = [self]
+    tell = []
+    while todo:
+        current = todo.pop()
+        new_state = current._scope.cancel_called or current.parent_cancellation_is_visible_to_us
+        if new_state != current.effectively_cancelled:
+            if (
+                current._scope._cancel_reason is None
+                and current.parent_cancellation_is_visible_to_us
+            ):
+                current._scope._cancel_reason = current._parent._scope._cancel_reason
+            current.effectively_cancelled = new_state
+            if new_state:
+                tell.extend(current._tasks)
+            todo.extend(current._children)
+    if len(tell) > 1:
+        tell.sort(key=_SPAWN_ORDER)
+    for task in tell:
+        task._attempt_delivery_of_any_pending_cancel()
+
+
 class ScheduleHooks:
-    """Access to Trio's scheduler randomness and deadline order; ``available`` is False
-    on untested Trio."""
+    """Access to Trio's scheduler randomness, deadline order and cancellation delivery
+    order; ``available`` is False on untested Trio."""
 
     def __init__(self) -> None:
         self.available = False
@@ -200,7 +233,12 @@ class ScheduleHooks:
         if deadlines is None or not callable(getattr(deadlines, "add", None)):
             self.reason = "trio._core._run.Deadlines.add is gone"
             return
+        status = getattr(run_module, "CancelStatus", None)
+        if status is None or not callable(getattr(status, "recalculate", None)):
+            self.reason = "trio._core._run.CancelStatus.recalculate is gone"
+            return
         self._trio_add = deadlines.add
+        self._trio_recalculate = status.recalculate
         self._module: Any = run_module  # Any: we assign to names Trio declares Final
         self.available = True
         self.active = 0  # installs not yet restored
@@ -221,6 +259,7 @@ class ScheduleHooks:
         self._module._r = _ThreadBound(rng, saved[0], threading.get_ident())
         if self.active == 0:
             self._module.Deadlines.add = _deadline_add_in_order
+            self._module.CancelStatus.recalculate = _recalculate_in_order
         self.active += 1
         return saved
 
@@ -229,6 +268,7 @@ class ScheduleHooks:
         self.active -= 1
         if self.active == 0:
             self._module.Deadlines.add = self._trio_add
+            self._module.CancelStatus.recalculate = self._trio_recalculate
 
 
 schedule_hooks = ScheduleHooks()
