@@ -10,8 +10,8 @@ Trio changes the internals we rely on, so an upgrade cannot silently degrade us.
   whole cancel-scope chain and costs about 3x more).
 * ``runnable_count()``: ``current_statistics().tasks_runnable`` without building the
   statistics object (the fair share reads it every few dozen tells).
-* ``schedule_hooks``: seeding Trio's scheduling order (and the order of equal deadlines);
-  ``clock_reader``: the clock as a C call.
+* ``schedule_hooks``: seeding Trio's scheduling order (and, while seeded, the order of
+  equal deadlines and of a cancellation's delivery); ``clock_reader``: the clock as a C call.
 """
 
 from __future__ import annotations

@@ -11,6 +11,7 @@ fast path can never silently fall back (or silently read the wrong thing).
 from __future__ import annotations
 
 import math
+from collections.abc import Awaitable, Callable
 
 import msgspec
 import pytest
@@ -307,36 +308,46 @@ def test_another_threads_trio_run_does_not_change_a_seeded_run() -> None:
     assert all(trace == alone for trace in together)
 
 
+async def _wait_recording_abort(aborted: list[int], i: int, scope: trio.CancelScope) -> None:
+    """Wait inside *scope* until cancelled; the abort callback appends *i* to *aborted*
+    (so *aborted* is the order Trio ran the callbacks in)."""
+
+    def abort(_: object) -> trio.lowlevel.Abort:
+        aborted.append(i)
+        return trio.lowlevel.Abort.SUCCEEDED
+
+    with scope:
+        await trio.lowlevel.wait_task_rescheduled(abort)
+
+
+def _abort_order(main: Callable[[list[int]], Awaitable[None]], seeded: bool) -> list[int]:
+    """The order of the abort callbacks ``main(aborted)`` records, run under a seeded
+    scheduler (seed 1) or under Trio's own, both with a ``MockClock``."""
+    aborted: list[int] = []
+    if seeded:
+        from trioxide.testing import run_seeded
+
+        run_seeded(main, aborted, seed=1)
+    else:
+        trio.run(main, aborted, clock=MockClock(autojump_threshold=0))
+    return aborted
+
+
 def _expiry_order(seeded: bool) -> list[int]:
     """Twelve tasks wait under cancel scopes with one and the same deadline, set in the
     reverse of the order the scopes were created in (so, typically, the reverse of their
     memory addresses); returns the order their abort callbacks ran in, i.e. the order
     Trio expired the deadlines."""
-    aborted: list[int] = []
 
-    async def wait(scope: trio.CancelScope, i: int) -> None:
-        def abort(_: object) -> trio.lowlevel.Abort:
-            aborted.append(i)
-            return trio.lowlevel.Abort.SUCCEEDED
-
-        with scope:
-            await trio.lowlevel.wait_task_rescheduled(abort)
-
-    async def main() -> None:
+    async def main(aborted: list[int]) -> None:
         scopes = [trio.CancelScope() for _ in range(12)]  # created in this order
         async with trio.open_nursery() as nursery:
             for i in reversed(range(12)):  # deadlines set in the other order
                 scopes[i].deadline = trio.current_time() + 1.0
-                nursery.start_soon(wait, scopes[i], i)
+                nursery.start_soon(_wait_recording_abort, aborted, i, scopes[i])
                 await trio.testing.wait_all_tasks_blocked()
 
-    if seeded:
-        from trioxide.testing import run_seeded
-
-        run_seeded(main, seed=1)
-    else:
-        trio.run(main, clock=MockClock(autojump_threshold=0))
-    return aborted
+    return _abort_order(main, seeded)
 
 
 def test_under_a_seeded_scheduler_equal_deadlines_expire_in_the_order_they_were_set() -> None:
@@ -358,30 +369,15 @@ def _cancel_order(seeded: bool) -> list[int]:
     nursery; the nursery is cancelled. Returns the order their abort callbacks ran in,
     i.e. the order Trio delivered the cancellation to them (its own: the memory addresses
     of their cancel statuses, kept in a set)."""
-    aborted: list[int] = []
 
-    async def wait(i: int) -> None:
-        def abort(_: object) -> trio.lowlevel.Abort:
-            aborted.append(i)
-            return trio.lowlevel.Abort.SUCCEEDED
-
-        with trio.CancelScope():
-            await trio.lowlevel.wait_task_rescheduled(abort)
-
-    async def main() -> None:
+    async def main(aborted: list[int]) -> None:
         async with trio.open_nursery() as nursery:
             for i in range(12):
-                nursery.start_soon(wait, i)
+                nursery.start_soon(_wait_recording_abort, aborted, i, trio.CancelScope())
                 await trio.testing.wait_all_tasks_blocked()
             nursery.cancel_scope.cancel()
 
-    if seeded:
-        from trioxide.testing import run_seeded
-
-        run_seeded(main, seed=1)
-    else:
-        trio.run(main, clock=MockClock(autojump_threshold=0))
-    return aborted
+    return _abort_order(main, seeded)
 
 
 def test_under_a_seeded_scheduler_a_cancellation_reaches_tasks_in_the_order_they_were_spawned() -> (
