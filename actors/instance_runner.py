@@ -4,9 +4,13 @@
 Mailbox: requests (``CurrentState``, ``PutState``, ``IssueSnapshot``) are admitted only
 while fewer than 32 messages are queued (else ``InstanceChannelFull``, HTTP 503), so the
 urgent kinds always fit: monitor observations (priority 3), the stop-grace timer (2) and
-``Terminate`` (1) overtake queued requests. A ``Terminate`` also preempts a running
-``PutState(Running)``: the Propolis setup runs under ``serve_until`` (still answering
-``CurrentState``), is cancelled, and its caller gets ``InstanceGone``.
+``Terminate`` (1) overtake queued requests. A ``Terminate`` - or a stop request,
+``PutState(Stopped)`` (ours: upstream queues it behind the setup) - also preempts a
+running ``PutState(Running)``: the Propolis setup runs under ``serve_until`` (still
+answering ``CurrentState``), is cancelled wherever it is (waiting for the old zone's
+cleanup, a zone operation, the reservoir, the launch), and its caller gets
+``InstanceGone``; a stop ends the VMM ``Destroyed``. Other requests (``Reboot``, another
+``Running``) wait for the setup, as upstream.
 
 Exit sequence (ours, #5237) when the VMM halts (Destroyed/Failed observed, zone gone,
 Propolis gone, stop grace expired, or terminated):
@@ -26,7 +30,8 @@ new runner for the same id can start while this one still tears its zone down.
 
 Decisions: ``PutState(Stopped)`` without a zone publishes ``Destroyed`` and terminates
 (upstream panics); a terminate during setup ends the VMM ``Failed`` (it never ran), a
-terminate of a running VMM ends it ``Destroyed``.
+terminate of a running VMM ends it ``Destroyed``; a stop during setup ends it
+``Destroyed`` (stopped on request, as a stopped VM is).
 """
 
 from __future__ import annotations
@@ -48,6 +53,7 @@ from trioxide.runtime import (
     MailboxFull,
     Rejected,
     Watch,
+    pattern,
 )
 
 from .errors import (
@@ -136,6 +142,10 @@ class VmmSpec(msgspec.Struct, frozen=True):
 
 
 RunnerMsg = CurrentState | PutState | IssueSnapshot | Terminate | Observation | _StopGraceExpired
+
+#: ``PutState(STOPPED)``, and no other ``PutState``: it aborts a setup in progress (other
+#: targets wait for the setup to end, as upstream's runner queues them).
+STOP_REQUEST = pattern(PutState, lambda m: m.target is Target.STOPPED, name="StopRequest")
 _REQUESTS = (CurrentState, PutState, IssueSnapshot)
 REQUEST_INBOX = 32
 
@@ -306,17 +316,26 @@ class InstanceRunner(Actor):
                 self._propolis_ensure,
                 target is Target.MIGRATION_TARGET,
                 serve=(CurrentState,),
-                interrupt=(Terminate,),
+                interrupt=(Terminate, STOP_REQUEST),
             )
             if isinstance(result, Interrupted):
-                term = result.msg
-                assert isinstance(term, Terminate)
-                await self._exit(
-                    SledVmmState.FAILED, publish=not term.by_nexus, reason="terminated"
-                )
-                self.reply(term, self.vmm)
-                # The stuck request's asker (if it asked) learns the VMM is gone.
-                self.reply(msg, error=InstanceGone(self.propolis_id, "terminated while starting"))
+                # Setup was cancelled wherever it was (waiting for the old zone's cleanup,
+                # in a zone operation, for the reservoir, launching Propolis): what it had
+                # made - a zone, reserved memory, a Propolis - goes in the exit sequence.
+                what = result.msg
+                if isinstance(what, Terminate):
+                    await self._exit(
+                        SledVmmState.FAILED, publish=not what.by_nexus, reason="terminated"
+                    )
+                    why = "terminated while starting"
+                else:  # a stop request: the VMM never ran, and ends as stopped ones do
+                    await self._exit(
+                        SledVmmState.DESTROYED, publish=True, reason="stopped while starting"
+                    )
+                    why = "stopped while starting"
+                self.reply(what, self.vmm)
+                # The start request's asker (if it asked) learns the VMM is gone.
+                self.reply(msg, error=InstanceGone(self.propolis_id, why))
                 return None
             assert isinstance(result, Completed)
             if result.value is not None:  # setup failed: the VMM failed and is gone

@@ -18,6 +18,7 @@ from ._errors import (
 )
 from ._mailbox import MailboxStatistics
 from ._messages import Admit, Completed, Interrupted, Terminated
+from ._pattern import pattern
 from ._ref import TELL_YIELD_EVERY, ActorRef, ActorStatistics, Handles
 from ._runtime import ActorInfo, Runtime, open_runtime
 from ._supervision import Backoff, ChildSpec, RestartPolicy, SpawnOptions
@@ -56,5 +57,6 @@ __all__ = [
     "WatchStatistics",
     "caused_by",
     "open_runtime",
+    "pattern",
     "trace_site",
 ]

@@ -55,6 +55,7 @@ if TYPE_CHECKING:
         WatchStatistics,
         caused_by,
         open_runtime,
+        pattern,
         trace_site,
     )
 
@@ -91,6 +92,7 @@ __all__ = [
     "WatchStatistics",
     "caused_by",
     "open_runtime",
+    "pattern",
     "trace_site",
 ]
 

@@ -13,7 +13,7 @@ Trio wakes in the same batch may run in either order, so only their sets are com
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -25,6 +25,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from trio.testing import MockClock, wait_all_tasks_blocked
 
+from trioxide.runtime import pattern
 from trioxide.runtime._mailbox import Envelope, Mailbox, MailboxStatistics
 
 
@@ -575,11 +576,22 @@ def test_statistics() -> None:
 
 # -- against a model ----------------------------------------------------------------------
 
+#: What ``take`` selects by: the types (or patterns) given, and the same choice written
+#: for the model without ``isinstance`` (which is what a pattern hooks into).
+SELECTORS: list[tuple[tuple[type, ...], Callable[[Any], bool]]] = [
+    ((A,), lambda m: type(m) is A),
+    ((B,), lambda m: type(m) is B),
+    ((A, B), lambda m: type(m) in (A, B)),
+    ((pattern(A, lambda m: m.n % 2 == 0),), lambda m: type(m) is A and m.n % 2 == 0),
+    ((B, pattern(A, lambda m: m.n % 3 == 1)), lambda m: type(m) is B or m.n % 3 == 1),
+    ((pattern(B, lambda m: False),), lambda m: False),
+]
+
 OPS = st.lists(
     st.one_of(
         st.tuples(st.just("put"), st.sampled_from([-1, 0, 0, 0, 2]), st.booleans(), st.booleans()),
         st.tuples(st.just("pop")),
-        st.tuples(st.just("take"), st.sampled_from([(A,), (B,), (A, B)])),
+        st.tuples(st.just("take"), st.sampled_from(SELECTORS)),
         st.tuples(st.just("withdraw"), st.integers(0, 50)),
         st.tuples(st.just("drain")),
     ),
@@ -597,9 +609,9 @@ def test_matches_a_simple_model(ops: list[tuple[Any, ...]]) -> None:
     model: list[tuple[int, int, Any]] = []  # (-priority, arrival, item): live items only
     arrival = 0
 
-    def expect_next(types: tuple[type, ...] | None) -> Any:
+    def expect_next(selects: Callable[[Any], bool] | None) -> Any:
         for entry in sorted(model, key=lambda e: (e[0], e[1])):
-            if types is None or isinstance(msgs([entry[2]])[0], types):
+            if selects is None or selects(msgs([entry[2]])[0]):
                 model.remove(entry)
                 return entry[2]
         return None
@@ -616,7 +628,8 @@ def test_matches_a_simple_model(ops: list[tuple[Any, ...]]) -> None:
             if model:
                 assert mb.pop() is expect_next(None)
         elif op[0] == "take":
-            assert mb.take(op[1]) is expect_next(op[1])
+            types, selects = op[1]
+            assert mb.take(types) is expect_next(selects)
         elif op[0] == "withdraw":
             queued = [e for e in model if isinstance(e[2], Envelope)]
             if queued:
@@ -661,9 +674,9 @@ def test_a_traced_mailbox_hands_every_bare_tell_out_with_its_id(ops: list[tuple[
     model: list[tuple[int, int, Any]] = []  # (-priority, arrival, msg), live only
     arrival = 0
 
-    def expect_next(types: tuple[type, ...] | None) -> tuple[Any, int] | None:
+    def expect_next(selects: Callable[[Any], bool] | None) -> tuple[Any, int] | None:
         for entry in sorted(model, key=lambda e: (e[0], e[1])):
-            if types is None or isinstance(entry[2], types):
+            if selects is None or selects(entry[2]):
                 model.remove(entry)
                 return entry[2], entry[1]
         return None
@@ -687,11 +700,12 @@ def test_a_traced_mailbox_hands_every_bare_tell_out_with_its_id(ops: list[tuple[
             if model:
                 assert traced_out(mb, mb.pop()) == expect_next(None)
         elif op[0] == "take":
-            peeked = mb.first(op[1])
-            expected = expect_next(op[1])
+            types, selects = op[1]
+            peeked = mb.first(types)
+            expected = expect_next(selects)
             if peeked is not None:
                 assert (peeked.msg, peeked.id) == expected
-            taken = mb.take(op[1])
+            taken = mb.take(types)
             assert (None if taken is None else traced_out(mb, taken)) == expected
         elif op[0] == "withdraw":
             queued = [e for e in envelopes if any(m[2] is e.msg for m in model)]

@@ -148,6 +148,60 @@ async def test_5_terminate_preempts_a_stuck_start(actor_runtime: Runtime) -> Non
     assert sled.nexus_states("p1") == published_before  # nothing published (owner Nexus)
 
 
+async def test_a_stop_aborts_a_start_waiting_for_the_old_zones_cleanup(
+    actor_runtime: Runtime,
+) -> None:
+    # Ours (spec/sled-agent.md §2, "a stop aborts setup"): upstream's runner runs the setup
+    # inside the request it handles, so a stop queues behind it. The demo showed what that
+    # costs here: a VMM registered again (#3325) waits for its old zone's cleanup - behind
+    # the sled's queue of 30-minute bundles, hours - and its stop waited as long.
+    sled = await make_sled(actor_runtime)
+    zone = propolis_zone_name("p1")
+    await run_vmm(sled, "p1", "i1")
+    await sled.api.ensure_state("p1", Target.STOPPED)
+    while sled.manager.find("p1") is not None:  # noqa: ASYNC110
+        await trio.sleep(1)
+    assert sled.world.zones.exists(zone)  # its cleanup has a 30-minute bundle to collect
+    # A new start of the same VMM, at the generation Nexus holds (as the demo's saga).
+    await sled.api.register("p1", "i1", vmm_gen=sled.nexus_states("p1")[-1][1])
+    assert await sled.api.ensure_state("p1", Target.RUNNING) is None
+    await trio.sleep(60)
+    assert sled.runner("p1").zone is None  # still waiting for the old zone's cleanup
+    seen = len(sled.nexus_states("p1"))
+    t = trio.current_time()
+    with trio.fail_after(1):  # not after the bundle (1,740 s from here)
+        final = await sled.api.ensure_state("p1", Target.STOPPED)
+    assert final is not None and final.state is S.DESTROYED
+    while sled.manager.find("p1") is not None:  # noqa: ASYNC110
+        await trio.sleep(0.1)
+    assert trio.current_time() - t < 5
+    # Nexus saw the new VMM go from starting to destroyed; it never ran.
+    assert [st.kind for st, _gen in sled.nexus_states("p1")[seen:]] == [VmmKind.DESTROYED]
+    assert sled.world.hypervisor.vmm_memory("p1") == 0
+    await trio.sleep(2000)  # the old zone's cleanup ran to its end, undisturbed
+    assert not sled.world.zones.exists(zone) and sled.world.zones.collisions() == 0
+    await run_vmm(sled, "p1", "i1")  # and the VMM starts again
+
+
+async def test_a_stop_aborts_a_start_stuck_in_a_zone_operation_and_the_zone_is_cleaned(
+    actor_runtime: Runtime,
+) -> None:
+    zones = SimZones(install_time=1.0, boot_time=1.0, bundle_time=10.0)
+    zones.hang_next("install")
+    sled = await make_sled(actor_runtime, zones=zones)
+    zone = propolis_zone_name("p1")
+    await sled.api.register("p1", "i1")
+    await sled.api.ensure_state("p1", Target.RUNNING)
+    await trio.sleep(100)  # the install hangs
+    assert zones.exists(zone)
+    with trio.fail_after(1):
+        final = await sled.api.ensure_state("p1", Target.STOPPED)
+    assert final is not None and final.state is S.DESTROYED
+    assert sled.nexus("p1")[-1] == VmmState(VmmKind.DESTROYED)
+    await trio.sleep(60)  # the zone the setup had made went to cleanup: gone
+    assert not zones.exists(zone) and sled.manager.find("p1") is None
+
+
 async def test_6_queue_full_other_vmms_still_served(actor_runtime: Runtime) -> None:
     zones = SimZones(install_time=1.0, boot_time=1.0)
     sled = await make_sled(actor_runtime, zones=zones)
