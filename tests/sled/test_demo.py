@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -179,6 +180,24 @@ def test_demo_view_streams_the_run_then_idles_and_still_answers(tmp_path: Path) 
     kinds = {e.kind for e in traces.read_trace(opts.trace).events}
     assert {"spawn", "send", "receive", "handle", "stop"} <= kinds
     assert stats.sent == stats.answered > 0 and not stats.violations
+
+
+def test_every_vmm_registered_again_while_tearing_down_runs_again(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The #3325 race staged 3 times: each new incarnation waits for its old zone's
+    cleanup - here the first zones handed over, so at most their three 30-minute bundles -
+    and then runs, and the summary says how long that took. (Before: the demo gave up
+    waiting after 600 s without saying so, and the stops it sent then waited hours behind
+    the starts.)"""
+    out = tmp_path / "demo.jsonl"
+    assert main(["demo", "--vmms", "60", "--seed", "2", "--trace", str(out)]) == 0
+    printed = capsys.readouterr().out
+    row = printed.split("#3325: re-registered while tearing down")[1].splitlines()[0]
+    found = re.search(r"running again after p50 (\d+) s, max (\d+) s .*, (\d+) of 3", row)
+    assert found, row
+    assert int(found[3]) == 3 and "never ran" not in printed
+    assert int(found[2]) <= 3 * 1800 + 120  # three bundles, at most, and the start
 
 
 def test_the_demo_places_vmms_only_while_the_reservoir_has_room(

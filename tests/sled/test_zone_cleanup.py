@@ -285,6 +285,44 @@ async def test_concurrency_bound(actor_runtime: Runtime) -> None:
     assert zones.names() == []
 
 
+@pytest.mark.parametrize("waited", [True, False], ids=["waited-for", "nobody-waits"])
+async def test_a_cleanup_someone_waits_for_goes_first(actor_runtime: Runtime, waited: bool) -> None:
+    # Ours: a new VMM's start waits for its old zone's cleanup (the runner's WaitCleaned);
+    # in hand-over order that was behind every 30-minute bundle queued before it (the
+    # demo: a VMM registered again waited 17,968 s).
+    zones = SimZones(bundle_time=100.0, halt_time=5.0, remove_time=1.0)
+    names = [propolis_zone_name(f"p{i}") for i in range(6)]
+    for name in names:
+        zones.add(name)
+    ref, _ = await spawn_cleanup(actor_runtime, zones, 3)
+    t0 = trio.current_time()
+    for i, name in enumerate(names):
+        await ref.tell(CleanupZone(name, f"p{i}"))
+    await trio.sleep(10.0)  # p0 bundles; p1, p2 hold slots for the bundle; p3-p5 pending
+    got: dict[str, float] = {}
+
+    async def wait_for(i: int) -> None:
+        await wait_cleaned(ref, names[i])
+        got[f"p{i}"] = trio.current_time() - t0
+
+    async with trio.open_nursery() as nursery:
+        if waited:
+            nursery.start_soon(wait_for, 5)  # still pending: ahead in the slot queue
+            await trio.sleep(1.0)
+            nursery.start_soon(wait_for, 2)  # has a slot: ahead in the bundle queue
+    results = [await wait_cleaned(ref, name) for name in names]
+    order = sorted(range(6), key=lambda i: results[i].bundle.started)
+    if waited:
+        # p2 bundles next (100-200); p5 gets p0's slot at 106, ahead of p1 in the bundle
+        # queue (200-300); p1 (300-400), then p3 and p4 in hand-over order.
+        assert order == [0, 2, 5, 1, 3, 4]
+        assert got == {"p2": 206.0, "p5": 306.0}
+    else:
+        assert order == [0, 1, 2, 3, 4, 5]
+    assert [results[i].bundle.started - t0 for i in order] == [0, 100, 200, 300, 400, 500]
+    assert all(r.removed for r in results) and zones.names() == []
+
+
 async def test_duplicate_cleanup_is_ignored(actor_runtime: Runtime) -> None:
     zones = SimZones()
     zones.add(A)
