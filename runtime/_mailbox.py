@@ -129,6 +129,16 @@ class _LiveCount:
         return self._mailbox.count
 
 
+def _wanted(msg: Any, want: tuple[type, ...]) -> bool:
+    """Whether a receiver parked for *want* must be woken by *msg*. A pattern whose
+    predicate raises wakes it: the receiver's own search then meets the error, in its
+    handler - never the sender, whose message is already queued (``runtime._pattern``)."""
+    try:
+        return isinstance(msg, want)
+    except Exception:
+        return True
+
+
 class Mailbox:
     """Queued messages of one actor: bounded, FIFO within a priority, higher priority first.
 
@@ -292,7 +302,7 @@ class Mailbox:
             return False
         q.append(item)
         waiter = self._waiter
-        if waiter is not None and (self._want is None or isinstance(msg, self._want)):
+        if waiter is not None and (self._want is None or _wanted(msg, self._want)):
             self._waiter = None
             reschedule(waiter)
         return True
@@ -323,7 +333,7 @@ class Mailbox:
                 self._reserved -= 1
             self._retune()
         waiter = self._waiter
-        if waiter is not None and (self._want is None or isinstance(msg, self._want)):
+        if waiter is not None and (self._want is None or _wanted(msg, self._want)):
             self._waiter = None
             reschedule(waiter)
 

@@ -16,10 +16,14 @@ Guarantees:
 * A message a pattern does not match is left where it is, in order, as if its type were
   not asked for (selective receive's own rule, semantics.md §3).
 
-The predicate must be a pure, cheap function that does not raise: it is called while a
-message is being queued (by the sender, when the actor is parked on the pattern) and each
-time the mailbox is searched, as many times as the runtime needs. A pattern is not a
-message type: it cannot be instantiated, and ``handle`` annotations take real types.
+* A predicate that raises fails the handler searching the mailbox (its ``receive`` or
+  ``serve_until`` raises the error), never a sender: a message whose check raised while
+  it was being queued is queued, and wakes the parked receiver to meet the error itself.
+
+The predicate should be a pure, cheap function: it is called while a message is being
+queued (by the sender, when the actor is parked on the pattern) and each time the mailbox
+is searched, as many times as the runtime needs. A pattern is not a message type: it
+cannot be instantiated, and ``handle`` annotations take real types.
 """
 
 from __future__ import annotations

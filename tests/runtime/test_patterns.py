@@ -161,6 +161,42 @@ async def test_a_receive_whose_pattern_never_matches_times_out_naming_it(
         assert timeout[0] == "timeout" and "EvenNum" in timeout[1] and one == 1
 
 
+def _not_13(m: Num) -> bool:
+    if m.n == 13:
+        raise ValueError("13 is unlucky")
+    return m.n % 2 == 0
+
+
+class Unlucky(Actor):
+    handled: list[int] = []  # across incarnations
+
+    async def handle(self, msg: Begin | Num) -> None:
+        if isinstance(msg, Begin):
+            await self.receive(pattern(Num, _not_13, name="Lucky"))
+        else:
+            Unlucky.handled.append(msg.n)
+
+
+@pytest.mark.parametrize("parked", [True, False], ids=["parked", "searching"])
+async def test_a_predicate_that_raises_fails_the_receiving_handler_never_the_sender(
+    autojump_clock: trio.abc.Clock, parked: bool
+) -> None:
+    Unlucky.handled = []
+    async with open_runtime() as rt:
+        ref = await rt.spawn(Unlucky, restart="transient")
+        await ref.tell(Begin())
+        if parked:
+            await wait_all_tasks_blocked()  # parked: the sender's put checks the pattern
+        await ref.tell(Num(13))  # returns either way: the message is queued
+        await wait_all_tasks_blocked()
+        stats = ref.statistics()
+        # The receive raised in the handler: the actor failed and was restarted, and the
+        # message whose check raised was not lost - the next incarnation handled it.
+        assert (stats.failures, stats.restarts, stats.state) == (1, 1, "running")
+        assert Unlucky.handled == [13]
+        await ref.stop()
+
+
 def test_a_pattern_is_no_message_type_and_says_what_it_matches() -> None:
     assert isinstance(Num(2), EVEN) and not isinstance(Num(3), EVEN)
     assert not isinstance(Put("2"), EVEN)  # the predicate never sees another type
