@@ -5,6 +5,8 @@ test_mailbox.py (``SELECTORS``)."""
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
+
 import msgspec
 import pytest
 import trio
@@ -13,6 +15,7 @@ from trio.testing import wait_all_tasks_blocked
 from trioxide import traces
 from trioxide.runtime import (
     Actor,
+    ActorRef,
     Completed,
     Interrupted,
     ReceiveTimeout,
@@ -54,6 +57,15 @@ class Starter(Actor):
         return f"{msg.target} handled"
 
 
+def _asking(ref: ActorRef, out: dict[str, object]) -> Callable[[str, object], Awaitable[None]]:
+    """``ask(key, msg)``: ask *ref* *msg* and put the answer in ``out[key]``."""
+
+    async def ask(key: str, msg: object) -> None:
+        out[key] = await ref.ask(msg)
+
+    return ask
+
+
 @pytest.mark.parametrize("traced", [False, True])
 async def test_serve_until_is_interrupted_only_by_a_message_its_pattern_matches(
     autojump_clock: trio.abc.Clock, traced: bool
@@ -62,10 +74,7 @@ async def test_serve_until_is_interrupted_only_by_a_message_its_pattern_matches(
     async with open_runtime(tracer=traces.Tracer(sink) if traced else None) as rt:
         ref = await rt.spawn(Starter)
         out: dict[str, object] = {}
-
-        async def ask(key: str, msg: object) -> None:
-            out[key] = await ref.ask(msg)
-
+        ask = _asking(ref, out)
         async with trio.open_nursery() as n:
             n.start_soon(ask, "begin", Begin())
             await trio.sleep(1)
@@ -92,10 +101,7 @@ async def test_without_a_matching_message_serve_until_completes(
     async with open_runtime() as rt:
         ref = await rt.spawn(Starter)
         out: dict[str, object] = {}
-
-        async def ask(key: str, msg: object) -> None:
-            out[key] = await ref.ask(msg)
-
+        ask = _asking(ref, out)
         async with trio.open_nursery() as n:
             n.start_soon(ask, "begin", Begin())
             await trio.sleep(1)

@@ -47,6 +47,22 @@ async def spawn_cleanup(rt: Runtime, zones: SimZones, *args: Any) -> tuple[Actor
     return ref, inst
 
 
+async def hand_over_zones(
+    rt: Runtime, zones: SimZones, n: int, max_concurrent: int
+) -> tuple[ActorRef, ZoneCleanup, list[str], float]:
+    """The zones of VMMs ``p0``..``p<n-1>`` (made running) handed over in that order, at
+    once, to a new cleanup with *max_concurrent* slots: its ref and actor, the zone names
+    and the time of the hand-over."""
+    names = [propolis_zone_name(f"p{i}") for i in range(n)]
+    for name in names:
+        zones.add(name)
+    ref, cleanup = await spawn_cleanup(rt, zones, max_concurrent)
+    t0 = trio.current_time()
+    for i, name in enumerate(names):
+        await ref.tell(CleanupZone(name, f"p{i}"))
+    return ref, cleanup, names, t0
+
+
 async def wait_cleaned(ref: ActorRef, zone: str) -> CleanupResult:
     result = await ref.ask(WaitCleaned(zone))
     assert isinstance(result, CleanupResult)
@@ -265,13 +281,7 @@ async def test_bundles_are_serialized_while_halts_and_removes_proceed(
 
 async def test_concurrency_bound(actor_runtime: Runtime) -> None:
     zones = SimZones(bundle_time=1.0, halt_time=100.0, remove_time=10.0)
-    names = [propolis_zone_name(f"p{i}") for i in range(5)]
-    for name in names:
-        zones.add(name)
-    ref, cleanup = await spawn_cleanup(actor_runtime, zones, 2)
-    t0 = trio.current_time()
-    for i, name in enumerate(names):
-        await ref.tell(CleanupZone(name, f"p{i}"))
+    ref, cleanup, names, t0 = await hand_over_zones(actor_runtime, zones, 5, 2)
     await trio.sleep(50.0)
     snap = await status(ref)
     assert snap.running == tuple(names[:2]) and snap.pending == tuple(names[2:])
@@ -291,13 +301,7 @@ async def test_a_cleanup_someone_waits_for_goes_first(actor_runtime: Runtime, wa
     # in hand-over order that was behind every 30-minute bundle queued before it (the
     # demo: a VMM registered again waited 17,968 s).
     zones = SimZones(bundle_time=100.0, halt_time=5.0, remove_time=1.0)
-    names = [propolis_zone_name(f"p{i}") for i in range(6)]
-    for name in names:
-        zones.add(name)
-    ref, _ = await spawn_cleanup(actor_runtime, zones, 3)
-    t0 = trio.current_time()
-    for i, name in enumerate(names):
-        await ref.tell(CleanupZone(name, f"p{i}"))
+    ref, _, names, t0 = await hand_over_zones(actor_runtime, zones, 6, 3)
     await trio.sleep(10.0)  # p0 bundles; p1, p2 hold slots for the bundle; p3-p5 pending
     got: dict[str, float] = {}
 
