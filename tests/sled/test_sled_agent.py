@@ -202,6 +202,30 @@ async def test_a_stop_aborts_a_start_stuck_in_a_zone_operation_and_the_zone_is_c
     assert not zones.exists(zone) and sled.manager.find("p1") is None
 
 
+async def test_a_stop_aborts_a_start_waiting_for_the_reservoir_and_reserves_nothing(
+    actor_runtime: Runtime,
+) -> None:
+    from trioxide.actors.reservoir import ReservoirMode
+    from trioxide.actors.sim.hypervisor import GiB, SimHypervisor
+
+    world = SledWorld(
+        zones=SimZones(install_time=1.0, boot_time=1.0, bundle_time=10.0),
+        hypervisor=SimHypervisor(physical_bytes=40 * GiB, control_plane_reserve_bytes=8 * GiB),
+    )
+    config = SledConfig(reservoir=ReservoirMode.size_mib(8 * 1024))  # Ready at 8 s
+    api = SledAgentClient(await actor_runtime.spawn(SledAgent, world, config, name="sled"))
+    await api.register("p1", "i1")
+    await api.ensure_state("p1", Target.RUNNING)
+    await trio.sleep(4)  # the zone is up; the start waits for the reservoir
+    with trio.fail_after(1):
+        final = await api.ensure_state("p1", Target.STOPPED)
+    assert final is not None and final.state is S.DESTROYED and trio.current_time() < 5
+    await trio.sleep(30)  # the reservoir became Ready meanwhile: nothing was taken from it
+    assert world.hypervisor.vmm_memory("p1") == 0
+    assert world.hypervisor.statistics().vmm_reservations == 0
+    assert not world.zones.exists(propolis_zone_name("p1"))
+
+
 async def test_6_queue_full_other_vmms_still_served(actor_runtime: Runtime) -> None:
     zones = SimZones(install_time=1.0, boot_time=1.0)
     sled = await make_sled(actor_runtime, zones=zones)
