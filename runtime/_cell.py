@@ -27,7 +27,7 @@ from ._actor import Actor, TimerHandle, accepted_types
 from ._context import current_cell, current_sender, task_actor, task_name
 from ._errors import ActorGone, AskDeadlock, UnhandledMessage
 from ._loop import NOT_STOPPING
-from ._mailbox import DONE, WITHDRAWN, Envelope, Mailbox, message_of
+from ._mailbox import DONE, RUNNING, WITHDRAWN, Envelope, Mailbox, message_of
 from ._messages import Admit, Terminated
 from ._ref import ActorRef
 from ._supervision import ChildSpec, RestartIntensity
@@ -37,6 +37,7 @@ if TYPE_CHECKING:
     from ._runtime import Runtime
 
 __all__ = ["ActorCell"]
+
 
 class ActorCell:
     """Everything the runtime knows about one actor; survives restarts."""
@@ -83,6 +84,7 @@ class ActorCell:
         "task",
         "unhandled",
         "waiting",
+        "waiting_ask",
         "waiting_on",
         "watchers",
     )
@@ -135,6 +137,9 @@ class ActorCell:
         # The actor this one's own task is blocked on (an ask, a spawn's on_start, a stop
         # waiting for the exit): the edges of the wait-for graph AskDeadlock walks.
         self.waiting_on: ActorCell | None = None
+        # The ask that edge stands for (``None`` for the other waits): once it is answered
+        # (or given up) the wait is over, even before this actor's task runs again.
+        self.waiting_ask: Envelope | None = None
         # Traced runs only (msg_ids): the message whose handler raised the failure being
         # handled (the ``fail`` event's cause), and the message that led to cancelling
         # this actor's handler or tasks - the one its stopper was handling, or the
@@ -187,15 +192,29 @@ class ActorCell:
 
     def wait_on(self, target: ActorCell) -> None:
         """Record that this actor's own task now waits on *target*; raise ``AskDeadlock``
-        instead if *target* already waits (through a chain of actors) on this one."""
+        instead if *target* already waits (through a chain of actors) on this one.
+
+        A wait that is over counts for nothing, although the waiting task has not run yet
+        to clear it (``blocked_on``): a cycle through it is no deadlock."""
         chain = [self.path]
         c: ActorCell | None = target
         while c is not None:
             chain.append(c.path)
             if c is self:
                 raise AskDeadlock(tuple(chain))
-            c = c.waiting_on
+            c = c.blocked_on()
         self.waiting_on = target
+
+    def blocked_on(self) -> ActorCell | None:
+        """The actor this one's own task still waits on, if any: not one whose ask was
+        answered (or given up), nor one that has exited."""
+        target = self.waiting_on
+        if target is None:
+            return None
+        ask = self.waiting_ask
+        if (ask is not None and ask.state > RUNNING) or target.state == "exited":
+            return None
+        return target
 
     def child_list(self) -> list[ActorCell]:
         return list(self.children.values()) if self.children else []

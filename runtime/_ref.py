@@ -370,6 +370,8 @@ class ActorRef(Generic[A_co]):
                     reserved = await self._wait_space_for_ask(cell, mb, msg, timeout, deadline)
                 prio = self._admit(cell, mb, msg, reserved, True)
                 if type(prio) is not int:  # ignored: the asker gets the reply at once
+                    if waiter is not None:
+                        waiter.waiting_on = None  # not waiting any more (wait_on)
                     await cancel_shielded_checkpoint()
                     return prio.reply  # type: ignore[union-attr,no-any-return]
                 if tr is None:
@@ -380,6 +382,8 @@ class ActorRef(Generic[A_co]):
                 mb.put(env, prio, reserved=reserved)
             if timeout is not None:
                 rt.deadlines.add(env, timeout, deadline)
+            if waiter is not None:
+                waiter.waiting_ask = env  # answered, the edge is over (ActorCell.blocked_on)
             try:
                 return await wait_task_rescheduled(env.abort)  # type: ignore[no-any-return]
             except trio.Cancelled:
@@ -390,7 +394,7 @@ class ActorRef(Generic[A_co]):
                 raise
         finally:
             if waiter is not None:
-                waiter.waiting_on = None
+                waiter.waiting_on = waiter.waiting_ask = None
 
     async def _wait_space_for_ask(
         self, cell: ActorCell, mb: Mailbox, msg: Any, timeout: float | None, deadline: float

@@ -491,6 +491,52 @@ async def test_an_ask_cycle_fails_the_ask_that_closes_it(
         assert all(p.alive for p in peers)  # the actors keep running
 
 
+class Relay(Actor):
+    """``Watch_`` sets where ``Go`` goes next. ``Go``: answer the asker at once, then ask
+    the next actor (``Go(-1)`` ends the chain) - so the asker has its answer while this
+    actor is still busy with the ask it made after."""
+
+    def __init__(self) -> None:
+        self.next: trioxide.ActorRef | None = None
+        self.errors: list[BaseException] = []
+
+    async def handle(self, msg: Watch_ | Go) -> str:
+        if isinstance(msg, Watch_):
+            self.next = msg.target
+            return "ok"
+        if msg.seconds < 0 or self.next is None:
+            return "end"
+        self.reply(msg, "answered early")
+        try:
+            await self.next.ask(Go(msg.seconds - 1))
+        except AskDeadlock as exc:
+            self.errors.append(exc)
+        return "ignored"
+
+
+@TRACED
+@pytest.mark.parametrize("seed", range(12))
+async def test_an_answered_ask_is_no_longer_a_wait_even_before_its_asker_runs(
+    autojump_clock: trio.abc.Clock, traced: bool, seed: int
+) -> None:
+    """a asks b; b answers at once, then asks c; c asks a. If c runs before a has resumed,
+    a's wait on b is over but a's task has not cleared it: c -> a -> b -> c looked like a
+    cycle and c's ask failed with AskDeadlock, although a was about to go on (found by the
+    fault fuzzer, seed 5394290: through an actor waiting for a child's exit). With
+    seeded scheduling either order happens across seeds; no order may raise."""
+    async with open_runtime(tracer=tracer(traced), seed=seed) as rt:
+        a, b, c = [await rt.spawn(Relay, name=n) for n in "abc"]
+        await a.ask(Watch_(b))
+        await b.ask(Watch_(c))
+        await c.ask(Watch_(a))
+        with trio.fail_after(10):
+            assert await a.ask(Go(2)) == "answered early"
+            await trio.testing.wait_all_tasks_blocked()
+        for ref in (a, b, c):
+            inst = ref.instance
+            assert isinstance(inst, Relay) and inst.errors == [], ref.path
+
+
 class AskParentOnStart(Actor):
     def __init__(self, parent: trioxide.ActorRef) -> None:
         self.parent = parent
