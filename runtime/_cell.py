@@ -36,7 +36,10 @@ from ._trio_private import cancel_pending
 if TYPE_CHECKING:
     from ._runtime import Runtime
 
-__all__ = ["ActorCell"]
+__all__ = ["START", "ActorCell"]
+
+#: ``ActorCell.waiting_for`` of a spawner waiting for its child's ``on_start``.
+START = "start"
 
 
 class ActorCell:
@@ -84,7 +87,7 @@ class ActorCell:
         "task",
         "unhandled",
         "waiting",
-        "waiting_ask",
+        "waiting_for",
         "waiting_on",
         "watchers",
     )
@@ -137,9 +140,10 @@ class ActorCell:
         # The actor this one's own task is blocked on (an ask, a spawn's on_start, a stop
         # waiting for the exit): the edges of the wait-for graph AskDeadlock walks.
         self.waiting_on: ActorCell | None = None
-        # The ask that edge stands for (``None`` for the other waits): once it is answered
-        # (or given up) the wait is over, even before this actor's task runs again.
-        self.waiting_ask: Envelope | None = None
+        # What that wait is for: an ask (its envelope), a spawned child's ``on_start``
+        # (``START``), or - ``None`` - the target's exit. It can be over before this
+        # actor's task runs again to clear it (``blocked_on``).
+        self.waiting_for: Envelope | str | None = None
         # Traced runs only (msg_ids): the message whose handler raised the failure being
         # handled (the ``fail`` event's cause), and the message that led to cancelling
         # this actor's handler or tasks - the one its stopper was handling, or the
@@ -207,13 +211,16 @@ class ActorCell:
 
     def blocked_on(self) -> ActorCell | None:
         """The actor this one's own task still waits on, if any: not one whose ask was
-        answered (or given up), nor one that has exited."""
+        answered (or given up), whose ``on_start`` this one spawned it for has completed,
+        or that has exited."""
         target = self.waiting_on
-        if target is None:
+        if target is None or target.state == "exited":
             return None
-        ask = self.waiting_ask
-        if (ask is not None and ask.state > RUNNING) or target.state == "exited":
-            return None
+        why = self.waiting_for
+        if type(why) is Envelope:
+            return target if why.state <= RUNNING else None
+        if why is START:
+            return target if target.state == "starting" else None
         return target
 
     def child_list(self) -> list[ActorCell]:

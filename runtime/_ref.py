@@ -383,7 +383,7 @@ class ActorRef(Generic[A_co]):
             if timeout is not None:
                 rt.deadlines.add(env, timeout, deadline)
             if waiter is not None:
-                waiter.waiting_ask = env  # answered, the edge is over (ActorCell.blocked_on)
+                waiter.waiting_for = env  # answered, the edge is over (ActorCell.blocked_on)
             try:
                 return await wait_task_rescheduled(env.abort)  # type: ignore[no-any-return]
             except trio.Cancelled:
@@ -394,7 +394,7 @@ class ActorRef(Generic[A_co]):
                 raise
         finally:
             if waiter is not None:
-                waiter.waiting_on = waiter.waiting_ask = None
+                waiter.waiting_on = waiter.waiting_for = None
 
     async def _wait_space_for_ask(
         self, cell: ActorCell, mb: Mailbox, msg: Any, timeout: float | None, deadline: float

@@ -21,7 +21,7 @@ from trio.lowlevel import reschedule
 from trioxide.traces import FlightRecorder, JsonlFileSink, Tracer, unwrap
 
 from ._actor import Actor
-from ._cell import ActorCell
+from ._cell import START, ActorCell
 from ._context import current_cell, current_runtime
 from ._deadlines import DeadlineQueue
 from ._errors import AskTimeout, InvalidActor
@@ -183,7 +183,7 @@ class Runtime:
         # that the child asking its spawner from on_start is an AskDeadlock, not a hang.
         spawner = current_cell.get()
         if spawner is not None and spawner.task is trio.lowlevel.current_task():
-            spawner.waiting_on = cell
+            spawner.waiting_on, spawner.waiting_for = cell, START
         else:
             spawner = None
         try:
@@ -200,7 +200,7 @@ class Runtime:
             raise
         finally:
             if spawner is not None:
-                spawner.waiting_on = None
+                spawner.waiting_on = spawner.waiting_for = None
         return cell.ref
 
     def _expire(self, env: Envelope) -> None:

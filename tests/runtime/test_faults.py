@@ -537,6 +537,46 @@ async def test_an_answered_ask_is_no_longer_a_wait_even_before_its_asker_runs(
             assert isinstance(inst, Relay) and inst.errors == [], ref.path
 
 
+class Joiner(Actor):
+    """Tells itself ``Go`` from ``on_start``; handling it, asks its parent (as a child that
+    registers with its parent on its first message does)."""
+
+    def __init__(self, parent: trioxide.ActorRef) -> None:
+        self.parent = parent
+        self.answers: list[object] = []
+
+    async def on_start(self) -> None:
+        self.ref.tell_nowait(Go())
+
+    async def handle(self, msg: Go) -> None:
+        try:
+            self.answers.append(await self.parent.ask(Go(1)))
+        except AskDeadlock as exc:
+            self.answers.append(exc)
+
+
+class Host(Actor):
+    async def handle(self, msg: Go) -> object:
+        if msg.seconds == 0:
+            return await self.spawn(Joiner, self.ref, name="child")
+        return "welcome"
+
+
+@pytest.mark.parametrize("seed", range(6))
+async def test_a_spawner_whose_childs_on_start_completed_no_longer_waits_on_it(
+    autojump_clock: trio.abc.Clock, seed: int
+) -> None:
+    """The child's loop runs as soon as its ``on_start`` completes, before its spawner's
+    ``spawn`` returns: its first handler asking the spawner met the spawner's wait for
+    ``on_start``, already over, and got AskDeadlock - for every seed."""
+    async with open_runtime(seed=seed) as rt:
+        host = await rt.spawn(Host, name="host")
+        child = await host.ask(Go(0))
+        await trio.testing.wait_all_tasks_blocked()
+        inst = child.instance
+        assert isinstance(inst, Joiner) and inst.answers == ["welcome"]
+
+
 class AskParentOnStart(Actor):
     def __init__(self, parent: trioxide.ActorRef) -> None:
         self.parent = parent
