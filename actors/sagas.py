@@ -2,7 +2,8 @@
 poking the VMM's state, against one VMM id, under the start-token design or the legacy
 ticket design. Checked after every handled message: the sled invariants
 (``actors.invariants``), symptoms included (zone collisions, zone ownership, unexplained
-``Failed``).
+``Failed``); at the end, also that every stop request was answered at once
+(``stops_answered_promptly``).
 
     trioxide explore trioxide.actors.sagas:tokens --seeds 2000   # holds every invariant
     trioxide explore trioxide.actors.sagas:legacy --seeds 300    # violations, zones too
@@ -85,15 +86,22 @@ async def saga_scenario(run: SeededRun, *, legacy_tickets: bool) -> None:
             except SledAgentError:
                 pass  # (a typed answer is fine; only hangs and lost errors are not)
 
+    stop_waits: list[float] = run.state.setdefault("stop_waits", [])
+
     async def poker() -> None:
         """A client asking for state changes at any time (mostly refused: not running,
-        starting, gone): a refusal must never fail the VMM."""
+        starting, gone): a refusal must never fail the VMM, and a stop is answered at once
+        (``stops_answered_promptly``)."""
         for _ in range(3):
             await trio.sleep(rng.uniform(0.5, 8))
+            target = rng.choice([Target.REBOOT, Target.STOPPED])
+            asked = trio.current_time()
             try:
-                await api.ensure_state(PID, rng.choice([Target.REBOOT, Target.STOPPED]))
+                await api.ensure_state(PID, target)
             except (SledAgentError, RequestDenied):
                 pass
+            if target is Target.STOPPED:
+                stop_waits.append(trio.current_time() - asked)
 
     async with trio.open_nursery() as nursery:
         for i in range(SAGAS):
@@ -118,8 +126,23 @@ def _sled_invariant(check: SledInvariant) -> Invariant:
     return invariant
 
 
+#: A stop is answered within this (virtual) time, whatever the VMM is doing: the exit
+#: sequence's slowest step here is killing Propolis (0.5 s).
+STOP_ANSWERED_WITHIN = 1.0
+
+
+def stops_answered_promptly(run: SeededRun) -> bool:
+    """What an operator would notice: a stop request that takes as long as the start it
+    came during. Every stop the poker sent was answered within ``STOP_ANSWERED_WITHIN``
+    (a stop aborts a setup in progress: waiting for the old zone's cleanup, in a zone
+    operation, launching Propolis; upstream queues it behind the start)."""
+    slow = [round(w, 3) for w in run.state.get("stop_waits", []) if w > STOP_ANSWERED_WITHIN]
+    assert not slow, f"stop requests answered after {slow} s (limit {STOP_ANSWERED_WITHIN} s)"
+    return True
+
+
 INVARIANT_CHECKS = [_sled_invariant(inv) for inv in INVARIANTS]
-AT_END_CHECKS = [_sled_invariant(inv) for inv in AT_END]
+AT_END_CHECKS = [*(_sled_invariant(inv) for inv in AT_END), stops_answered_promptly]
 
 
 async def token_scenario(run: SeededRun) -> None:
