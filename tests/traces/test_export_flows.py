@@ -95,7 +95,7 @@ def test_every_perfetto_flow_of_the_demo_is_bound_to_its_slice(
     checked, bad = unbound_flows(doc)
     tf = traces.read_trace(demo_trace_path)
     receives = sum(1 for e in tf.events if e.kind == "receive")
-    assert checked >= 2 * receives > 2000  # a start and an end per received message...
+    assert checked >= 2 * receives > 1000  # a start and an end per received message...
     assert bad == [], f"{len(bad)} of {checked} flow events unbound, e.g. {bad[:3]}"
     # ...including sends from outside any actor and replies into asking tasks.
     names = {e["args"]["name"] for e in doc["traceEvents"] if e["name"] == "thread_name"}
@@ -158,7 +158,7 @@ def test_otlp_spans_start_at_the_runs_wall_clock_start(demo_trace_path: Path) ->
     assert min(span_times(doc)) == start
     sent = {e.msg_id: e.t for e in tf.events if e.kind == "send"}
     producers = [s for s in doc["resourceSpans"][0]["scopeSpans"][0]["spans"] if s["kind"] == 4]
-    assert len(producers) == len(sent) > 1000
+    assert len(producers) == len(sent) > 500  # the 6-VMM demo: ~600 sends
     for span in producers:  # each at the run's start plus its virtual offset
         attrs = {a["key"]: a["value"]["stringValue"] for a in span["attributes"][:5]}
         t = sent[int(attrs["messaging.message.id"])]
