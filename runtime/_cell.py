@@ -265,10 +265,11 @@ class ActorCell:
                         # The first on_start failed: the spawner gets the exception itself.
                         self.start_status = None
                         raise failure from None
-                    if self.stopping is not NOT_STOPPING:
-                        # Failed while a stop was pending: no restart. A supervised actor
-                        # just ends (its supervisor asked for the stop); an unsupervised
-                        # one escalates, because errors are never silently lost.
+                    if self.stopping is not NOT_STOPPING or self.supervisor_stopping():
+                        # Failed while a stop was pending, or while what supervises it is
+                        # stopping (and will stop it in turn): no restart. A supervised
+                        # actor just ends; an unsupervised one escalates, because errors
+                        # are never silently lost.
                         if spec.restart is not None:
                             return
                         raise
@@ -287,7 +288,7 @@ class ActorCell:
                         # raising): no restart can happen, and errors are never silently
                         # lost, so the failure escalates.
                         raise failure from None
-                    if self.stopping is not NOT_STOPPING:
+                    if self.stopping is not NOT_STOPPING or self.supervisor_stopping():
                         return  # stopped while waiting to restart: ends with the failure
                     self.restarts += 1
                     if tr is not None:
@@ -308,6 +309,19 @@ class ActorCell:
             self.orphans = None
             for env in orphans:
                 _loop.answer(self, env, outcome.Error(ActorGone(self.path, reason)))
+
+    def supervisor_stopping(self) -> bool:
+        """Whether what supervises this actor is stopping - its parent, or for a top-level
+        actor the runtime leaving its block - so that this actor will be stopped in turn.
+        A failure then ends it instead of restarting it: a restart could only keep alive
+        what is being shut down, and an actor stopped before it (a later sibling, stopped
+        first) may be waiting on it, in ``on_start`` or ``on_stop``, which no grace cuts
+        short (fault fuzzer seed 5517744: a crash-looping actor kept its later sibling's
+        ``on_start`` ask unanswered, and leaving the block never ended)."""
+        parent = self.parent
+        if parent is not None:
+            return parent.stopping is not NOT_STOPPING
+        return self.rt.exiting
 
     def _may_restart(self) -> bool:
         spec = self.spec

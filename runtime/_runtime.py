@@ -86,6 +86,9 @@ class Runtime:
         self._noise = random.Random(seed * 7919 + 1) if extra_yields and seed is not None else None
         self._log1m_p = math.log1p(-extra_yields) if 0 < extra_yields < 1 else 0.0
         self.top_level: dict[str, ActorCell] = {}  # top-level actors, spawn order
+        #: The block was left and its top-level actors are being stopped: they supervise
+        #: no more (``ActorCell.supervisor_stopping``).
+        self.exiting = False
         self._nursery: trio.Nursery | None = None
         self._auto_names: dict[str, int] = {}
         self.tell_budget = TELL_YIELD_EVERY
@@ -276,6 +279,7 @@ class Runtime:
                 recorder.dump_soon(f"{self.name}.sigusr1", limited=False)
 
     async def _stop_all(self, reason: object) -> None:
+        self.exiting = True
         while self.top_level:
             last = next(reversed(self.top_level.values()))
             await last.ref.stop(reason)

@@ -181,3 +181,71 @@ async def test_failure_during_stop_ends_supervised_actor(autojump_clock: trio.ab
         assert repr(ref.exit_reason) == "ValueError('while stopping')"
         with pytest.raises(ActorGone):
             await ref.ask(Get())
+
+
+class Looper(Actor):
+    """Crash-loops: each incarnation tells itself an urgent ``Boom`` from ``on_start`` and
+    fails handling it a second later - so a queued ``Get`` (priority 0) is never reached,
+    and failures a second apart never fill a 0.5 s intensity window."""
+
+    def priority(self, msg: object) -> int:
+        return 5 if isinstance(msg, Boom) else 0
+
+    async def on_start(self) -> None:
+        self.ref.tell_nowait(Boom())
+
+    async def handle(self, msg: Boom | Get) -> str:
+        if isinstance(msg, Boom):
+            await trio.sleep(1)
+            raise ValueError("boom")
+        return "served"
+
+
+class Leaver(Actor):
+    """Asks the looper on its way out (``on_stop``, which no grace cuts short)."""
+
+    got: list[object] = []
+
+    def __init__(self, looper: object) -> None:
+        self.looper = looper
+
+    async def handle(self, msg: Get) -> None:
+        pass
+
+    async def on_stop(self, reason: object) -> None:
+        try:
+            Leaver.got.append(await self.looper.ask(Get()))  # type: ignore[attr-defined]
+        except ActorGone as exc:
+            Leaver.got.append(exc)
+
+
+@pytest.mark.parametrize("parent", [False, True], ids=["top-level", "children"])
+async def test_an_actor_whose_supervisor_is_stopping_is_not_restarted(
+    autojump_clock: trio.abc.Clock, parent: bool
+) -> None:
+    """Leaving the block stops top-level actors one by one, the last spawned first (and a
+    stopping parent its children likewise). The leaver, stopped first, asks the
+    crash-looping looper from ``on_stop``; the looper is not stopped yet, so it used to
+    restart forever and never reach the ask: leaving the block never ended. Now a failure
+    while its supervisor (the runtime leaving its block, or the parent) is stopping ends
+    the actor, as a failure during its own stop does; its queued ask is drained."""
+    Leaver.got = []
+
+    class Parent(Actor):
+        async def on_start(self) -> None:
+            looper = await self.spawn(Looper, restart="permanent", max_restarts=1, within=0.5)
+            await self.spawn(Leaver, looper)
+
+        async def handle(self, msg: Get) -> None:
+            pass
+
+    with trio.fail_after(60):
+        async with open_runtime() as rt:
+            if parent:
+                await rt.spawn(Parent)
+            else:
+                looper = await rt.spawn(Looper, restart="permanent", max_restarts=1, within=0.5)
+                await rt.spawn(Leaver, looper)
+            await trio.sleep(5)  # four restarts so far
+    (answer,) = Leaver.got
+    assert isinstance(answer, ActorGone) and repr(answer.reason) == "ValueError('boom')"
