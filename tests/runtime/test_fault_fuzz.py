@@ -181,6 +181,19 @@ def test_an_ask_through_an_answered_asker_that_has_not_run_yet_is_no_deadlock(
     assert run_scenario(5394290, traced) == []
 
 
+@pytest.mark.parametrize("traced", MODES, ids=["traced", "untraced"])
+def test_an_on_start_ask_to_a_crash_looping_actor_is_given_a_timeout(traced: bool) -> None:
+    """Seed 5517744, found by fuzzing 150,000 more scenarios (5,460,000 on): a G1 hang that
+    was the scenario's own. a3's ``on_start`` asked a2 without a timeout; a2 failed every
+    9.25 s (wider than its 7 s intensity window: restarted forever), and each incarnation
+    handled its own urgent message first, so the ask was never reached, ``spawn(a3)``
+    never returned and the block's body never ended - a program that does not end, with
+    the runtime doing what semantics.md 3 and 9 say. The world now gives an ``on_start``
+    ask to an actor that restarts a timeout (``PARK_SAFE_TIMEOUT``), as it does asks to
+    actors that may park; the pinned seeds above replay byte for byte as before."""
+    assert run_scenario(5517744, traced) == []
+
+
 @pytest.mark.parametrize("seed", [2182, 10853, 39177])
 def test_a_seed_that_orders_by_address_gives_one_trace_however_often_it_runs(seed: int) -> None:
     """semantics.md 12: run after run in one process, each of these seeds gave two

@@ -22,7 +22,8 @@ from typing import Literal
 N_KINDS = 4
 NARROW_KINDS = (0, 1, 2)
 #: An untimed ask from an actor task to an actor that may park (``receive`` without a
-#: timeout) gets this timeout instead, see ``ActorSpec.may_park``.
+#: timeout) gets this timeout instead, see ``ActorSpec.may_park``; so does an untimed ask
+#: from ``on_start`` to an actor that restarts (``World._ask``).
 PARK_SAFE_TIMEOUT = 3.0
 #: ``AskStep.target``: ask back the actor that sent the message being handled (A -> B -> A).
 ASK_BACK = -1

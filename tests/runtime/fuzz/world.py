@@ -741,6 +741,9 @@ class World:
         if reply:
             inst.reply(got, TakenReply(got.id))
 
+    def _restarts(self, cell: CellRec) -> bool:
+        return self.sc.actors[cell.spec].restart in ("permanent", "transient")
+
     async def _ask(
         self,
         inst: FuzzActor,
@@ -756,6 +759,13 @@ class World:
             return
         timeout = step.timeout
         if timeout is None and self.sc.actors[target.spec].may_park:
+            timeout = PARK_SAFE_TIMEOUT
+        if timeout is None and origin.endswith(" on_start") and self._restarts(target):
+            # An actor that is restarted may fail again before it reaches the ask, forever
+            # (its own urgent message first each time, failures further apart than its
+            # intensity window: seed 5517744), and an on_start ask holds up its spawner -
+            # here the block's body, which then never ends. A program that never ends is
+            # the scenario's, not the runtime's (priorities starve by design, §3).
             timeout = PARK_SAFE_TIMEOUT
         rec = self.new_msg(step.kind, step.plan, "ask", target, origin, cell, timeout=timeout)
         rec.cycle, rec.cycle_links = self.cycle(cell, target)
