@@ -7,7 +7,7 @@ TRACE ?= traces-out/demo.jsonl
 
 .PHONY: demo view test lint typecheck pytest bench fuzz clean
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml setup.py traces/_cruns.c
 	@echo "setting up $(VENV) with pip: trioxide and its test tools (about a minute on a first run)"
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip

@@ -6,7 +6,7 @@ The same tell benchmark as ``bench_runtime.tell_rate`` (one task tells ``Incr(1)
 ``Counter``, then asks for the count) with stand-in tracers that keep the runtime's traced
 path exactly as it is but do less per tell. A traced tell is a ``send`` (one tracer call
 from ``tell``: a clock read and a ``TraceEvent``) and, on the actor's side, its slot in the
-loop's ``HandleRun`` (``traces._runs``: no call, four list slots and a clock read):
+loop's ``HandleRun`` (``traces._runs``: ``begin``/``end``, compiled where built):
 
 * ``nothing``: ``send`` only advances ``seq``, no runs, ``begin``/``handle`` do nothing - the
   traced structure alone (the envelope, the sender lookup, three calls);

@@ -19,7 +19,7 @@ import outcome
 import trio
 from trio.lowlevel import reschedule, wait_task_rescheduled
 
-from trioxide.traces import RUN_MAX_MESSAGES, Tracer
+from trioxide.traces import RUN_MAX_MESSAGES
 
 from ._context import task_actor, task_name
 from ._errors import ActorGone
@@ -50,10 +50,6 @@ NOT_STOPPING: Final = object()
 #: The actor loop yields to the scheduler after this many handled messages in a row
 #: (handlers that never block would otherwise starve other tasks).
 HANDLER_BATCH: Final = 64
-
-
-def _no_clock() -> float:  # pragma: no cover - only read by the Tracer fast path
-    return 0.0
 
 
 class _BareCurrent:
@@ -89,14 +85,12 @@ async def run(cell: ActorCell) -> None:
     tr = cell.rt.tracer
     untraced = tr is None
     path = cell.path
-    # The run fast path needs the concrete Tracer (its pending record and clock) writing
-    # to a sink that keeps runs (Runtime.runs).
+    # The run fast path needs the concrete Tracer (its pending record and runs) writing to
+    # a sink that keeps runs (Runtime.runs).
     runs = cell.rt.runs
-    clock, offset = tr.time_source if isinstance(tr, Tracer) else (_no_clock, 0.0)
     run: Any = None  # this loop's run; it is being recorded while it is tr.pending
-    items: list[Any] = []
     room = 0  # messages the run still takes
-    last_t: float | None = None  # when the last handler ended, if no wait since
+    fresh = True  # no handler ended since the loop last waited (or a handler failed)
     n = 0
     batch = cell.rt.next_handler_batch()
     hand = _TellInHand()  # ActorCell.current while a bare traced tell is handled
@@ -105,13 +99,13 @@ async def run(cell: ActorCell) -> None:
             n = 0
             batch = cell.rt.next_handler_batch()
             await trio.lowlevel.checkpoint()
-            last_t = None
+            fresh = True
         if cell.stopping is not NOT_STOPPING:
             return
         # ready and pop are the level-0 deque and its popleft in the common state.
         if not mb.ready:
             await wait_task_rescheduled(mb.parking(task, None))  # Mailbox.wait_put
-            last_t = None
+            fresh = True
             continue
         item = mb.pop()
         n += 1
@@ -162,7 +156,7 @@ async def run(cell: ActorCell) -> None:
                 cell.handled += 1
             continue
         elif untraced or item.asker is not None:
-            last_t = None
+            fresh = True
             await dispatch(cell, item)
             continue
         else:
@@ -173,25 +167,20 @@ async def run(cell: ActorCell) -> None:
         # A traced tell (mid, msg), cell.current set.
         assert tr is not None
         if runs:
-            # Recorded into the tracer's pending HandleRun (traces._runs): four list slots
-            # per tell while nothing else is traced; a handler that follows the previous
-            # one without a wait began when it ended.
+            # Recorded into the tracer's pending HandleRun (traces._runs): no event object,
+            # no call into the tracer, while nothing else is traced; a handler that
+            # follows the previous one without a wait began when it ended.
             if room == 0 or tr.pending is not run:  # type: ignore[attr-defined]
                 run = tr.open_run(path)  # type: ignore[attr-defined]
-                items = run.items
                 room = RUN_MAX_MESSAGES
             room -= 1
-            if last_t is None:
-                last_t = clock() + offset
-            items.append(mid)
-            items.append(msg.__class__.__name__)
-            items.append(last_t)
+            run.begin(mid, msg, fresh)
         else:
             tr.begin(path, mid, None, msg)
         try:
             await handle(msg)
         except BaseException as exc:
-            last_t = None
+            fresh = True
             _note_failure(cell, mid, exc)
             tr.handle(
                 path,
@@ -206,9 +195,10 @@ async def run(cell: ActorCell) -> None:
             cell.current = None
             cell.handled += 1
         if runs and tr.pending is run:  # type: ignore[attr-defined]
-            items.append(last_t := clock() + offset)
+            run.end()
+            fresh = False
         else:  # something was traced meanwhile: the run was written
-            last_t = None
+            fresh = True
             tr.handle(path, mid, None, None)
         if cell.taken is not None:
             _finish_taken(cell, None)

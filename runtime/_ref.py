@@ -11,8 +11,6 @@ import trio
 from trio.lowlevel import cancel_shielded_checkpoint, checkpoint, wait_task_rescheduled
 from typing_extensions import TypeVar as DefaultTypeVar
 
-from trioxide.traces import RUN_MAX_MESSAGES, SendRun
-
 from ._context import OUTSIDE, current_cell, current_sender, outside_cause
 from ._errors import ActorGone, AskTimeout, MailboxFull
 from ._mailbox import WITHDRAWN, Envelope
@@ -150,25 +148,18 @@ class ActorRef(Generic[A_co]):
                 spath, cause = None, outside_cause.get()
             else:
                 spath = cause = None
-            if (
-                cell.rt.runs
-                and type(run := tr.pending) is SendRun  # type: ignore[attr-defined]
-                and run.actor is cell.path
-                and run.cls is type(msg)
-                and run.sender is spath
-                and run.cause is cause
-                and (n := len(times := run.times)) < RUN_MAX_MESSAGES
-            ):
-                # The same send as the one before, nothing traced since: its time into the
-                # tracer's pending SendRun (traces._runs), the seq after that one's.
-                times.append(run.clock() + run.offset)  # type: ignore[union-attr]
-                mid = run.seq + n
-            else:
-                try:
+            try:
+                if not (
+                    cell.rt.runs
+                    and (run := tr.send_run) is not None  # type: ignore[attr-defined]
+                    and (mid := run.add(cell.path, msg, spath, cause)) is not None
+                ):
+                    # Not the same send as the one before with nothing traced since (the
+                    # tracer's pending SendRun takes that, traces._runs): its own event.
                     mid = tr.send(cell.path, spath, cause, False, msg)
-                except BaseException:
-                    mb.unput()  # (e.g. the tracer's redact raised): nothing was sent
-                    raise
+            except BaseException:
+                mb.unput()  # (e.g. the tracer's redact raised): nothing was sent
+                raise
             # ---- end of hot path ----------------------------------------------------
             mb.ids.append(mid)  # type: ignore[union-attr]
         else:

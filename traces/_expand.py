@@ -16,7 +16,7 @@ from collections.abc import Iterable, Iterator
 import msgspec
 
 from ._event import TraceEvent
-from ._runs import RUN_TYPES, Run
+from ._runs import Run
 
 __all__ = ["expand", "is_folded", "records_of"]
 
@@ -32,16 +32,16 @@ def records_of(records: Iterable[TraceEvent | Run]) -> Iterator[TraceEvent]:
     """*records* with every ``HandleRun`` replaced by the records it stands for (folded
     handles, as a tracer writes them)."""
     for r in records:
-        if isinstance(r, RUN_TYPES):
-            yield from r.records()
-        else:
+        if isinstance(r, TraceEvent):
             yield r
+        else:
+            yield from r.records()
 
 
 def expand(records: Iterable[TraceEvent | Run]) -> Iterator[TraceEvent]:
     """Every event of *records*, a folded handle as its receive and its handle."""
     for e in records:
-        if isinstance(e, RUN_TYPES):
+        if not isinstance(e, TraceEvent):  # a run
             yield from expand(e.records())
         elif e.t0 is not None and e.kind == "handle":
             yield TraceEvent(

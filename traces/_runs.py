@@ -25,15 +25,29 @@ microsecond, is not timed).
 
 from __future__ import annotations
 
+import os
 import struct
-from collections.abc import Callable, Iterator
-from typing import Any, Final, TypeAlias
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from types import ModuleType
+from typing import Any, Final, Protocol, TypeAlias, runtime_checkable
 
 import msgspec
 
 from ._event import NO_PAYLOAD, TraceEvent
 
-__all__ = ["RUN_MAX_MESSAGES", "RUN_TYPES", "HandleRun", "Run", "SendRun"]
+__all__ = [
+    "COMPILED",
+    "HANDLE_RUN_TYPES",
+    "PURE_PYTHON_ENV",
+    "RUN_MAX_MESSAGES",
+    "RUN_TYPES",
+    "SEND_RUN_TYPES",
+    "HandleRun",
+    "PyHandleRun",
+    "PySendRun",
+    "Run",
+    "SendRun",
+]
 
 #: The most messages one run records (then the next run opens): bounds a ring record's
 #: size (``MemorySink`` counts a run as the events it stands for).
@@ -44,16 +58,74 @@ RUN_MAX_MESSAGES: Final = 64
 _SLOTS: Final = 4
 
 
-class HandleRun(msgspec.Struct, gc=False):
-    """Tells to *actor* handled back to back, from seq *seq* on.
+@runtime_checkable
+class _RunLike(Protocol):
+    """What both kinds of run offer their tracer and their readers."""
+
+    @property
+    def actor(self) -> str: ...
+    @property
+    def seq(self) -> int: ...
+    @property
+    def count(self) -> int: ...
+    @property
+    def last_seq(self) -> int: ...
+    @property
+    def frozen(self) -> bool: ...
+    def freeze(self) -> None: ...
+    def records(self) -> Iterable[TraceEvent]: ...
+    def lone_record(self) -> TraceEvent | None: ...
+
+
+@runtime_checkable
+class HandleRunLike(_RunLike, Protocol):
+    """A ``HandleRun`` of either implementation (``PyHandleRun``, ``_cruns.HandleRun``)."""
+
+    def __init__(
+        self, actor: str, seq: int, clock: Callable[[], float], offset: float = 0.0
+    ) -> None: ...
+    @property
+    def items(self) -> Sequence[Any]: ...
+    def begin(self, msg_id: int, msg: object, fresh: bool) -> None: ...
+    def end(self) -> None: ...
+    def take_open(self, msg_id: int) -> tuple[str, float] | None: ...
+
+
+@runtime_checkable
+class SendRunLike(_RunLike, Protocol):
+    """A ``SendRun`` of either implementation (``PySendRun``, ``_cruns.SendRun``)."""
+
+    def __init__(
+        self, actor: str, sender: str | None, cause: int | None, cls: type, seq: int,
+        clock: Callable[[], float], offset: float, times: Sequence[float],
+    ) -> None: ...  # fmt: skip
+    @property
+    def sender(self) -> str | None: ...
+    @property
+    def cause(self) -> int | None: ...
+    @property
+    def cls(self) -> type: ...
+    @property
+    def clock(self) -> Callable[[], float]: ...
+    @property
+    def offset(self) -> float: ...
+    @property
+    def times(self) -> Sequence[float] | bytes: ...
+    def add(self, actor: str, msg: object, sender: str | None, cause: int | None) -> int | None: ...
+
+
+class PyHandleRun(msgspec.Struct, gc=False):
+    """Tells to *actor* handled back to back, from seq *seq* on (the pure-Python
+    ``HandleRun``: the reference for ``_cruns.HandleRun``).
 
     ``items`` holds four slots per message, ``msg_id, type name, t0, t``: the handler of
-    ``msg_id`` began at ``t0`` and returned at ``t``. The last message may be *open*
-    (three slots: its handler is running); it stands for its ``receive`` alone. Message
-    ``i`` has the seqs ``seq + 2i`` (its receive) and ``seq + 2i + 1`` (its handle).
+    ``msg_id`` began at ``t0`` and returned at ``t`` (times are ``clock() + offset``). The
+    last message may be *open* (three slots: its handler is running); it stands for its
+    ``receive`` alone. Message ``i`` has the seqs ``seq + 2i`` (its receive) and
+    ``seq + 2i + 1`` (its handle).
 
-    Only the actor loop appends, and only while the run is its tracer's pending record;
-    once written the run never changes (``freeze``).
+    Only the actor loop appends (``begin``, ``end``), and only while the run is its
+    tracer's pending record; once written the run never changes (``freeze``).
 
     Not tracked by the cyclic GC, and neither are its items once written (a tuple of
     numbers and strings, which the GC stops tracking): a ring holding thousands of runs
@@ -62,11 +134,44 @@ class HandleRun(msgspec.Struct, gc=False):
 
     actor: str
     seq: int
+    clock: Callable[[], float]
+    offset: float = 0.0
     items: list[Any] | tuple[Any, ...] = msgspec.field(default_factory=list)
+
+    def begin(self, msg_id: int, msg: object, fresh: bool) -> None:
+        """The handler of *msg* (``msg_id``) begins: at the previous message's end if the
+        loop went straight on from it (not *fresh*) and it is this run's, else now.
+        Raises ``RuntimeError`` if the run was written, is full or has an open message."""
+        items = self._writable()
+        n = len(items)
+        if n % _SLOTS:
+            raise RuntimeError("begin(): a message of the run is still open")
+        if n >= RUN_MAX_MESSAGES * _SLOTS:
+            raise RuntimeError(f"begin(): the run is full ({RUN_MAX_MESSAGES} messages)")
+        t0 = items[-1] if n and not fresh else self.clock() + self.offset
+        items += (msg_id, type(msg).__name__, t0)
+
+    def end(self) -> None:
+        """The open message's handler returned, now."""
+        items = self._writable()
+        if len(items) % _SLOTS != 3:
+            raise RuntimeError("end(): no message of the run is open")
+        items.append(self.clock() + self.offset)
+
+    def _writable(self) -> list[Any]:
+        items = self.items
+        if type(items) is not list:
+            raise RuntimeError("a written run never changes")
+        return items
 
     def freeze(self) -> None:
         """The run was written: its items become a tuple."""
         self.items = tuple(self.items)
+
+    @property
+    def frozen(self) -> bool:
+        """Whether the run was written."""
+        return type(self.items) is tuple
 
     def __repr__(self) -> str:
         return f"HandleRun({self.actor!r}, seq={self.seq}, events={self.count})"
@@ -85,8 +190,7 @@ class HandleRun(msgspec.Struct, gc=False):
     def take_open(self, msg_id: int) -> tuple[str, float] | None:
         """If *msg_id* is the open message, remove it and return its type name and
         ``t0`` (its handle is then recorded on its own, folded, by the tracer)."""
-        items = self.items
-        assert isinstance(items, list), "a written run never changes"
+        items = self._writable()
         if len(items) % _SLOTS == 3 and items[-3] == msg_id:
             t0: float = items.pop()
             name: str = items.pop()
@@ -131,16 +235,18 @@ class HandleRun(msgspec.Struct, gc=False):
                           None, items[i + 1])  # fmt: skip
 
 
-class SendRun(msgspec.Struct, gc=False, repr_omit_defaults=False):
+class PySendRun(msgspec.Struct, gc=False, repr_omit_defaults=False):
     """Tells from *sender* (``None``: from outside any actor) to *actor*, all of class
-    *cls* and caused by *cause*, recorded back to back from seq *seq* on.
+    *cls* and caused by *cause*, recorded back to back from seq *seq* on (the pure-Python
+    ``SendRun``: the reference for ``_cruns.SendRun``).
 
     ``times`` holds each send's ``t``, read from ``clock() + offset``: message ``i`` is the
     event ``send`` with seq and ``msg_id`` ``seq + i`` (a tell is its send's seq). No
     payload: a tracer recording payloads opens no send runs.
 
-    Only ``ActorRef.tell``'s traced fast path appends (at most ``RUN_MAX_MESSAGES``), and
-    only while the run is its tracer's pending record; once written the run never changes.
+    Only ``ActorRef.tell``'s traced fast path appends (``add``: at most
+    ``RUN_MAX_MESSAGES``), and only while the run is its tracer's pending record; once
+    written the run never changes.
 
     Not tracked by the cyclic GC (it refers to nothing that refers back to it): a ring
     holding thousands of runs adds nothing to the full collections that walk it.
@@ -159,6 +265,26 @@ class SendRun(msgspec.Struct, gc=False, repr_omit_defaults=False):
     #: and a full collection every few runs).
     times: list[float] | bytes
 
+    def __post_init__(self) -> None:
+        self.times = list(self.times)
+
+    def add(self, actor: str, msg: object, sender: str | None, cause: int | None) -> int | None:
+        """If this is the run's send again (the same *actor*, *sender* and *cause* objects,
+        *msg* of exactly the run's class) and the run has room, record its time now and
+        return its ``msg_id``; otherwise ``None`` (nothing changed)."""
+        times = self.times
+        if (
+            actor is self.actor
+            and type(msg) is self.cls
+            and sender is self.sender
+            and cause is self.cause
+            and type(times) is list
+            and (n := len(times)) < RUN_MAX_MESSAGES
+        ):
+            times.append(self.clock() + self.offset)
+            return self.seq + n
+        return None
+
     def __repr__(self) -> str:
         return f"SendRun({self.actor!r}, seq={self.seq}, events={self.count})"
 
@@ -171,7 +297,13 @@ class SendRun(msgspec.Struct, gc=False, repr_omit_defaults=False):
     def freeze(self) -> None:
         """The run was written: its times become packed doubles."""
         times = self.times
-        self.times = struct.pack(f"{len(times)}d", *times)
+        if type(times) is list:
+            self.times = struct.pack(f"{len(times)}d", *times)
+
+    @property
+    def frozen(self) -> bool:
+        """Whether the run was written."""
+        return type(self.times) is bytes
 
     @property
     def last_seq(self) -> int:
@@ -186,10 +318,9 @@ class SendRun(msgspec.Struct, gc=False, repr_omit_defaults=False):
             yield self._send(i, t)
 
     def lone_record(self) -> TraceEvent | None:
-        """The one send the run stands for, if it stands for one (an open run: a tracer
-        writes that instead of the run)."""
-        times = self.times
-        return self._send(0, times[0]) if type(times) is list and len(times) == 1 else None
+        """The one send the run stands for, if it stands for one (a tracer writes that
+        instead of the run)."""
+        return next(iter(self.records())) if self.count == 1 else None
 
     def _send(self, i: int, t: float) -> TraceEvent:
         seq = self.seq + i
@@ -197,8 +328,40 @@ class SendRun(msgspec.Struct, gc=False, repr_omit_defaults=False):
                           self.cls.__name__)  # fmt: skip
 
 
-#: A run of either kind (``MemorySink`` keeps both whole).
-Run: TypeAlias = HandleRun | SendRun
+#: Set ``TRIOXIDE_PURE_PYTHON=1`` to record runs with the pure-Python classes even where
+#: the compiled ones were built (they are the fallback where they were not).
+PURE_PYTHON_ENV: Final = "TRIOXIDE_PURE_PYTHON"
 
-#: The run classes, for ``isinstance``.
-RUN_TYPES: Final = (HandleRun, SendRun)
+_cruns: ModuleType | None
+try:
+    if os.environ.get(PURE_PYTHON_ENV, "") not in ("", "0"):
+        raise ImportError(f"{PURE_PYTHON_ENV} is set")
+    from . import _cruns as _compiled
+except ImportError:
+    _cruns = None
+else:
+    _compiled.bind(TraceEvent, NO_PAYLOAD, RUN_MAX_MESSAGES)
+    _cruns = _compiled
+
+#: Whether runs are recorded by the compiled classes (``_cruns``: C arrays, the clock read
+#: in C; measured 0.55x tracing on/off instead of 0.44x, ``bench/RESULTS.md``).
+COMPILED: Final = _cruns is not None
+
+#: The classes tracers record runs with (``Tracer`` reads them when it opens a run).
+HandleRun: type[HandleRunLike] = _cruns.HandleRun if _cruns is not None else PyHandleRun
+SendRun: type[SendRunLike] = _cruns.SendRun if _cruns is not None else PySendRun
+
+#: The run classes of both implementations, for ``isinstance`` (typed as the protocols
+#: they implement, so that a check narrows to them).
+HANDLE_RUN_TYPES: Final[tuple[type[HandleRunLike], ...]] = (PyHandleRun,) + (
+    (_cruns.HandleRun,) if _cruns is not None else ()
+)
+SEND_RUN_TYPES: Final[tuple[type[SendRunLike], ...]] = (PySendRun,) + (
+    (_cruns.SendRun,) if _cruns is not None else ()
+)
+RUN_TYPES: Final[tuple[type[HandleRunLike] | type[SendRunLike], ...]] = (
+    HANDLE_RUN_TYPES + SEND_RUN_TYPES
+)
+
+#: A run of either kind (``MemorySink`` keeps both whole).
+Run: TypeAlias = "HandleRunLike | SendRunLike"

@@ -18,9 +18,10 @@ from typing import Any, Protocol
 import msgspec
 import trio
 
+from . import _runs
 from ._event import NO_PAYLOAD, TraceEvent
 from ._links import TraceLinks
-from ._runs import RUN_TYPES, HandleRun, Run, SendRun
+from ._runs import HANDLE_RUN_TYPES, RUN_TYPES, HandleRunLike, Run, SendRunLike
 
 __all__ = ["Recorder", "Sink", "Tracer", "describe"]
 
@@ -251,6 +252,7 @@ class Tracer:
         "pending",
         "redact",
         "runs",
+        "send_run",
     )
 
     def __init__(
@@ -292,6 +294,9 @@ class Tracer:
         #: ``ActorRef.tell`` appends to (``send``). Read by those fast paths; only the
         #: tracer sets it.
         self.pending: tuple[str, int, int | None, str, float, int] | Run | None = None
+        #: ``pending`` while it is a ``SendRun`` (else ``None``): what ``ActorRef.tell``'s
+        #: traced fast path offers its send to (``SendRun.add``).
+        self.send_run: SendRunLike | None = None
         self._clock = clock
         self._t_offset = 0.0
         self.payloads = payloads
@@ -437,9 +442,9 @@ class Tracer:
             and not ask
             and not system
         ):
-            self.pending = SendRun(
+            self.pending = self.send_run = _runs.SendRun(
                 actor, sender, cause, type(msg), self._seq + 1, self._clock, self._t_offset,
-                [self._clock() + self._t_offset],
+                (self._clock() + self._t_offset,),
             )  # fmt: skip
             return self._seq + 1
         self._seq = seq = self._seq + 1
@@ -510,13 +515,13 @@ class Tracer:
             seq,
         )
 
-    def open_run(self, actor: str) -> HandleRun:
+    def open_run(self, actor: str) -> HandleRunLike:
         """Write what is pending and make a new ``HandleRun`` of *actor* the pending
         record, for the actor loop to append the tells it handles to (see ``HandleRun``:
         valid while ``pending`` is the run)."""
         if self.pending is not None:
             self._flush_pending()
-        run = self.pending = HandleRun(actor, self._seq + 1)
+        run = self.pending = _runs.HandleRun(actor, self._seq + 1, self._clock, self._t_offset)
         return run
 
     def _write_run_records(self, run: Run) -> None:
@@ -526,20 +531,20 @@ class Tracer:
     def _flush_pending(self) -> None:
         pending = self.pending
         assert pending is not None
-        self.pending = None
-        if isinstance(pending, RUN_TYPES):
-            # A run of one record is written as that record: cheaper to keep and to read.
-            record = pending.lone_record()
-            if record is not None:
-                self._seq = record.seq
-                self._write(record)
-            elif pending.count:
-                self._seq = pending.last_seq
-                pending.freeze()
-                self._write_run(pending)
+        self.pending = self.send_run = None
+        if isinstance(pending, tuple):  # a receive held to fold into its handle
+            actor, msg_id, corr, msg_type, t, seq = pending
+            self._write(TraceEvent(seq, t, "receive", actor, None, msg_id, None, corr, msg_type))
             return
-        actor, msg_id, corr, msg_type, t, seq = pending
-        self._write(TraceEvent(seq, t, "receive", actor, None, msg_id, None, corr, msg_type))
+        # A run of one record is written as that record: cheaper to keep and to read.
+        record = pending.lone_record()
+        if record is not None:
+            self._seq = record.seq
+            self._write(record)
+        elif pending.count:
+            self._seq = pending.last_seq
+            pending.freeze()
+            self._write_run(pending)
 
     def handle(
         self,
@@ -561,7 +566,7 @@ class Tracer:
                 self.pending = None
                 msg_type = pending[3]
                 t0 = pending[4]
-            elif isinstance(pending, HandleRun):
+            elif isinstance(pending, HANDLE_RUN_TYPES):
                 # The loop's run: its open message is this one if nothing was traced since.
                 taken = pending.take_open(msg_id)
                 self._flush_pending()

@@ -46,6 +46,7 @@ _COPY_IGNORE = shutil.ignore_patterns(
     "dist",
     "*.egg-info",
     "__pycache__",
+    "*.so",  # a build of traces/_cruns.c in the tree: the wheel builds its own
     "*.pyc",
     ".*_cache",
     ".hypothesis",

@@ -11,6 +11,7 @@ import ast
 import configparser
 import importlib.metadata
 import re
+import shutil
 import sys
 import textwrap
 import zipfile
@@ -70,6 +71,21 @@ def test_wheel_holds_every_module_of_the_linked_folders(built_wheel: BuiltWheel)
     assert "trioxide/runtime/testing/_plugin.py" in names
     for module in ("__init__.py", "__main__.py", "cli.py", "testing.py"):
         assert f"trioxide/{module}" in names
+
+
+def cc_available() -> bool:
+    return shutil.which("cc") is not None or shutil.which("gcc") is not None
+
+
+def test_wheel_carries_the_compiled_run_recorders(built_wheel: BuiltWheel) -> None:
+    """``setup.py`` builds ``traces/_cruns.c`` as an optional extension (a build that fails
+    falls back to the pure-Python recorders without a word), so this says whether it was
+    built: with a C compiler (CI has one), it must be."""
+    if not cc_available():
+        pytest.skip("no C compiler: the wheel has the pure-Python run recorders only")
+    names = wheel_names(built_wheel)
+    assert [n for n in names if re.fullmatch(r"trioxide/traces/_cruns\.[^/]+\.so", n)], names
+    assert "trioxide/traces/_cruns.pyi" in names
 
 
 def test_wheel_ships_py_typed_and_the_viewer(built_wheel: BuiltWheel) -> None:
@@ -182,6 +198,8 @@ def test_installed_wheel_is_self_contained(fresh_venv: FreshVenv) -> None:
         print("script", eps[("console_scripts", "trioxide")])
         print("stray", sorted(m for m in sys.modules if m.split(".")[0] in
                                    {"runtime", "traces", "actors"}))
+        from trioxide.traces import _runs
+        print("compiled", _runs.COMPILED, _runs._cruns and _runs._cruns.__file__)
         """
     )
     done = fresh_venv.run(fresh_venv.python, "-c", script, fresh_venv.site_packages)
@@ -196,6 +214,8 @@ def test_installed_wheel_is_self_contained(fresh_venv: FreshVenv) -> None:
     assert out["pytest11"] == "trioxide.runtime.testing._plugin"
     assert out["script"] == "trioxide.cli:main"
     assert out["stray"] == "[]"
+    if cc_available():
+        assert out["compiled"].startswith(f"True {site}/trioxide/traces/_cruns."), out
 
 
 def test_installed_console_script(fresh_venv: FreshVenv) -> None:

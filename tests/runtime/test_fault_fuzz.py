@@ -691,6 +691,7 @@ def _runs_mismatches(seeds: Iterable[int], payloads: bool = True) -> list[str]:
     return bad
 
 
+@pytest.mark.usefixtures("run_impl")
 def test_handle_runs_record_the_same_trace_and_keep_every_guarantee() -> None:
     """semantics.md 11: with a lone ``MemorySink`` the actor loops record runs of handled
     tells; the trace they stand for is the per-event trace of the same seed, event for
@@ -703,6 +704,7 @@ def _without_payloads(events: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
     return [(*e[:9], b"", *e[10:]) for e in events]
 
 
+@pytest.mark.usefixtures("run_impl")
 def test_send_runs_record_the_same_trace_and_keep_every_guarantee() -> None:
     """semantics.md 11: without payloads, a lone ``MemorySink`` also gets the tracer's
     ``SendRun`` records (the same tell twice in a row); the fuzzed scenarios' traces are
@@ -712,11 +714,14 @@ def test_send_runs_record_the_same_trace_and_keep_every_guarantee() -> None:
 
 def test_a_run_that_miscounts_its_seqs_is_reported(monkeypatch: pytest.MonkeyPatch) -> None:
     """The check above can fail: a run that claims one event too many."""
-    from trioxide.traces import HandleRun
+    from trioxide.traces import _runs
 
-    real = HandleRun.count.fget
-    assert real is not None
-    monkeypatch.setattr(HandleRun, "count", property(lambda self: real(self) + 1))
+    class Miscounting(_runs.PyHandleRun):
+        @property
+        def count(self) -> int:
+            return super().count + 1
+
+    monkeypatch.setattr(_runs, "HandleRun", Miscounting)
     assert _runs_mismatches(range(20))
 
 
@@ -725,14 +730,15 @@ def test_a_loop_that_appends_to_a_written_run_is_reported(
 ) -> None:
     """The check above can fail: a run that still looks pending once written, so the
     actor loop keeps recording into it after something else was traced."""
-    from trioxide.traces import HandleRun, Tracer
+    from trioxide.traces import Tracer
+    from trioxide.traces._runs import HANDLE_RUN_TYPES
 
     real = Tracer._flush_pending
 
     def keep_pending(self: Tracer) -> None:
         pending = self.pending
         real(self)
-        if isinstance(pending, HandleRun):
+        if isinstance(pending, HANDLE_RUN_TYPES):
             self.pending = pending
 
     monkeypatch.setattr(Tracer, "_flush_pending", keep_pending)

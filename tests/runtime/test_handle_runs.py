@@ -14,13 +14,18 @@ import trio
 import trio.testing
 
 from trioxide import open_runtime, traces
-from trioxide.traces import RUN_MAX_MESSAGES, HandleRun, MemorySink, TraceEvent, Tracer
+from trioxide.traces import RUN_MAX_MESSAGES, MemorySink, TraceEvent, Tracer
+from trioxide.traces._runs import HANDLE_RUN_TYPES, HandleRunLike
 
-from ._msgs import Boom, Counter, Get, Incr
+from ._msgs import Boom, Counter, Get, Incr, Note
+from ._run_impls import RunImpl
+
+# Every test here runs with both run recorders: compiled and pure Python.
+pytestmark = pytest.mark.usefixtures("run_impl")
 
 
-def held_runs(sink: MemorySink) -> list[HandleRun]:
-    return [r for r in sink._ring if isinstance(r, HandleRun)]
+def held_runs(sink: MemorySink) -> list[HandleRunLike]:
+    return [r for r in sink._ring if isinstance(r, HANDLE_RUN_TYPES)]  # type: ignore[misc]
 
 
 async def tell_stream(tracer: Tracer, n: int, *, boom_every: int = 0) -> int:
@@ -69,7 +74,7 @@ async def test_a_run_still_held_by_the_tracer_is_shown_by_every_view(
         for _ in range(3):
             await ref.tell(Incr())
         await trio.testing.wait_all_tasks_blocked()
-        assert isinstance(tracer.pending, HandleRun)  # not written yet
+        assert isinstance(tracer.pending, HANDLE_RUN_TYPES)  # not written yet
         handles = sink.of_kind("handle")
         assert [h.msg_id for h in handles] == [e.seq for e in sink.of_kind("send")]
         assert len(sink) == len(sink.events) == tracer.seq
@@ -109,9 +114,19 @@ async def test_under_a_real_clock_a_handler_that_follows_another_began_when_it_e
     assert times == sorted(times)
 
 
-def test_a_run_stands_for_folded_handles_and_an_open_receive() -> None:
-    run = HandleRun("a", 10)
-    run.items += [3, "Incr", 1.0, 2.0, 4, "Incr", 2.0, 2.5, 7, "Note", 2.5]
+def record_three(run: HandleRunLike) -> None:
+    """Messages 3 and 4 handled back to back, then 7 begun (its handler still runs)."""
+    run.begin(3, Incr(), True)  # reads the clock: 1.0
+    run.end()  # 2.0
+    run.begin(4, Incr(), False)  # went straight on: began when 3 ended
+    run.end()  # 2.5
+    run.begin(7, Note("n"), False)
+
+
+def test_a_run_stands_for_folded_handles_and_an_open_receive(run_impl: RunImpl) -> None:
+    run = run_impl.HandleRun("a", 10, iter([1.0, 2.0, 2.5]).__next__)
+    record_three(run)
+    assert list(run.items) == [3, "Incr", 1.0, 2.0, 4, "Incr", 2.0, 2.5, 7, "Note", 2.5]
     assert run.count == 5 and run.last_seq == 14
     assert list(run.records()) == [
         TraceEvent(11, 2.0, "handle", "a", msg_id=3, msg_type="Incr", outcome="ok", t0=1.0),
@@ -124,20 +139,62 @@ def test_a_run_stands_for_folded_handles_and_an_open_receive() -> None:
     assert run.take_open(8) is None
     assert run.take_open(7) == ("Note", 2.5) and run.count == 4
     assert run.take_open(4) is None  # only the open message can be taken
+    run.freeze()
+    assert run.frozen and run.count == 4 and len(list(run.records())) == 2
 
 
-def test_a_run_on_a_tracer_whose_sinks_keep_none_is_written_as_its_records() -> None:
+def test_a_run_refuses_what_the_loop_never_does(run_impl: RunImpl) -> None:
+    """The loop's order is begin, end, begin, ...; a run says so when that is broken,
+    when it is full, and once it was written - and stays as it was."""
+    run = run_impl.HandleRun("a", 1, iter(range(10_000)).__next__, 0.5)
+    with pytest.raises(RuntimeError, match="no message of the run is open"):
+        run.end()
+    run.begin(1, Incr(), True)
+    with pytest.raises(RuntimeError, match="still open"):
+        run.begin(2, Incr(), True)
+    run.end()
+    for mid in range(2, RUN_MAX_MESSAGES + 1):
+        run.begin(mid, Incr(), mid % 2 == 0)
+        run.end()
+    with pytest.raises(RuntimeError, match="full"):
+        run.begin(99, Incr(), True)
+    assert run.count == 2 * RUN_MAX_MESSAGES
+    items = list(run.items)
+    # The clock's reads plus the offset; a fresh begin reads the clock, a straight one not.
+    assert items[2:4] == [0.5, 1.5] and items[6] == 2.5 and items[10] == items[7] == 3.5
+    run.freeze()
+    for act in (lambda: run.begin(100, Incr(), True), run.end, lambda: run.take_open(64)):
+        with pytest.raises(RuntimeError, match="never changes"):
+            act()
+    assert list(run.items) == items and "events=128" in repr(run)
+
+
+def test_a_clock_that_raises_leaves_the_run_as_it_was(run_impl: RunImpl) -> None:
+    def broken() -> float:
+        raise OSError("no clock")
+
+    run = run_impl.HandleRun("a", 1, broken)
+    with pytest.raises(OSError, match="no clock"):
+        run.begin(1, Incr(), True)
+    assert run.count == 0 and list(run.items) == []
+
+
+def test_a_run_on_a_tracer_whose_sinks_keep_none_is_written_as_its_records(
+    run_impl: RunImpl,
+) -> None:
     """``open_run`` works whatever the sinks: those that keep no runs (here, two rings:
     no direct path) get the records the run stands for when it is written."""
     a, b = MemorySink(), MemorySink()
-    tracer = Tracer(a, b)
+    tracer = Tracer(a, b, clock=iter([1.0, 2.0, 2.5]).__next__)
     assert not tracer.runs
     run = tracer.open_run("a")
-    run.items += [1, "Incr", 1.0, 2.0, 2, "Incr", 2.0]
-    assert tracer.seq == 3
+    record_three(run)
+    assert tracer.seq == 5
+    assert run.take_open(7) is not None  # (as Tracer.handle does)
+    assert tracer.seq == 4
     tracer.flush()
     assert a.records == b.records == list(run.records())
-    assert [e.seq for e in a.events] == [1, 2, 3] and tracer.seq == 3
+    assert [e.seq for e in a.events] == [1, 2, 3, 4] and tracer.seq == 4
 
 
 async def test_a_tell_whose_send_raises_is_not_queued_and_later_tells_keep_their_ids(

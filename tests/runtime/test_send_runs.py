@@ -19,13 +19,18 @@ from hypothesis import strategies as st
 
 from trioxide import caused_by, open_runtime, traces
 from trioxide.runtime import Actor, ActorRef, MailboxFull
-from trioxide.traces import RUN_MAX_MESSAGES, MemorySink, SendRun, TraceEvent, Tracer
+from trioxide.traces import RUN_MAX_MESSAGES, MemorySink, TraceEvent, Tracer
+from trioxide.traces._runs import SEND_RUN_TYPES, SendRunLike
 
 from ._msgs import Boom, Counter, Get, Incr, Sleep
+from ._run_impls import RunImpl
+
+# Every test here runs with both run recorders: compiled and pure Python.
+pytestmark = pytest.mark.usefixtures("run_impl")
 
 
-def send_runs(sink: MemorySink) -> list[SendRun]:
-    return [r for r in sink._ring if isinstance(r, SendRun)]
+def send_runs(sink: MemorySink) -> list[SendRunLike]:
+    return [r for r in sink._ring if isinstance(r, SEND_RUN_TYPES)]  # type: ignore[misc]
 
 
 class Fan(msgspec.Struct, frozen=True):
@@ -138,7 +143,7 @@ def run_both(ops: list[Op]) -> tuple[MemorySink, Tracer, MemorySink, list[Any], 
     return lone, runs_tracer, a, mine, theirs
 
 
-def assert_same_trace(ops: list[Op]) -> list[SendRun]:
+def assert_same_trace(ops: list[Op]) -> list[SendRunLike]:
     lone, tracer, a, mine, theirs = run_both(ops)
     assert lone.events == a.events
     assert lone.records == a.records
@@ -199,7 +204,7 @@ async def test_a_send_run_still_held_by_the_tracer_is_shown_by_every_view(
         seq = tracer.seq
         for _ in range(5):
             await ref.tell(Incr())
-        assert isinstance(tracer.pending, SendRun) and tracer.pending.count == 4
+        assert isinstance(tracer.pending, SEND_RUN_TYPES) and tracer.pending.count == 4
         sends = sink.of_kind("send")
         assert [e.seq for e in sends] == list(range(seq + 1, seq + 6))
         assert len(sink) == len(sink.events) == tracer.seq == seq + 5
@@ -278,10 +283,12 @@ async def test_a_recorder_that_is_not_a_tracer_gets_every_send(
     assert len(sent) == 21  # 20 tells and the ask
 
 
-def test_a_send_run_stands_for_its_sends() -> None:
-    run = SendRun("/a", "/b", 4, Incr, 10, trio.current_time, 0.0, [1.0, 1.5])
-    run.times.append(2.0)
-    assert run.count == 3 and run.last_seq == 12
+def test_a_send_run_stands_for_its_sends(run_impl: RunImpl) -> None:
+    a, b = "/a", "/b"
+    run = run_impl.SendRun(a, b, 4, Incr, 10, iter([1.5, 2.0]).__next__, 0.0, [1.0])
+    assert run.add(a, Incr(), b, 4) == 11
+    assert run.add(a, Incr(), b, 4) == 12
+    assert run.count == 3 and run.last_seq == 12 and list(run.times) == [1.0, 1.5, 2.0]
     expected = [
         TraceEvent(seq, t, "send", "/a", "/b", seq, 4, None, "Incr")
         for seq, t in zip(itertools.count(10), (1.0, 1.5, 2.0))
@@ -289,8 +296,31 @@ def test_a_send_run_stands_for_its_sends() -> None:
     assert list(run.records()) == expected
     run.freeze()  # as written: doubles, the same records
     assert list(run.records()) == expected and run.count == 3
+    assert run.add(a, Incr(), b, 4) is None and run.count == 3  # written: takes nothing
     assert [(e.seq, e.kind) for e in traces.expand([run])] == [(10, "send"), (11, "send"),
                                                                 (12, "send")]  # fmt: skip
+
+
+class SubIncr(Incr):
+    pass
+
+
+def test_a_send_run_takes_only_its_own_send_and_no_more_than_it_holds(run_impl: RunImpl) -> None:
+    """``add`` compares by identity (the paths and cause the runtime passes are the same
+    objects) and by exact class; a refused send changes nothing; a full run takes no more."""
+    a, b = "/a", "/b"
+    run = run_impl.SendRun(a, b, 4, Incr, 1, itertools.count(2).__next__, 0.25, [1.25])
+    other_a = "".join(["/", "a"])  # equal to "/a", another object
+    assert other_a == a and other_a is not a
+    refused = [(other_a, Incr(), b, 4), (a, SubIncr(), b, 4), (a, Get(), b, 4),
+               (a, Incr(), None, 4), (a, Incr(), b, None), (a, Incr(), b, 4000)]  # fmt: skip
+    for args in refused:
+        assert run.add(*args) is None, args
+    assert run.count == 1
+    for mid in range(2, RUN_MAX_MESSAGES + 1):
+        assert run.add(a, Incr(), b, 4) == mid
+    assert run.add(a, Incr(), b, 4) is None and run.count == RUN_MAX_MESSAGES
+    assert list(run.times)[:3] == [1.25, 2.25, 3.25]
 
 
 class Starter(Actor):
@@ -353,9 +383,9 @@ def test_a_new_clock_writes_a_pending_send_run_first() -> None:
     for _ in range(2):
         tracer.send("/a", None, None, False, Incr())
     run = tracer.pending
-    assert isinstance(run, SendRun) and run.count == 1
+    assert isinstance(run, SEND_RUN_TYPES) and run.count == 1
     for _ in range(2):  # as ActorRef.tell appends
-        run.times.append(run.clock() + run.offset)
+        assert run.add("/a", Incr(), None, None) is not None
     tracer.use_clock(lambda: 5.0)
     assert tracer.pending is None
     tracer.send("/a", None, None, False, Incr())
