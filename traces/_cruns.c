@@ -440,55 +440,99 @@ static PyTypeObject HandleRunType = {
 typedef struct {
     PyObject_HEAD
     PyObject *actor, *sender, *cause, *cls, *clock;
+    PyObject *encode; /* msg -> its payload (msgspec.Raw), or NULL: no payloads */
     long long seq;
     double offset;
     int mono, frozen;
     int n, cap;
     double *times;
+    PyObject **payloads; /* with encode: each send's payload (owned) */
 } SendRunObject;
 
 static PyTypeObject SendRunType;
 
+/* Append a send at t (with its payload, owned from here on, if the run has payloads). */
 static int
-SendRun_push(SendRunObject *self, double t)
+SendRun_push(SendRunObject *self, double t, PyObject *payload)
 {
     if (self->n == self->cap) {
         int cap = self->cap ? self->cap * 2 : 8;
         if (cap > run_max && run_max > self->n)
             cap = run_max;
         double *times = PyMem_Realloc(self->times, (size_t)cap * sizeof(double));
-        if (times == NULL) {
-            PyErr_NoMemory();
-            return -1;
-        }
+        if (times == NULL)
+            goto nomem;
         self->times = times;
+        if (self->encode != NULL) {
+            PyObject **payloads =
+                PyMem_Realloc(self->payloads, (size_t)cap * sizeof(PyObject *));
+            if (payloads == NULL)
+                goto nomem;
+            self->payloads = payloads;
+        }
         self->cap = cap;
     }
+    if (self->encode != NULL)
+        self->payloads[self->n] = payload;
     self->times[self->n++] = t;
     return 0;
+nomem:
+    Py_XDECREF(payload);
+    PyErr_NoMemory();
+    return -1;
 }
 
 static PyObject *
 SendRun_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
 {
-    static char *kwlist[] = {"actor", "sender", "cause", "cls", "seq",
-                             "clock", "offset", "times", NULL};
+    static char *kwlist[] = {"actor", "sender", "cause",  "cls",      "seq", "clock",
+                             "offset", "times",  "encode", "payloads", NULL};
     PyObject *actor, *sender, *cause, *cls, *clock, *times;
+    PyObject *encode = Py_None, *payloads = NULL;
     long long seq;
     double offset;
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "UOOOLOdO:SendRun", kwlist, &actor, &sender,
-                                     &cause, &cls, &seq, &clock, &offset, &times))
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "UOOOLOdO|$OO:SendRun", kwlist, &actor,
+                                     &sender, &cause, &cls, &seq, &clock, &offset, &times,
+                                     &encode, &payloads))
         return NULL;
     if (!PyCallable_Check(clock)) {
         PyErr_Format(PyExc_TypeError, "clock must be callable, got %R", clock);
         return NULL;
     }
-    PyObject *seqobj = PySequence_Fast(times, "times must be a sequence of floats");
-    if (seqobj == NULL)
+    if (encode != Py_None && !PyCallable_Check(encode)) {
+        PyErr_Format(PyExc_TypeError, "encode must be callable or None, got %R", encode);
         return NULL;
+    }
+    PyObject *tseq = PySequence_Fast(times, "times must be a sequence of floats");
+    if (tseq == NULL)
+        return NULL;
+    Py_ssize_t n = PySequence_Fast_GET_SIZE(tseq);
+    PyObject *pseq = NULL;
+    if (encode != Py_None) {
+        pseq = payloads == NULL ? PyTuple_New(0)
+                                : PySequence_Fast(payloads, "payloads must be a sequence");
+        if (pseq == NULL) {
+            Py_DECREF(tseq);
+            return NULL;
+        }
+        if (PySequence_Fast_GET_SIZE(pseq) != n) {
+            PyErr_Format(PyExc_ValueError, "%zd times but %zd payloads", n,
+                         PySequence_Fast_GET_SIZE(pseq));
+            Py_DECREF(tseq);
+            Py_DECREF(pseq);
+            return NULL;
+        }
+    }
+    else if (payloads != NULL && payloads != Py_None && PyObject_Length(payloads) != 0) {
+        Py_DECREF(tseq);
+        if (!PyErr_Occurred())
+            PyErr_SetString(PyExc_ValueError, "payloads without encode");
+        return NULL;
+    }
     SendRunObject *self = (SendRunObject *)type->tp_alloc(type, 0);
     if (self == NULL) {
-        Py_DECREF(seqobj);
+        Py_DECREF(tseq);
+        Py_XDECREF(pseq);
         return NULL;
     }
     self->actor = Py_NewRef(actor);
@@ -496,25 +540,39 @@ SendRun_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
     self->cause = Py_NewRef(cause);
     self->cls = Py_NewRef(cls);
     self->clock = Py_NewRef(clock);
+    self->encode = encode == Py_None ? NULL : Py_NewRef(encode);
     self->seq = seq;
     self->offset = offset;
     self->mono = clock == perf_counter;
-    Py_ssize_t n = PySequence_Fast_GET_SIZE(seqobj);
     for (Py_ssize_t i = 0; i < n; i++) {
-        double t = PyFloat_AsDouble(PySequence_Fast_GET_ITEM(seqobj, i));
-        if ((t == -1.0 && PyErr_Occurred()) || SendRun_push(self, t) < 0) {
-            Py_DECREF(seqobj);
-            Py_DECREF(self);
-            return NULL;
+        double t = PyFloat_AsDouble(PySequence_Fast_GET_ITEM(tseq, i));
+        PyObject *payload = pseq != NULL ? Py_NewRef(PySequence_Fast_GET_ITEM(pseq, i)) : NULL;
+        if (t == -1.0 && PyErr_Occurred()) {
+            Py_XDECREF(payload);
+            goto fail;
         }
+        if (SendRun_push(self, t, payload) < 0)
+            goto fail;
     }
-    Py_DECREF(seqobj);
+    Py_DECREF(tseq);
+    Py_XDECREF(pseq);
     return (PyObject *)self;
+fail:
+    Py_DECREF(tseq);
+    Py_XDECREF(pseq);
+    Py_DECREF(self);
+    return NULL;
 }
 
 static void
 SendRun_dealloc(SendRunObject *self)
 {
+    if (self->payloads != NULL) {
+        for (int i = 0; i < self->n; i++)
+            Py_DECREF(self->payloads[i]);
+        PyMem_Free(self->payloads);
+    }
+    Py_XDECREF(self->encode);
     PyMem_Free(self->times);
     Py_XDECREF(self->actor);
     Py_XDECREF(self->sender);
@@ -525,8 +583,9 @@ SendRun_dealloc(SendRunObject *self)
 }
 
 /* add(actor, msg, sender, cause): if this is the run's send again (the same actor, sender
- * and cause objects, msg of exactly the run's class) and the run has room, its time is
- * recorded now and its msg_id returned; otherwise None (nothing changed). */
+ * and cause objects, msg of exactly the run's class) and the run has room, its time (and
+ * its payload, encode(msg), if the run has payloads) is recorded now and its msg_id
+ * returned; otherwise None. Nothing changed if it returns None or raises. */
 static PyObject *
 SendRun_add(SendRunObject *self, PyObject *const *args, Py_ssize_t nargs)
 {
@@ -538,8 +597,15 @@ SendRun_add(SendRunObject *self, PyObject *const *args, Py_ssize_t nargs)
         (PyObject *)Py_TYPE(args[1]) != self->cls || args[2] != self->sender ||
         args[3] != self->cause)
         Py_RETURN_NONE;
+    PyObject *payload = NULL;
+    if (self->encode != NULL && (payload = PyObject_CallOneArg(self->encode, args[1])) == NULL)
+        return NULL;
     double t;
-    if (read_clock(self->clock, self->mono, self->offset, &t) < 0 || SendRun_push(self, t) < 0)
+    if (read_clock(self->clock, self->mono, self->offset, &t) < 0) {
+        Py_XDECREF(payload);
+        return NULL;
+    }
+    if (SendRun_push(self, t, payload) < 0)
         return NULL;
     return PyLong_FromLongLong(self->seq + self->n - 1);
 }
@@ -547,7 +613,9 @@ SendRun_add(SendRunObject *self, PyObject *const *args, Py_ssize_t nargs)
 static PyObject *
 SendRun_freeze(SendRunObject *self, PyObject *Py_UNUSED(ignored))
 {
-    if (!self->frozen && self->cap > self->n && self->n > 0) {
+    if (!self->frozen && self->cap > self->n && self->n > 0 && self->encode == NULL) {
+        /* Written: keep only what is used (a run with payloads keeps its capacity: its
+         * two arrays share it). */
         double *times = PyMem_Realloc(self->times, (size_t)self->n * sizeof(double));
         if (times != NULL) {
             self->times = times;
@@ -566,8 +634,21 @@ SendRun_send_event(SendRunObject *self, int i)
     if (name == NULL)
         return NULL;
     long long seq = self->seq + i;
-    PyObject *e = make_event(seq, self->times[i], s_send, self->actor, self->sender, seq,
-                             self->cause, name, 0, 0.0);
+    PyObject *e;
+    if (self->encode == NULL) {
+        e = make_event(seq, self->times[i], s_send, self->actor, self->sender, seq, self->cause,
+                       name, 0, 0.0);
+    }
+    else {
+        /* TraceEvent(seq, t, "send", actor, sender, seq, cause, None, name, payload) */
+        PyObject *a[10] = {PyLong_FromLongLong(seq), PyFloat_FromDouble(self->times[i]), s_send,
+                           self->actor, self->sender, NULL, self->cause, Py_None, name,
+                           self->payloads[i]};
+        a[5] = a[0];
+        e = a[0] != NULL && a[1] != NULL ? PyObject_Vectorcall(event_type, a, 10, NULL) : NULL;
+        Py_XDECREF(a[0]);
+        Py_XDECREF(a[1]);
+    }
     Py_DECREF(name);
     return e;
 }
@@ -638,10 +719,29 @@ SendRun_get_frozen(SendRunObject *self, void *Py_UNUSED(closure))
 }
 
 static PyObject *
+SendRun_get_payloads(SendRunObject *self, void *Py_UNUSED(closure))
+{
+    if (self->encode == NULL)
+        return PyTuple_New(0);
+    PyObject *out = PyTuple_New(self->n);
+    if (out == NULL)
+        return NULL;
+    for (int i = 0; i < self->n; i++)
+        PyTuple_SET_ITEM(out, i, Py_NewRef(self->payloads[i]));
+    return out;
+}
+
+static PyObject *
+SendRun_get_encode(SendRunObject *self, void *Py_UNUSED(closure))
+{
+    return Py_NewRef(self->encode != NULL ? self->encode : Py_None);
+}
+
+static PyObject *
 SendRun_sizeof(SendRunObject *self, PyObject *Py_UNUSED(ignored))
 {
-    return PyLong_FromSsize_t(Py_TYPE(self)->tp_basicsize +
-                              (Py_ssize_t)self->cap * (Py_ssize_t)sizeof(double));
+    Py_ssize_t per = sizeof(double) + (self->encode != NULL ? sizeof(PyObject *) : 0);
+    return PyLong_FromSsize_t(Py_TYPE(self)->tp_basicsize + (Py_ssize_t)self->cap * per);
 }
 
 static PyObject *
@@ -675,6 +775,8 @@ static PyMemberDef SendRun_members[] = {
 
 static PyGetSetDef SendRun_getset[] = {
     {"times", (getter)SendRun_get_times, NULL, "Each send's t.", NULL},
+    {"payloads", (getter)SendRun_get_payloads, NULL, "Each send's payload (with encode).", NULL},
+    {"encode", (getter)SendRun_get_encode, NULL, "msg -> its payload, or None.", NULL},
     {"count", (getter)SendRun_get_count, NULL, "Events the run stands for.", NULL},
     {"last_seq", (getter)SendRun_get_last_seq, NULL, NULL, NULL},
     {"frozen", (getter)SendRun_get_frozen, NULL, "Whether the run was written.", NULL},

@@ -3,6 +3,8 @@
 from collections.abc import Callable, Sequence
 from typing import Any, final
 
+from msgspec import Raw
+
 from ._event import TraceEvent
 
 def bind(event: type[TraceEvent], no_payload: object, run_max: int, /) -> None: ...
@@ -47,6 +49,9 @@ class SendRun:
         clock: Callable[[], float],
         offset: float,
         times: Sequence[float],
+        *,
+        encode: Callable[[Any], Raw] | None = None,
+        payloads: Sequence[Raw] = (),
     ) -> None: ...
     @property
     def actor(self) -> str: ...
@@ -64,6 +69,10 @@ class SendRun:
     def offset(self) -> float: ...
     @property
     def times(self) -> tuple[float, ...]: ...
+    @property
+    def encode(self) -> Callable[[Any], Raw] | None: ...
+    @property
+    def payloads(self) -> tuple[Raw, ...]: ...
     @property
     def count(self) -> int: ...
     @property

@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import os
 import struct
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from types import ModuleType
 from typing import Any, Final, Protocol, TypeAlias, runtime_checkable
 
@@ -73,7 +73,7 @@ class _RunLike(Protocol):
     @property
     def frozen(self) -> bool: ...
     def freeze(self) -> None: ...
-    def records(self) -> Iterable[TraceEvent]: ...
+    def records(self) -> list[TraceEvent]: ...
     def lone_record(self) -> TraceEvent | None: ...
 
 
@@ -97,7 +97,9 @@ class SendRunLike(_RunLike, Protocol):
 
     def __init__(
         self, actor: str, sender: str | None, cause: int | None, cls: type, seq: int,
-        clock: Callable[[], float], offset: float, times: Sequence[float],
+        clock: Callable[[], float], offset: float, times: Sequence[float], *,
+        encode: Callable[[Any], msgspec.Raw] | None = None,
+        payloads: Sequence[msgspec.Raw] = (),
     ) -> None: ...  # fmt: skip
     @property
     def sender(self) -> str | None: ...
@@ -111,6 +113,10 @@ class SendRunLike(_RunLike, Protocol):
     def offset(self) -> float: ...
     @property
     def times(self) -> Sequence[float] | bytes: ...
+    @property
+    def encode(self) -> Callable[[Any], msgspec.Raw] | None: ...
+    @property
+    def payloads(self) -> Sequence[msgspec.Raw]: ...
     def add(self, actor: str, msg: object, sender: str | None, cause: int | None) -> int | None: ...
 
 
@@ -198,16 +204,15 @@ class PyHandleRun(msgspec.Struct, gc=False):
             return name, t0
         return None
 
-    def records(self) -> Iterator[TraceEvent]:
+    def records(self) -> list[TraceEvent]:
         """The records the run stands for, as a tracer writes them: a folded handle per
         completed message, then the open message's receive (if any)."""
         items, seq = self.items, self.seq
         n = len(items) - len(items) % _SLOTS
-        for i in range(0, n, _SLOTS):
-            yield self._handle(seq + 1, i)
-            seq += 2
+        out = [self._handle(seq + 1 + i // 2, i) for i in range(0, n, _SLOTS)]
         if n < len(items):
-            yield self._receive(seq, n)
+            out.append(self._receive(seq + n // 2, n))
+        return out
 
     def lone_record(self) -> TraceEvent | None:
         """The one record the run stands for, if it stands for one (an open message's
@@ -264,9 +269,17 @@ class PySendRun(msgspec.Struct, gc=False, repr_omit_defaults=False):
     #: ``array``, measured 16-17 gen-0 collections per 200,000 traced tells instead of 12
     #: and a full collection every few runs).
     times: list[float] | bytes
+    #: ``msg -> its payload`` (``msgspec.Raw``): the run records each send's payload (a
+    #: tracer recording payloads, writing to a sink that takes such runs); ``None``: none.
+    encode: Callable[[Any], msgspec.Raw] | None = None
+    #: Each send's payload (with *encode*).
+    payloads: list[msgspec.Raw] = msgspec.field(default_factory=list)
 
     def __post_init__(self) -> None:
         self.times = list(self.times)
+        self.payloads = list(self.payloads)
+        if len(self.payloads) != (len(self.times) if self.encode is not None else 0):
+            raise ValueError(f"{len(self.times)} times but {len(self.payloads)} payloads")
 
     def add(self, actor: str, msg: object, sender: str | None, cause: int | None) -> int | None:
         """If this is the run's send again (the same *actor*, *sender* and *cause* objects,
@@ -281,7 +294,12 @@ class PySendRun(msgspec.Struct, gc=False, repr_omit_defaults=False):
             and type(times) is list
             and (n := len(times)) < RUN_MAX_MESSAGES
         ):
-            times.append(self.clock() + self.offset)
+            if self.encode is None:
+                times.append(self.clock() + self.offset)
+            else:
+                payload = self.encode(msg)
+                times.append(self.clock() + self.offset)
+                self.payloads.append(payload)
             return self.seq + n
         return None
 
@@ -309,13 +327,11 @@ class PySendRun(msgspec.Struct, gc=False, repr_omit_defaults=False):
     def last_seq(self) -> int:
         return self.seq + self.count - 1
 
-    def records(self) -> Iterator[TraceEvent]:
+    def records(self) -> list[TraceEvent]:
         """The ``send`` events the run stands for, as a tracer writes them."""
         times = self.times
-        for i, t in enumerate(
-            times if isinstance(times, list) else struct.unpack(f"{len(times) // 8}d", times)
-        ):
-            yield self._send(i, t)
+        each = times if isinstance(times, list) else struct.unpack(f"{len(times) // 8}d", times)
+        return [self._send(i, t) for i, t in enumerate(each)]
 
     def lone_record(self) -> TraceEvent | None:
         """The one send the run stands for, if it stands for one (a tracer writes that
@@ -324,8 +340,9 @@ class PySendRun(msgspec.Struct, gc=False, repr_omit_defaults=False):
 
     def _send(self, i: int, t: float) -> TraceEvent:
         seq = self.seq + i
+        payload = self.payloads[i] if self.encode is not None else NO_PAYLOAD
         return TraceEvent(seq, t, "send", self.actor, self.sender, seq, self.cause, None,
-                          self.cls.__name__)  # fmt: skip
+                          self.cls.__name__, payload)  # fmt: skip
 
 
 #: Set ``TRIOXIDE_PURE_PYTHON=1`` to record runs with the pure-Python classes even where

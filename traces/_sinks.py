@@ -522,6 +522,36 @@ class JsonlFileSink:
             return
         self.written += 1
 
+    #: A tracer recording payloads may give this sink runs of sends with their payloads
+    #: (``Tracer``: the payloads are encoded as the sends happen, the lines when the run
+    #: is written).
+    runs_with_payloads: ClassVar[bool] = True
+
+    def run_writer(self, held: Callable[[], object]) -> Callable[[Run], None]:
+        """``write_run``: a lone tracer records runs (``Tracer.runs``) and writes them
+        here once complete. (*held*, the tracer's pending record, is not needed: this
+        sink has no views; a run is in the file after it was written and flushed, as any
+        record.)"""
+        return self.write_run
+
+    def write_run(self, run: Run) -> None:
+        """Encode the records *run* stands for, in order, as ``write`` would one by one
+        (in one call: ``Encoder.encode_lines``); the same byte bound and counts."""
+        records = run.records()
+        lines = self._enc.encode_lines(records)
+        buf = self._buf
+        start = len(buf)
+        if start + len(lines) > self._room:
+            self._recheck()
+            if start + len(lines) > self._room:  # not all of it fits: record by record
+                for record in records:
+                    self.write(record)
+                return
+        buf += lines
+        if len(buf) >= self._limit and not self._settle(start):
+            return
+        self.written += len(records)
+
     def _recheck(self) -> None:
         """Recompute the room left (the writer may have made some) and the length at
         which ``write`` must look again: a full chunk, or more than the room."""

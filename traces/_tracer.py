@@ -265,28 +265,33 @@ class Tracer:
         self._sinks: tuple[Sink, ...] = sinks
         self._seq = 0
         self._write: Callable[[TraceEvent], None]
-        direct = getattr(sinks[0], "direct_writer", None) if len(sinks) == 1 else None
+        lone = sinks[0] if len(sinks) == 1 else None
+        direct = getattr(lone, "direct_writer", None)
         self._write_run: Callable[[Run], None] = self._write_run_records
         runs = False
         if direct is not None:
             # One memory ring: append to it directly (it counts through our seq).
             self._write = direct(lambda: self.seq)
-            run_writer = getattr(sinks[0], "run_writer", None)
-            writer = run_writer(lambda: self.pending) if run_writer is not None else None
-            if writer is not None:
-                self._write_run, runs = writer, True
         else:
-            self._write = sinks[0].write if len(sinks) == 1 else self._fan_out
+            self._write = sinks[0].write if lone is not None else self._fan_out
+        run_writer = getattr(lone, "run_writer", None)
+        writer = run_writer(lambda: self.pending) if run_writer is not None else None
+        if writer is not None:
+            self._write_run, runs = writer, True
         #: Whether the actor loop records handled tells into ``HandleRun`` records
         #: (``open_run``) and tells are recorded into ``SendRun`` records (``send``): only
-        #: for a sink that keeps them whole and shows the run this tracer still holds
-        #: (``MemorySink.run_writer``). Every other sink gets each event as soon as it
-        #: happened, as before.
+        #: for a lone sink that takes runs (``run_writer``: ``MemorySink`` keeps them whole
+        #: and shows the run this tracer still holds, ``JsonlFileSink`` encodes the records
+        #: they stand for when they are written). Any other sinks get each event as soon as
+        #: it happened.
         self.runs = runs
         #: Whether the same tell's send twice in a row opens a ``SendRun`` (``send``): with
-        #: runs, no payloads; off once trace links exist (each send with a cause must then
-        #: reach ``TraceLinks.inherit``). ``_last_send``: the last tell's send written.
-        self._runs_sends = runs and not payloads
+        #: runs, and without payloads unless the sink takes runs with payloads
+        #: (``runs_with_payloads``); off once trace links exist (each send with a cause must
+        #: then reach ``TraceLinks.inherit``). ``_last_send``: the last tell's send written.
+        self._runs_sends = runs and (
+            not payloads or bool(getattr(lone, "runs_with_payloads", False))
+        )
         self._last_send: TraceEvent | None = None
         #: The record held back, written before anything else is: a receive to fold into
         #: its handle (``begin``: ``(actor, msg_id, corr, msg_type, t, seq)``), a
@@ -363,13 +368,13 @@ class Tracer:
         """
         if self.pending is not None:
             self._flush_pending()
-        self._seq = seq = self._seq + 1
         msg_type = None
         payload = NO_PAYLOAD
         if msg is not None:
             msg_type = type(msg).__name__
             if self.payloads:
-                payload = self._payload(msg)
+                payload = self._payload(msg)  # (first: if it raises, no seq is taken)
+        self._seq = seq = self._seq + 1
         t = self._clock() + self._t_offset
         if ids is None:
             event = TraceEvent(
@@ -442,15 +447,24 @@ class Tracer:
             and not ask
             and not system
         ):
-            self.pending = self.send_run = _runs.SendRun(
-                actor, sender, cause, type(msg), self._seq + 1, self._clock, self._t_offset,
-                (self._clock() + self._t_offset,),
-            )  # fmt: skip
+            if self.payloads:
+                encode = _encode_payload if self.redact is None else self._payload
+                payload = encode(msg)
+                self.pending = self.send_run = _runs.SendRun(
+                    actor, sender, cause, type(msg), self._seq + 1, self._clock,
+                    self._t_offset, (self._clock() + self._t_offset,), encode=encode,
+                    payloads=(payload,),
+                )  # fmt: skip
+            else:
+                self.pending = self.send_run = _runs.SendRun(
+                    actor, sender, cause, type(msg), self._seq + 1, self._clock,
+                    self._t_offset, (self._clock() + self._t_offset,),
+                )  # fmt: skip
             return self._seq + 1
-        self._seq = seq = self._seq + 1
         payload = NO_PAYLOAD
         if self.payloads:
-            payload = self._payload(msg)
+            payload = self._payload(msg)  # (first: if it raises, no seq is taken)
+        self._seq = seq = self._seq + 1
         t = self._clock() + self._t_offset
         event = TraceEvent(
             seq, t, "send", actor, sender, seq, cause, seq if ask else None,

@@ -664,17 +664,20 @@ def test_g7_a_dump_that_differs_from_the_trace_is_reported() -> None:
 RUN_SEEDS = 250
 
 
-def _runs_mismatches(seeds: Iterable[int], payloads: bool = True) -> list[str]:
+def _runs_mismatches(
+    seeds: Iterable[int], payloads: bool = True, runs: bool | str = True
+) -> list[str]:
     """Seeds whose run-recorded trace (a lone MemorySink: the actor loops record
     ``HandleRun`` records; without *payloads*, tells are recorded into ``SendRun``
-    records too) differs from the per-event trace of the same seed (payloads aside), or
-    breaks a guarantee (checked with payloads only: the checker finds each message's
-    events by its payload)."""
+    records too; *runs* ``"jsonl"``: a lone JSONL file, sends in runs with their payloads)
+    differs from the per-event trace of the same seed (payloads aside), or breaks a
+    guarantee (checked with payloads only: the checker finds each message's events by its
+    payload)."""
     bad = []
     for seed in seeds:
         scenario = generate(seed)
         reference = world.run_world(scenario, True)
-        obs = world.run_world(scenario, True, runs=True, payloads=payloads)
+        obs = world.run_world(scenario, True, runs=runs, payloads=payloads)
         failures = [f.render(seed, True) for f in check(scenario, obs)] if payloads else []
         mine, theirs = _scrubbed(obs.events), _scrubbed(reference.events)
         if not payloads:
@@ -710,6 +713,15 @@ def test_send_runs_record_the_same_trace_and_keep_every_guarantee() -> None:
     ``SendRun`` records (the same tell twice in a row); the fuzzed scenarios' traces are
     still the per-event ones (which G1-G6 are checked on above), event for event."""
     assert (bad := _runs_mismatches(range(RUN_SEEDS), payloads=False)) == [], "\n".join(bad[:20])
+
+
+@pytest.mark.usefixtures("run_impl")
+def test_runs_into_a_jsonl_file_record_the_same_trace_and_keep_every_guarantee() -> None:
+    """semantics.md 11: a lone ``JsonlFileSink`` takes runs too - of handled tells, and of
+    sends with their payloads - encoded when written; the file read back is the per-event
+    trace of the same seed, payloads included, and G1-G6 hold on it."""
+    bad = _runs_mismatches(range(RUN_SEEDS), runs="jsonl")
+    assert bad == [], "\n".join(bad[:20])
 
 
 def test_a_run_that_miscounts_its_seqs_is_reported(monkeypatch: pytest.MonkeyPatch) -> None:

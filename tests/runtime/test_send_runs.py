@@ -7,6 +7,10 @@ from __future__ import annotations
 
 import contextlib
 import itertools
+import json
+import os
+import tempfile
+from pathlib import Path
 from typing import Any
 
 import msgspec
@@ -19,7 +23,7 @@ from hypothesis import strategies as st
 
 from trioxide import caused_by, open_runtime, traces
 from trioxide.runtime import Actor, ActorRef, MailboxFull
-from trioxide.traces import RUN_MAX_MESSAGES, MemorySink, TraceEvent, Tracer
+from trioxide.traces import RUN_MAX_MESSAGES, JsonlFileSink, MemorySink, TraceEvent, Tracer
 from trioxide.traces._runs import SEND_RUN_TYPES, SendRunLike
 
 from ._msgs import Boom, Counter, Get, Incr, Sleep
@@ -92,7 +96,6 @@ async def run_program(tracer: Tracer, ops: list[Op]) -> list[list[TraceEvent]]:
     """Run *ops*; return the ``send`` events the tracer's first sink showed at each
     ``peek`` (a run still held by the tracer included)."""
     sink = tracer.sinks[0]
-    assert isinstance(sink, MemorySink)
     peeks: list[list[TraceEvent]] = []
     # Seeded: Trio's own scheduler shuffles otherwise, and two runs are compared.
     async with open_runtime(tracer=tracer, seed=1) as rt:
@@ -118,7 +121,7 @@ async def run_program(tracer: Tracer, ops: list[Op]) -> list[list[TraceEvent]]:
                     await counters[to].ask(Get())
                 case ("boom", to):
                     await counters[to].tell(Boom())
-                case ("peek",):
+                case ("peek",) if isinstance(sink, MemorySink):
                     peeks.append(sink.of_kind("send"))
                 case ("yield",):
                     await trio.lowlevel.checkpoint()
@@ -162,6 +165,91 @@ def test_send_runs_record_the_trace_per_event_recording_records(ops: list[Op]) -
     reads of the ring): the lone ring's events and records are those of per-event
     recording, seq for seq, and a reader mid-way sees every send made so far."""
     assert_same_trace(ops)
+
+
+def run_jsonl_both(ops: list[Op], **tracer_kw: Any) -> tuple[bytes, bytes]:
+    """*ops* recorded with payloads into a lone JSONL file (runs: of handled tells, and of
+    sends with their payloads) and into one beside a ``MemorySink`` (per-event); the two
+    files' bytes."""
+    with tempfile.TemporaryDirectory(prefix="jsonl-runs-") as tmp:
+        a, b = Path(tmp) / "runs.jsonl", Path(tmp) / "events.jsonl"
+        runs_sink, plain_sink = JsonlFileSink(a), JsonlFileSink(b)
+        runs_tracer = Tracer(runs_sink, payloads=True, **tracer_kw)
+        plain_tracer = Tracer(plain_sink, MemorySink(), payloads=True, **tracer_kw)
+        assert runs_tracer.runs and runs_tracer._runs_sends and not plain_tracer.runs
+        for tracer in (runs_tracer, plain_tracer):
+            try:
+                trio.run(
+                    run_program, tracer, ops, clock=trio.testing.MockClock(autojump_threshold=0)
+                )
+            finally:
+                tracer.close()
+        return a.read_bytes(), b.read_bytes()
+
+
+@settings(max_examples=100, deadline=None)
+@given(OPS)
+def test_runs_into_a_jsonl_file_write_the_file_per_event_recording_writes(ops: list[Op]) -> None:
+    """The same programs, with payloads, into a lone JSONL file: the file is byte for byte
+    the one per-event recording writes (the same lines: seqs, times, payloads)."""
+    mine, theirs = run_jsonl_both(ops)
+    assert mine == theirs
+
+
+def test_a_send_run_with_payloads_holds_each_sends_payload(run_impl: RunImpl) -> None:
+    """Into a lone JSONL file with payloads, a stream of tells of one type but different
+    values is one run that keeps each value (redacted, as per-event recording would)."""
+    ops: list[Op] = [("tell", 0, 1, 300, 0), ("tell", 0, 0, 5, 0), ("ask", 0)]
+    mine, theirs = run_jsonl_both(ops)
+    assert mine == theirs
+    payloads = [json.loads(line).get("payload") for line in mine.splitlines()[1:]]
+    assert [{"by": i + 2} for i in range(300)] == [p for p in payloads if p and p["by"] > 1]
+    hidden, theirs = run_jsonl_both(ops, redact=lambda m: Incr(0) if type(m) is Incr else m)
+    assert hidden == theirs and b'"by":2' not in hidden and hidden.count(b'"by":0') == 305
+
+    tracer = Tracer(JsonlFileSink(os.devnull), payloads=True, clock=lambda: 0.0)
+    for i in range(2):
+        tracer.send("/a", None, None, False, Incr(i))
+    run = tracer.send_run  # (the second send opened it; ActorRef.tell adds the next)
+    assert run is not None and run.add("/a", Incr(2), None, None) == 3
+    assert isinstance(run, SEND_RUN_TYPES) and run.count == 2
+    assert [bytes(p) for p in run.payloads] == [b'{"by":1}', b'{"by":2}']
+    tracer.close()
+
+
+async def test_a_tell_whose_payload_cannot_be_made_is_not_sent_and_takes_no_seq(
+    run_impl: RunImpl, tmp_path: Path, autojump_clock: trio.testing.MockClock
+) -> None:
+    """A redact that raises on a send inside a run fails that tell (its error, at the
+    sender) as it does outside one: the message is not queued, no seq is taken, and the
+    tells after it are recorded as if it had never been tried."""
+
+    def redact(msg: Any) -> Any:
+        if type(msg) is Incr and msg.by == 13:
+            raise ValueError("secret")
+        return msg
+
+    path = tmp_path / "t.jsonl"
+    tracer = Tracer(JsonlFileSink(path), payloads=True, redact=redact)
+    async with open_runtime(tracer=tracer) as rt:
+        ref = await rt.spawn(Counter, name="c")
+        for by in range(20):
+            if by == 13:
+                with pytest.raises(ValueError, match="secret"):
+                    await ref.tell(Incr(by))
+            else:
+                await ref.tell(Incr(by))
+        assert await ref.ask(Get()) == sum(range(20)) - 13
+        await ref.stop()
+    tracer.close()
+    events = traces.read_trace(path).events
+    assert [e.seq for e in events] == list(range(1, len(events) + 1))
+    sent = [
+        json.loads(bytes(e.payload))["by"]
+        for e in events
+        if e.kind == "send" and e.msg_type == "Incr"
+    ]
+    assert sent == [by for by in range(20) if by != 13]
 
 
 def test_a_burst_of_tells_is_recorded_in_full_runs() -> None:
@@ -234,8 +322,8 @@ async def test_under_a_real_clock_sends_in_a_run_carry_their_own_times() -> None
 async def test_no_send_runs_where_each_send_must_be_recorded_whole(
     autojump_clock: trio.testing.MockClock, how: str
 ) -> None:
-    """With payloads (each send carries its message) or without the lone ring, every
-    send is an event of its own."""
+    """Into a ``MemorySink`` with payloads (it bounds payload bytes per record), or
+    without a lone sink, every send is an event of its own."""
     sink = MemorySink()
     tracer = Tracer(sink, payloads=True) if how == "payloads" else Tracer(sink, MemorySink())
     async with open_runtime(tracer=tracer) as rt:

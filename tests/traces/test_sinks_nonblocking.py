@@ -124,6 +124,52 @@ async def test_a_stalled_disk_never_stops_the_actors(
     assert disk.closed
 
 
+async def test_a_stalled_disk_never_stops_the_actors_whose_tracer_records_runs(
+    tmp_path: Path, autojump_clock: trio.testing.MockClock
+) -> None:
+    """The same with the file as the tracer's lone sink (runs: handled tells, and sends
+    with their payloads, encoded when a run is written): a run that does not fit the
+    budget is taken record by record, so what is dropped is counted per record and the
+    file holds the oldest records, in order, each whole."""
+
+    async def tell_5000(tracer: traces.Tracer) -> None:
+        async with runtime.open_runtime(tracer=tracer, seed=3) as rt:
+            ref = await rt.spawn(Counter, name="counter")
+            for _ in range(5000):
+                await ref.tell(Incr())
+            assert await ref.ask(Get()) == 5000  # the actors kept running
+            if tracer.sinks[0] is sink:
+                assert disk.entered.wait(STALL_LIMIT)
+                assert path.read_bytes() == b""  # nothing reached the disk
+                assert sink.dropped > 0
+                disk.release()
+
+    path = tmp_path / "stalled-runs.jsonl"
+    sink, disk = stalled_sink(path, chunk_size=4096, max_buffer=64 * 1024)
+    tracer = traces.Tracer(sink, payloads=True)
+    assert tracer.runs and tracer._runs_sends
+    try:
+        await tell_5000(tracer)
+    finally:
+        disk.release()
+        sink.close()
+    reference = traces.MemorySink()  # the same run's records, all kept
+    await tell_5000(traces.Tracer(reference, payloads=True))
+
+    def shape(r: traces.TraceEvent) -> tuple[object, ...]:
+        return (r.seq, r.kind, r.actor, r.msg_id, r.msg_type, bytes(r.payload), r.outcome)
+
+    written = file_records(path)
+    assert len(written) == sink.written
+    assert sink.written + sink.dropped == len(reference.records)
+    seqs = [r.seq for r in written]
+    assert seqs == sorted(set(seqs))
+    assert [shape(r) for r in written] == [
+        shape(r) for r in reference.records if r.seq in set(seqs)
+    ]
+    assert seqs[:100] == list(range(1, 101))  # the oldest kept
+
+
 async def test_the_file_sink_holds_a_32_mib_payload_once(
     tmp_path: Path, autojump_clock: trio.testing.MockClock
 ) -> None:

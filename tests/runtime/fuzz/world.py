@@ -998,16 +998,24 @@ def run_world(
     trace_out: Path | None = None,
     extra_sinks: Sequence[Sink] = (),
     *,
-    runs: bool = False,
+    runs: bool | str = False,
     payloads: bool = True,
 ) -> Observation:
     """Run *scenario* once (traced or not) and return what was observed. A traced run
     also has a flight recorder among its sinks, its dumps read back (``obs.flight``), and
     *extra_sinks* (the caller's to close) - or, with *runs*, a lone ``MemorySink``: the
     configuration in which the actor loops record ``HandleRun`` records (and, without
-    *payloads*, tells are recorded into ``SendRun`` records)."""
+    *payloads*, tells are recorded into ``SendRun`` records); with ``runs="jsonl"``, a lone
+    ``JsonlFileSink`` (runs of handled tells, and of sends with their payloads, encoded
+    when written), its file read back as ``obs.events``."""
     if not traced:
         return _run_world(scenario, None, trace_out)
+    if runs == "jsonl":
+        with tempfile.TemporaryDirectory(prefix="fuzz-jsonl-") as tmp:
+            path = Path(tmp) / "trace.jsonl"
+            obs = _run_world(scenario, None, path, lone_file=True, payloads=payloads)
+            obs.events = read_trace(path).events
+            return obs
     if runs:
         return _run_world(scenario, None, None, lone_memory=True, payloads=payloads)
     with tempfile.TemporaryDirectory(prefix="fuzz-flight-") as tmp:
@@ -1044,6 +1052,7 @@ def _run_world(
     extra_sinks: Sequence[Sink] = (),
     *,
     lone_memory: bool = False,
+    lone_file: bool = False,
     payloads: bool = True,
 ) -> Observation:
     tracer: Tracer | None = None
@@ -1052,6 +1061,11 @@ def _run_world(
     if lone_memory:
         memory = MemorySink()
         tracer = Tracer(memory, payloads=payloads)
+        assert tracer.runs
+    elif lone_file:
+        assert trace_out is not None
+        file_sink = JsonlFileSink(trace_out, TraceHeader(seed=scenario.seed))
+        tracer = Tracer(file_sink, payloads=payloads)
         assert tracer.runs
     elif recorder is not None:
         memory = MemorySink()
