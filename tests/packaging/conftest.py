@@ -209,7 +209,7 @@ def fresh_venv(tmp_path_factory: pytest.TempPathFactory, built_wheel: BuiltWheel
         k: v
         for k, v in os.environ.items()
         if k not in {"PYTHONHOME", "PYTHONSTARTUP", "VIRTUAL_ENV", "MYPYPATH", "PYTHONSAFEPATH"}
-        and not k.startswith("PYTEST_")
+        and not k.startswith(("PYTEST_", "TRIOXIDE_"))  # the installed package as it is
     }
     env["PYTHONPATH"] = os.pathsep.join(main_site_packages())
     env["PATH"] = os.pathsep.join([str(root / "bin"), env.get("PATH", "")])
