@@ -3,13 +3,18 @@
 ``HandleRun``: an actor loop that takes tell after tell and whose handlers trace nothing
 themselves produces the same two events per message, over and over: a ``receive`` folded
 into its ``handle`` (see ``traces.expand``). The loop records such a stream into one
-``HandleRun`` instead - four list slots per message, no event object, no call into the
-tracer.
+``HandleRun`` instead (``begin``/``end``): an id, a type name and two times per message,
+no event object, no call into the tracer.
 
 ``SendRun``: a sender telling one actor message after message (of one type, while
 handling one message) produces the same ``send`` over and over. ``ActorRef.tell``'s traced
-fast path records such a stream into one ``SendRun`` - one time per message (packed
-doubles once written: no object per message, nothing for the cyclic GC to walk).
+fast path records such a stream into one ``SendRun`` (``add``): one time per message, and
+its payload if the tracer records payloads into a sink that takes such runs.
+
+Each exists twice, with one interface (``HandleRunLike``, ``SendRunLike``): compiled
+(``_cruns``, from ``_cruns.c``: C arrays, the clock read in C) and in pure Python
+(``PyHandleRun``, ``PySendRun``: the reference, and the fallback where the extension was not
+built or ``TRIOXIDE_PURE_PYTHON`` is set). ``HandleRun``/``SendRun`` are the ones in use.
 
 A run is appended to only while it is the tracer's *pending* record: nothing else was
 traced since it was opened. Whatever the tracer records next writes the run first
@@ -19,8 +24,8 @@ A run is a recording device, not part of the trace model: sinks get it as the re
 stands for (``records``), ``MemorySink`` keeps it whole and expands it on read. Under
 ``MockClock`` a run's events are byte for byte those of message-by-message recording;
 under a real clock each handler's ``t0`` is the previous handler's end when the loop went
-straight from one to the next (the loop's own bookkeeping between them, well under a
-microsecond, is not timed).
+straight from one to the next within a run (the loop's own bookkeeping between them, well
+under a microsecond, is not timed; a run's first handler reads the clock).
 """
 
 from __future__ import annotations

@@ -197,11 +197,12 @@ class MemorySink:
     #: tracemalloc: about 185 bytes for the event, its float and ints, and the ring slot).
     RECORD_BYTES: ClassVar[int] = 192
 
-    #: Estimated memory of one event inside a ``HandleRun`` (a message is four list
-    #: slots, its id and its end time - its start is the previous message's end - for
-    #: two events; ``sys.getsizeof`` over the runs of 20,000 tells: about 88 bytes per
-    #: message, list growth and ring slots included). A ``SendRun`` holds a send in
-    #: 8 bytes (an array slot): counted at this rate too, an over-estimate.
+    #: Estimated memory of one event inside a run - the pure-Python recorders' figure: a
+    #: ``PyHandleRun`` message is four list slots, its id and its end time for two events
+    #: (``sys.getsizeof`` over the runs of 20,000 tells: about 88 bytes per message, list
+    #: growth and ring slots included). The compiled runs take less (a full ``HandleRun``
+    #: ~17 bytes per event, a full ``SendRun`` ~10): counted at this rate too, an
+    #: over-estimate.
     RUN_EVENT_BYTES: ClassVar[int] = 48
 
     __slots__ = (
