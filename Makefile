@@ -45,4 +45,5 @@ fuzz: $(STAMP)
 	$(BIN)/python -m tests.runtime.fuzz --scenarios 10000
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis build
+	rm -f traces/_cruns*.so
