@@ -62,6 +62,9 @@ RUN_MAX_MESSAGES: Final = 64
 #: ``items`` slots per message: msg_id, message type name, t0 (handler began), t (ended).
 _SLOTS: Final = 4
 
+#: ``items`` of a full run.
+_FULL: Final = RUN_MAX_MESSAGES * _SLOTS
+
 
 @runtime_checkable
 class _RunLike(Protocol):
@@ -153,23 +156,29 @@ class PyHandleRun(msgspec.Struct, gc=False):
         """The handler of *msg* (``msg_id``) begins: at the previous message's end if the
         loop went straight on from it (not *fresh*) and it is this run's, else now.
         Raises ``RuntimeError`` if the run was written, is full or has an open message."""
-        items = self._writable()
+        # (One check for the three refusals: this is the actor loop's hot path.)
+        items = self.items
         n = len(items)
-        if n % _SLOTS:
-            raise RuntimeError("begin(): a message of the run is still open")
-        if n >= RUN_MAX_MESSAGES * _SLOTS:
-            raise RuntimeError(f"begin(): the run is full ({RUN_MAX_MESSAGES} messages)")
+        if type(items) is not list or n % _SLOTS or n >= _FULL:
+            self._writable()
+            raise RuntimeError(
+                "begin(): a message of the run is still open"
+                if n % _SLOTS
+                else f"begin(): the run is full ({RUN_MAX_MESSAGES} messages)"
+            )
         t0 = items[-1] if n and not fresh else self.clock() + self.offset
         items += (msg_id, type(msg).__name__, t0)
 
     def end(self) -> None:
         """The open message's handler returned, now."""
-        items = self._writable()
-        if len(items) % _SLOTS != 3:
+        items = self.items
+        if type(items) is not list or len(items) % _SLOTS != 3:
+            self._writable()
             raise RuntimeError("end(): no message of the run is open")
         items.append(self.clock() + self.offset)
 
     def _writable(self) -> list[Any]:
+        """The items, if the run was not written yet (else ``RuntimeError``)."""
         items = self.items
         if type(items) is not list:
             raise RuntimeError("a written run never changes")
