@@ -4,7 +4,16 @@ This package never imports ``runtime`` or ``actors``.
 """
 
 from . import otel
-from ._event import KINDS, NO_PAYLOAD, OUTCOMES, SCHEMA_VERSION, TraceEvent, TraceHeader
+from ._event import (
+    KINDS,
+    NO_PAYLOAD,
+    OUTCOMES,
+    RUN_LINES,
+    SCHEMA_VERSION,
+    RunBody,
+    TraceEvent,
+    TraceHeader,
+)
 from ._expand import expand, is_folded, records_of
 from ._flight import FlightRecorder
 from ._links import LinkStatistics, TraceLinks
@@ -27,6 +36,7 @@ __all__ = [
     "KINDS",
     "NO_PAYLOAD",
     "OUTCOMES",
+    "RUN_LINES",
     "RUN_MAX_MESSAGES",
     "SCHEMA_VERSION",
     "Divergence",
@@ -40,6 +50,7 @@ __all__ = [
     "MergeStatistics",
     "MergedTrace",
     "Recorder",
+    "RunBody",
     "SendRun",
     "Sink",
     "SinkStatistics",

@@ -359,6 +359,53 @@ HandleRun_get_items(HandleRunObject *self, void *Py_UNUSED(closure))
     return out;
 }
 
+/* columns(): (ids, types, t0, t) as a run line writes them (traces.RUN_LINES): types is
+ * the one type name if every message has it, else a tuple; t0[i] is None where message i
+ * began when message i - 1 ended (the loop went straight on). */
+static PyObject *
+HandleRun_columns(HandleRunObject *self, PyObject *Py_UNUSED(ignored))
+{
+    int n = self->begun, ended = self->ended;
+    PyObject *ids = PyTuple_New(n), *t0 = PyTuple_New(n), *t = PyTuple_New(ended);
+    PyObject *types = NULL, *res = NULL;
+    if (ids == NULL || t0 == NULL || t == NULL)
+        goto done;
+    int same = 1;
+    for (int i = 1; i < n && same; i++)
+        same = PyUnicode_Compare(self->slots[i].name, self->slots[0].name) == 0;
+    if (PyErr_Occurred())
+        goto done;
+    types = same && n ? Py_NewRef(self->slots[0].name) : PyTuple_New(n);
+    if (types == NULL)
+        goto done;
+    for (int i = 0; i < n; i++) {
+        HandleSlot *s = &self->slots[i];
+        PyObject *id = PyLong_FromLongLong(s->mid);
+        PyObject *start = i > 0 && self->slots[i - 1].t == s->t0 ? Py_NewRef(Py_None)
+                                                                  : PyFloat_FromDouble(s->t0);
+        PyObject *end = i < ended ? PyFloat_FromDouble(s->t) : NULL;
+        if (id == NULL || start == NULL || (i < ended && end == NULL)) {
+            Py_XDECREF(id);
+            Py_XDECREF(start);
+            Py_XDECREF(end);
+            goto done;
+        }
+        PyTuple_SET_ITEM(ids, i, id);
+        PyTuple_SET_ITEM(t0, i, start);
+        if (end != NULL)
+            PyTuple_SET_ITEM(t, i, end);
+        if (!(same && n))
+            PyTuple_SET_ITEM(types, i, Py_NewRef(s->name));
+    }
+    res = PyTuple_Pack(4, ids, types, t0, t);
+done:
+    Py_XDECREF(ids);
+    Py_XDECREF(types);
+    Py_XDECREF(t0);
+    Py_XDECREF(t);
+    return res;
+}
+
 static PyObject *
 HandleRun_get_count(HandleRunObject *self, void *Py_UNUSED(closure))
 {
@@ -401,6 +448,8 @@ static PyMethodDef HandleRun_methods[] = {
     {"records", (PyCFunction)HandleRun_records, METH_NOARGS, "The records the run stands for."},
     {"lone_record", (PyCFunction)HandleRun_lone_record, METH_NOARGS,
      "The one record the run stands for, if it stands for one."},
+    {"columns", (PyCFunction)HandleRun_columns, METH_NOARGS,
+     "(ids, types, t0, t) as a run line writes them."},
     {"__sizeof__", (PyCFunction)HandleRun_sizeof, METH_NOARGS, NULL},
     {NULL},
 };

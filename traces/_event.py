@@ -9,7 +9,16 @@ from __future__ import annotations
 
 import msgspec
 
-__all__ = ["KINDS", "NO_PAYLOAD", "OUTCOMES", "SCHEMA_VERSION", "TraceEvent", "TraceHeader"]
+__all__ = [
+    "KINDS",
+    "NO_PAYLOAD",
+    "OUTCOMES",
+    "RUN_LINES",
+    "SCHEMA_VERSION",
+    "RunBody",
+    "TraceEvent",
+    "TraceHeader",
+]
 
 #: The ``payload`` of an event recorded without one.
 NO_PAYLOAD = msgspec.Raw()
@@ -20,8 +29,10 @@ NO_PAYLOAD = msgspec.Raw()
 #: Additions that change no field's meaning - new kinds, new optional fields (the HTTP
 #: kinds' ``trace_id``/``span_id``/``parent_span``, the header's ``process`` and
 #: ``clock_at_start``) - keep the version: a reader that predates them skips the unknown
-#: fields and shows an unknown kind as it is.
-SCHEMA_VERSION = 3
+#: fields and shows an unknown kind as it is. Version 4 adds *run lines* (``RUN_LINES``):
+#: one line that stands for many records, which a version-3 reader would show as one
+#: unknown event and so lose the rest.
+SCHEMA_VERSION = 4
 
 #: Every ``kind`` the runtime emits, with what ``actor``/``peer`` mean for it.
 KINDS: dict[str, str] = {
@@ -91,6 +102,40 @@ OUTCOMES: dict[str, str] = {
 }
 
 
+class RunBody(msgspec.Struct, frozen=True, gc=False, omit_defaults=True):
+    """The messages of a run line (a ``TraceEvent`` whose ``kind`` is in ``RUN_LINES``),
+    one array entry per message.
+
+    ``handle_run``: ``ids``, ``types`` and ``t0`` of each message handled, and ``t``, when
+    each handler returned - one entry fewer if the last one is still open (it stands for
+    its ``receive`` alone). ``types`` is empty when every message has the line's
+    ``msg_type``; ``t0[i]`` is ``None`` when message ``i`` began as message ``i - 1``
+    ended (``t[i - 1]``). ``send_run``: ``t`` of each send, and ``payloads`` (each send's
+    message) if the tracer recorded payloads.
+    """
+
+    ids: tuple[int, ...] = ()
+    types: tuple[str, ...] = ()
+    t0: tuple[float | None, ...] = ()
+    t: tuple[float, ...] = ()
+    payloads: tuple[msgspec.Raw, ...] = ()
+
+
+#: The kinds of *run lines*: a file sink writes a run of records (``traces.HandleRun``,
+#: ``traces.SendRun``) as one line - the same records, fewer bytes. Readers expand them
+#: (``traces.expand``); no consumer of events ever sees these kinds.
+RUN_LINES: dict[str, str] = {
+    "handle_run": "tells to actor handled back to back from seq on: message i is the "
+    "receive seq + 2i and the handle seq + 2i + 1 (folded: a handle with t0), msg_id "
+    "run.ids[i], msg_type run.types[i] (or the line's msg_type for all), from run.t0[i] "
+    "(None: run.t[i - 1]) to run.t[i]; an open last message (no t) is its receive alone; "
+    "t = run.t0[0]",
+    "send_run": "tells sent back to back from peer (None: outside any actor) to actor, "
+    "caused by cause, of type msg_type: send i has seq and msg_id seq + i, time run.t[i] "
+    "and payload run.payloads[i] (if any); t = run.t[0]",
+}
+
+
 class TraceEvent(msgspec.Struct, frozen=True, gc=False, omit_defaults=True):
     """One runtime step.
 
@@ -122,6 +167,8 @@ class TraceEvent(msgspec.Struct, frozen=True, gc=False, omit_defaults=True):
     trace_id: str | None = None
     span_id: str | None = None
     parent_span: str | None = None
+    #: On a run line only (``RUN_LINES``): the messages it stands for.
+    run: RunBody | None = None
 
 
 class TraceHeader(msgspec.Struct, frozen=True):

@@ -20,8 +20,8 @@ from pathlib import Path
 import msgspec
 import trio
 
-from ._event import SCHEMA_VERSION, TraceEvent, TraceHeader
-from ._expand import expand
+from ._event import RUN_LINES, SCHEMA_VERSION, TraceEvent, TraceHeader
+from ._expand import check_run_line, expand
 
 __all__ = [
     "MAX_DEPTH",
@@ -118,15 +118,23 @@ def _utf8_error(line: bytes | msgspec.Raw) -> str | None:
 
 
 def decode_event(line: bytes) -> TraceEvent:
-    """One trace line as an event (not expanded). Raises ``msgspec.DecodeError`` if the
-    line is not an event, is not valid UTF-8, or nests more than ``MAX_DEPTH`` deep."""
+    """One trace line as an event (not expanded: a folded handle, or a run line standing
+    for many records). Raises ``msgspec.DecodeError`` if the line is not an event, is not
+    valid UTF-8, nests more than ``MAX_DEPTH`` deep, or is a run line whose arrays do not
+    fit together."""
     problem = _utf8_error(line) or _depth_error(line)
     if problem is not None:
         raise msgspec.DecodeError(problem)
     try:
-        return _event_decoder.decode(line)
+        event = _event_decoder.decode(line)
     except RecursionError:  # (only for unbalanced lines, which _depth_error leaves alone)
         raise msgspec.DecodeError(f"nested more than {MAX_DEPTH} levels deep") from None
+    if event.run is not None or event.kind in RUN_LINES:
+        try:
+            check_run_line(event)
+        except ValueError as exc:
+            raise msgspec.DecodeError(str(exc)) from None
+    return event
 
 
 @dataclass(frozen=True)

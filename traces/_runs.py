@@ -97,6 +97,7 @@ class HandleRunLike(_RunLike, Protocol):
     def begin(self, msg_id: int, msg: object, fresh: bool) -> None: ...
     def end(self) -> None: ...
     def take_open(self, msg_id: int) -> tuple[str, float] | None: ...
+    def columns(self) -> HandleColumns: ...
 
 
 @runtime_checkable
@@ -217,6 +218,16 @@ class PyHandleRun(msgspec.Struct, gc=False):
             items.pop()
             return name, t0
         return None
+
+    def columns(self) -> HandleColumns:
+        """``(ids, types, t0, t)`` as a run line writes them (``traces.RUN_LINES``):
+        *types* is the one type name if every message has it; ``t0[i]`` is ``None`` where
+        message ``i`` began when message ``i - 1`` ended."""
+        items = self.items
+        ids, names, starts, ends = items[0::4], items[1::4], items[2::4], items[3::4]
+        t0 = tuple(None if i and ends[i - 1] == start else start for i, start in enumerate(starts))
+        same = bool(names) and all(name == names[0] for name in names)
+        return tuple(ids), names[0] if same else tuple(names), t0, tuple(ends)
 
     def records(self) -> list[TraceEvent]:
         """The records the run stands for, as a tracer writes them: a folded handle per
@@ -392,6 +403,11 @@ SEND_RUN_TYPES: Final[tuple[type[SendRunLike], ...]] = (PySendRun,) + (
 )
 RUN_TYPES: Final[tuple[type[HandleRunLike] | type[SendRunLike], ...]] = (
     HANDLE_RUN_TYPES + SEND_RUN_TYPES
+)
+
+#: ``HandleRun.columns()``: ``(ids, types, t0, t)``.
+HandleColumns: TypeAlias = (
+    "tuple[tuple[int, ...], str | tuple[str, ...], tuple[float | None, ...], tuple[float, ...]]"
 )
 
 #: A run of either kind (``MemorySink`` keeps both whole).

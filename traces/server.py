@@ -422,8 +422,8 @@ def _decode_chunk(lines: list[bytes], first: int) -> Iterator[list[TraceEvent] |
 
 
 def _expanded(events: list[TraceEvent]) -> list[TraceEvent]:
-    """*events* with every folded handle expanded (``traces.expand``)."""
-    folded = [i for i, e in enumerate(events) if e.t0 is not None]
+    """*events* with every folded handle and run line expanded (``traces.expand``)."""
+    folded = [i for i, e in enumerate(events) if e.t0 is not None or e.run is not None]
     if not folded:
         return events
     out: list[TraceEvent] = []

@@ -48,7 +48,7 @@ MISTAKES = [
     ("view {t}/binary.jsonl", "{t}/binary.jsonl is not a trioxide trace"),
     ("view {t}/folder", "{t}/folder is a folder, not a trace file"),
     ("view {t}/wrong.json", "{t}/wrong.json is not a trioxide trace"),
-    ("view {t}/newer.jsonl", "is newer than this reader (3); upgrade trioxide"),
+    ("view {t}/newer.jsonl", "is newer than this reader (4); upgrade trioxide"),
     ("export {t}/missing.jsonl --otlp {t}/o.json", "no such trace file: {t}/missing.jsonl"),
     ("export {t}/empty.jsonl --otlp {t}/o.json", "{t}/empty.jsonl is empty"),
     ("export {t}/binary.jsonl --otlp {t}/o.json", "{t}/binary.jsonl is not a trioxide trace"),

@@ -63,7 +63,7 @@ _handle_ops = st.lists(
 
 def _handle_state(run: Any) -> tuple[Any, ...]:
     return (list(run.items), run.count, run.last_seq, run.frozen, run.records(),
-            run.lone_record(), repr(run))  # fmt: skip
+            run.lone_record(), repr(run), run.columns() if run.count else None)  # fmt: skip
 
 
 @settings(max_examples=300, deadline=None)

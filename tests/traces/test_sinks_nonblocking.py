@@ -76,10 +76,12 @@ def stalled_sink(path: Path, **kw: float) -> tuple[traces.JsonlFileSink, Stalled
 
 
 def file_records(path: Path) -> list[traces.TraceEvent]:
-    """The records of a trace file as written (not expanded), header checked."""
+    """The records of a trace file as written (folded handles kept; a run line as the
+    records it stands for), header checked."""
     lines = path.read_bytes().splitlines()
     assert msgspec.json.decode(lines[0], type=traces.TraceHeader) == HEADER
-    return [msgspec.json.decode(line, type=traces.TraceEvent) for line in lines[1:]]
+    written = [msgspec.json.decode(line, type=traces.TraceEvent) for line in lines[1:]]
+    return list(traces.records_of(written))
 
 
 # -- JsonlFileSink ------------------------------------------------------------------------
@@ -129,8 +131,8 @@ async def test_a_stalled_disk_never_stops_the_actors_whose_tracer_records_runs(
 ) -> None:
     """The same with the file as the tracer's lone sink (runs: handled tells, and sends
     with their payloads, encoded when a run is written): a run that does not fit the
-    budget is taken record by record, so what is dropped is counted per record and the
-    file holds the oldest records, in order, each whole."""
+    budget is dropped whole (its records counted), so the file holds the oldest records,
+    in order, each whole."""
 
     async def tell_5000(tracer: traces.Tracer) -> None:
         async with runtime.open_runtime(tracer=tracer, seed=3) as rt:
