@@ -447,19 +447,14 @@ class Tracer:
             and not ask
             and not system
         ):
+            encode = None
             if self.payloads:
                 encode = _encode_payload if self.redact is None else self._payload
-                payload = encode(msg)
-                self.pending = self.send_run = _runs.SendRun(
-                    actor, sender, cause, type(msg), self._seq + 1, self._clock,
-                    self._t_offset, (self._clock() + self._t_offset,), encode=encode,
-                    payloads=(payload,),
-                )  # fmt: skip
-            else:
-                self.pending = self.send_run = _runs.SendRun(
-                    actor, sender, cause, type(msg), self._seq + 1, self._clock,
-                    self._t_offset, (self._clock() + self._t_offset,),
-                )  # fmt: skip
+            first = (encode(msg),) if encode is not None else ()
+            self.pending = self.send_run = _runs.SendRun(
+                actor, sender, cause, type(msg), self._seq + 1, self._clock, self._t_offset,
+                (self._clock() + self._t_offset,), encode=encode, payloads=first,
+            )  # fmt: skip
             return self._seq + 1
         payload = NO_PAYLOAD
         if self.payloads:
