@@ -17,7 +17,14 @@ from collections.abc import Iterable, Iterator
 import msgspec
 
 from ._event import NO_PAYLOAD, RUN_LINES, RunBody, TraceEvent
-from ._runs import HANDLE_RUN_TYPES, SEND_RUN_TYPES, Run
+from ._runs import (
+    HANDLE_RUN_TYPES,
+    SEND_RUN_TYPES,
+    Run,
+    handle_record,
+    receive_record,
+    send_record,
+)
 
 __all__ = ["check_run_line", "expand", "is_folded", "records_of", "run_line", "run_line_records"]
 
@@ -93,7 +100,7 @@ def run_line_records(line: TraceEvent) -> list[TraceEvent]:
         payloads = body.payloads or (NO_PAYLOAD,) * len(body.t)
         seq, actor, peer, cause, name = line.seq, line.actor, line.peer, line.cause, line.msg_type
         return [
-            TraceEvent(seq + i, t, "send", actor, peer, seq + i, cause, None, name, payloads[i])
+            send_record(seq + i, t, actor, peer, cause, name, payloads[i])
             for i, t in enumerate(body.t)
         ]
     out = []
@@ -102,12 +109,12 @@ def run_line_records(line: TraceEvent) -> list[TraceEvent]:
     for i, mid in enumerate(body.ids):
         start = body.t0[i]
         t0 = start if start is not None else ends[i - 1]  # (None: began as i - 1 ended)
+        name = types[i]
+        assert name is not None
         if i < ended:
-            out.append(TraceEvent(seq + 1, ends[i], "handle", line.actor, None, mid, None,
-                                  None, types[i], NO_PAYLOAD, None, "ok", t0))  # fmt: skip
+            out.append(handle_record(seq + 1, line.actor, mid, name, t0, ends[i]))
         else:
-            out.append(TraceEvent(seq, t0, "receive", line.actor, None, mid, None, None,
-                                  types[i]))  # fmt: skip
+            out.append(receive_record(seq, line.actor, mid, name, t0))
         seq += 2
     return out
 

@@ -241,28 +241,21 @@ class PyHandleRun(msgspec.Struct, gc=False):
 
     def lone_record(self) -> TraceEvent | None:
         """The one record the run stands for, if it stands for one (an open message's
-        receive, or one folded handle): a tracer writes that instead of the run. (Built
-        here, not through ``_receive``/``_handle``: a relay actor flushes one per message,
-        and the extra call measured +3.5% instructions per relayed message.)"""
-        items = self.items
-        n = len(items)
+        receive, or one folded handle): a tracer writes that instead of the run."""
+        n = len(self.items)
         if n == 3:
-            return TraceEvent(self.seq, items[2], "receive", self.actor, None, items[0], None,
-                              None, items[1])  # fmt: skip
+            return self._receive(self.seq, 0)
         if n == _SLOTS:
-            return TraceEvent(self.seq + 1, items[3], "handle", self.actor, None, items[0],
-                              None, None, items[1], NO_PAYLOAD, None, "ok", items[2])  # fmt: skip
+            return self._handle(self.seq + 1, 0)
         return None
 
     def _handle(self, seq: int, i: int) -> TraceEvent:
         items = self.items
-        return TraceEvent(seq, items[i + 3], "handle", self.actor, None, items[i], None, None,
-                          items[i + 1], NO_PAYLOAD, None, "ok", items[i + 2])  # fmt: skip
+        return handle_record(seq, self.actor, items[i], items[i + 1], items[i + 2], items[i + 3])
 
     def _receive(self, seq: int, i: int) -> TraceEvent:
         items = self.items
-        return TraceEvent(seq, items[i + 2], "receive", self.actor, None, items[i], None,
-                          None, items[i + 1])  # fmt: skip
+        return receive_record(seq, self.actor, items[i], items[i + 1], items[i + 2])
 
 
 class PySendRun(msgspec.Struct, gc=False, repr_omit_defaults=False):
@@ -364,10 +357,32 @@ class PySendRun(msgspec.Struct, gc=False, repr_omit_defaults=False):
         return next(iter(self.records())) if self.count == 1 else None
 
     def _send(self, i: int, t: float) -> TraceEvent:
-        seq = self.seq + i
         payload = self.payloads[i] if self.encode is not None else NO_PAYLOAD
-        return TraceEvent(seq, t, "send", self.actor, self.sender, seq, self.cause, None,
-                          self.cls.__name__, payload)  # fmt: skip
+        return send_record(self.seq + i, t, self.actor, self.sender, self.cause,
+                           self.cls.__name__, payload)  # fmt: skip
+
+
+# -- the records a run stands for (built here for the pure-Python runs and for run lines
+# read from a file, traces._expand; the compiled runs build the same in C) -----------------
+
+
+def handle_record(seq: int, actor: str, msg_id: int, name: str, t0: float, t: float) -> TraceEvent:
+    """A folded ``handle`` of a tell (its ``receive`` at ``t0``)."""
+    return TraceEvent(seq, t, "handle", actor, None, msg_id, None, None, name, NO_PAYLOAD, None,
+                      "ok", t0)  # fmt: skip
+
+
+def receive_record(seq: int, actor: str, msg_id: int, name: str, t0: float) -> TraceEvent:
+    """The ``receive`` of a tell whose handler is still running."""
+    return TraceEvent(seq, t0, "receive", actor, None, msg_id, None, None, name)
+
+
+def send_record(
+    seq: int, t: float, actor: str, sender: str | None, cause: int | None, name: str | None,
+    payload: msgspec.Raw = NO_PAYLOAD,
+) -> TraceEvent:  # fmt: skip
+    """The ``send`` of a tell (its ``msg_id`` is its seq)."""
+    return TraceEvent(seq, t, "send", actor, sender, seq, cause, None, name, payload)
 
 
 #: Set ``TRIOXIDE_PURE_PYTHON=1`` to record runs with the pure-Python classes even where
